@@ -1,0 +1,306 @@
+"""A real single-node Apache Kafka broker (KRaft) run from Maven Central jars, no Docker needed.
+
+The broker's jars are fetched once by Maven from the pom kept beside this file and cached outside
+the repo; each broker "home" directory holds its config, data and log, so data survives
+stop/start. The broker runs detached in its own session; `broker.json` in the home records its
+pid and ports so a later `status` or `stop` (from another process) finds it.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from processor.exceptions import KafkaUnavailableError
+
+KAFKA_VERSION = "4.1.1"
+_POM = Path(__file__).resolve().parent / "pom.xml"
+_READY_LINE = "Kafka Server started"
+
+
+def default_home() -> Path:
+    return Path(os.environ.get("DP_KAFKA_HOME", Path.home() / ".durable-processor" / "kafka"))
+
+
+def jar_cache() -> Path:
+    base = os.environ.get("DP_CACHE_DIR", str(Path.home() / ".cache" / "durable-processor"))
+    return Path(base) / f"kafka-{KAFKA_VERSION}" / "libs"
+
+
+@dataclass(frozen=True)
+class BrokerInfo:
+    pid: int
+    port: int
+    controller_port: int
+    cluster_id: str
+    home: str
+
+    @property
+    def bootstrap(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+
+def _require(tool: str, package_hint: str) -> str:
+    path = shutil.which(tool)
+    if path is None:
+        raise KafkaUnavailableError(
+            f"`{tool}` is not on PATH: install {package_hint} to run the local Kafka broker "
+            "(or point KAFKA_BOOTSTRAP at a broker you run yourself)."
+        )
+    return path
+
+
+def ensure_jars(log: bool = True) -> Path:
+    """Fetch the broker's runtime jars into the cache once; later calls return at once."""
+    libs = jar_cache()
+    marker = libs / ".complete"
+    if marker.exists():
+        return libs
+    _require("java", "a Java 17+ runtime (e.g. `apt-get install openjdk-17-jre-headless`)")
+    mvn = _require("mvn", "Apache Maven (e.g. `apt-get install maven`)")
+    libs.mkdir(parents=True, exist_ok=True)
+    if log:
+        print(f"fetching Apache Kafka {KAFKA_VERSION} jars from Maven Central into {libs} ...", flush=True)
+    proc = subprocess.run(
+        [mvn, "-q", "-B", "-f", str(_POM), "dependency:copy-dependencies", f"-DoutputDirectory={libs}"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if proc.returncode != 0:
+        raise KafkaUnavailableError(
+            f"Maven could not fetch the Kafka jars (exit {proc.returncode}):\n"
+            f"{proc.stdout[-2000:]}{proc.stderr[-2000:]}"
+        )
+    marker.write_text(KAFKA_VERSION)
+    return libs
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def _port_open(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.settimeout(0.5)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie child of ours still "exists": reap it so it reads as dead.
+    try:
+        done, _ = os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        return True
+    return done == 0
+
+
+def server_properties(home: Path, port: int, controller_port: int) -> str:
+    """Single-node KRaft settings; the reasons are in ../shared/KAFKA.md."""
+    data = home / "data"
+    return "\n".join(
+        [
+            "process.roles=broker,controller",
+            "node.id=1",
+            f"controller.quorum.voters=1@127.0.0.1:{controller_port}",
+            f"listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}",
+            f"advertised.listeners=PLAINTEXT://127.0.0.1:{port}",
+            "controller.listener.names=CONTROLLER",
+            "inter.broker.listener.name=PLAINTEXT",
+            "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+            f"log.dirs={data}",
+            "num.partitions=1",
+            "auto.create.topics.enable=false",
+            # One node: every internal topic has replication 1, or transactions hang.
+            "offsets.topic.replication.factor=1",
+            "offsets.topic.num.partitions=1",
+            "transaction.state.log.replication.factor=1",
+            "transaction.state.log.min.isr=1",
+            "transaction.state.log.num.partitions=1",
+            "group.initial.rebalance.delay.ms=0",
+            # Let clients ask for short sessions so a killed processor's partitions move quickly.
+            "group.min.session.timeout.ms=1000",
+            "group.consumer.min.session.timeout.ms=1000",
+            "group.consumer.session.timeout.ms=6000",
+            "group.consumer.min.heartbeat.interval.ms=250",
+            "group.consumer.heartbeat.interval.ms=1000",
+            # Compaction that tests (and a laptop) can watch happen.
+            "log.cleaner.backoff.ms=200",
+            "log.cleaner.dedupe.buffer.size=33554432",
+            "transaction.abort.timed.out.transaction.cleanup.interval.ms=2000",
+            "transaction.remove.expired.transaction.cleanup.interval.ms=60000",
+            "",
+        ]
+    )
+
+
+def _log4j2_config(home: Path) -> Path:
+    path = home / "log4j2.properties"
+    path.write_text(
+        "\n".join(
+            [
+                "rootLogger.level=INFO",
+                "rootLogger.appenderRef.file.ref=file",
+                "appender.file.type=File",
+                "appender.file.name=file",
+                f"appender.file.fileName={home / 'broker.log'}",
+                "appender.file.layout.type=PatternLayout",
+                "appender.file.layout.pattern=[%d] %p %m (%c)%n",
+                "logger.kafka.name=kafka",
+                "logger.kafka.level=INFO",
+                "logger.cleaner.name=kafka.log.LogCleaner",
+                "logger.cleaner.level=INFO",
+                "logger.state.name=state.change.logger",
+                "logger.state.level=WARN",
+                "",
+            ]
+        )
+    )
+    return path
+
+
+def read_info(home: Path) -> BrokerInfo | None:
+    path = home / "broker.json"
+    if not path.exists():
+        return None
+    return BrokerInfo(**json.loads(path.read_text()))
+
+
+def running(home: Path) -> BrokerInfo | None:
+    info = read_info(home)
+    if info is not None and _pid_alive(info.pid) and _port_open(info.port):
+        return info
+    return None
+
+
+def start(
+    home: Path | None = None,
+    port: int | None = None,
+    controller_port: int | None = None,
+    heap: str = "512m",
+    timeout: float = 120.0,
+    log: bool = True,
+) -> tuple[BrokerInfo, bool]:
+    """Start the broker in `home` unless it already runs. Returns (info, started_now)."""
+    home = (home or default_home()).resolve()
+    home.mkdir(parents=True, exist_ok=True)
+    current = running(home)
+    if current is not None:
+        return current, False
+    java = _require("java", "a Java 17+ runtime (e.g. `apt-get install openjdk-17-jre-headless`)")
+    libs = ensure_jars(log=log)
+    previous = read_info(home)
+    # Reuse the previous ports so clients keep their bootstrap address across restarts.
+    if port == 0:  # explicitly "any free port"
+        port = free_port()
+    port = port or (previous.port if previous else None) or _preferred_port(9092)
+    controller_port = controller_port or (previous.controller_port if previous else None) or free_port()
+    cluster_file = home / "cluster.id"
+    if not cluster_file.exists():
+        cluster_file.write_text(base64.urlsafe_b64encode(os.urandom(16)).decode().rstrip("="))
+    cluster_id = cluster_file.read_text().strip()
+    config = home / "server.properties"
+    config.write_text(server_properties(home, port, controller_port))
+    classpath = f"{libs}/*"
+    jvm = [java, f"-Xms{heap}", f"-Xmx{heap}", "-XX:+UseG1GC", "-Djava.awt.headless=true"]
+    jvm += [f"-Dlog4j2.configurationFile={_log4j2_config(home)}", "-cp", classpath]
+    fmt = subprocess.run(
+        [*jvm, "kafka.tools.StorageTool", "format", "--cluster-id", cluster_id, "--config", str(config),
+         "--ignore-formatted"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if fmt.returncode != 0:
+        raise KafkaUnavailableError(f"formatting the broker storage failed:\n{fmt.stdout}{fmt.stderr}")
+    out = open(home / "broker.out", "ab")  # noqa: SIM115 - handed to the detached child
+    proc = subprocess.Popen(
+        [*jvm, "kafka.Kafka", str(config)],
+        stdout=out,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
+        cwd=home,
+    )
+    out.close()
+    info = BrokerInfo(proc.pid, port, controller_port, cluster_id, str(home))
+    (home / "broker.json").write_text(json.dumps(asdict(info)))
+    _wait_ready(info, proc, timeout)
+    return info, True
+
+
+def _preferred_port(port: int) -> int:
+    return port if not _port_open(port) and _bindable(port) else free_port()
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+def _wait_ready(info: BrokerInfo, proc: subprocess.Popen[bytes], timeout: float) -> None:
+    from confluent_kafka.admin import AdminClient
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            tail = (Path(info.home) / "broker.out").read_text(errors="replace")[-3000:]
+            raise KafkaUnavailableError(f"the Kafka broker exited with {proc.returncode} while starting:\n{tail}")
+        if _port_open(info.port):
+            admin = AdminClient({"bootstrap.servers": info.bootstrap, "logger": _quiet_logger()})
+            try:
+                if admin.list_topics(timeout=2).brokers:
+                    return
+            except Exception:  # noqa: BLE001, S110 - not ready yet; any client error means "retry"
+                pass
+        time.sleep(0.2)
+    raise KafkaUnavailableError(f"the Kafka broker did not answer within {timeout:.0f}s; see {info.home}/broker.log")
+
+
+def _quiet_logger() -> Any:
+    import logging
+
+    logger = logging.getLogger("processor.kafka.local")
+    logger.addHandler(logging.NullHandler())
+    logger.propagate = False
+    return logger
+
+
+def stop(home: Path | None = None, timeout: float = 60.0) -> BrokerInfo | None:
+    """Controlled shutdown (SIGTERM); SIGKILL only if it does not exit in time."""
+    home = (home or default_home()).resolve()
+    info = read_info(home)
+    if info is None or not _pid_alive(info.pid):
+        return None
+    os.kill(info.pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not _pid_alive(info.pid):
+            return info
+        time.sleep(0.2)
+    os.kill(info.pid, signal.SIGKILL)
+    print(f"broker {info.pid} did not stop within {timeout:.0f}s; killed", file=sys.stderr)
+    return info

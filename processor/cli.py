@@ -1,0 +1,150 @@
+"""The `processor` command line."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from processor._kafka import local
+from processor._kafka.topics import DEFAULT_PREFIX, describe, ensure_topics, load_specs
+from processor.exceptions import ProcessorError
+
+
+def resolve_bootstrap(explicit: str | None) -> str:
+    """--bootstrap, else KAFKA_BOOTSTRAP, else the local broker started by `processor kafka start`."""
+    if explicit:
+        return explicit
+    env = os.environ.get("KAFKA_BOOTSTRAP")
+    if env:
+        return env
+    info = local.running(local.default_home())
+    if info is not None:
+        return info.bootstrap
+    raise ProcessorError(
+        "no Kafka broker: pass --bootstrap HOST:PORT, set KAFKA_BOOTSTRAP, or run `processor kafka start`"
+    )
+
+
+def _home(args: argparse.Namespace) -> Path:
+    return Path(args.dir) if args.dir else local.default_home()
+
+
+def cmd_kafka_start(args: argparse.Namespace) -> int:
+    t0 = time.monotonic()
+    info, started = local.start(_home(args), port=args.port)
+    if started:
+        took = time.monotonic() - t0
+        print(f"Kafka {local.KAFKA_VERSION} started in {took:.1f}s (pid {info.pid}, data in {info.home})")
+    else:
+        print(f"Kafka already running (pid {info.pid}, data in {info.home}); nothing to do")
+    print(f"bootstrap: {info.bootstrap}")
+    return 0
+
+
+def cmd_kafka_stop(args: argparse.Namespace) -> int:
+    info = local.stop(_home(args))
+    print("Kafka stopped" if info else "Kafka was not running")
+    return 0
+
+
+def cmd_kafka_status(args: argparse.Namespace) -> int:
+    home = _home(args)
+    info = local.running(home)
+    if info is None:
+        print(f"Kafka not running (home {home})")
+        return 1
+    print(f"Kafka {local.KAFKA_VERSION} running: pid {info.pid}, bootstrap {info.bootstrap}, "
+          f"controller 127.0.0.1:{info.controller_port}, data in {info.home}")
+    return 0
+
+
+def cmd_topics_create(args: argparse.Namespace) -> int:
+    bootstrap = resolve_bootstrap(args.bootstrap)
+    specs = load_specs(args.prefix, args.partitions)
+    created = ensure_topics(bootstrap, specs)
+    for s in specs:
+        state = "created" if s.name in created else "exists, matches"
+        print(f"{s.name:32} {s.partitions:>4} partitions  {s.configs.get('cleanup.policy', ''):8} {state}")
+    return 0
+
+
+def cmd_topics_describe(args: argparse.Namespace) -> int:
+    bootstrap = resolve_bootstrap(args.bootstrap)
+    rows = describe(bootstrap, load_specs(args.prefix, args.partitions))
+    print(f"{'topic':32} {'partitions declared/live':>26}  config: declared / live")
+    for r in rows:
+        declared, live_count = r["partitions"]
+        live_s = str(live_count) if r["exists"] else "MISSING"
+        print(f"{r['topic']:32} {declared:>12} / {live_s:<11}")
+        for key, (want, have) in r["configs"].items():
+            mark = "" if want == have or not r["exists"] else "   <-- differs"
+            print(f"{'':34}{key} = {want} / {have}{mark}")
+    return 0
+
+
+def _add_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--bootstrap", help="Kafka bootstrap servers (default: KAFKA_BOOTSTRAP or the local broker)")
+    p.add_argument("--prefix", default=os.environ.get("DP_TOPIC_PREFIX", DEFAULT_PREFIX),
+                   help="topic name prefix (default: wf)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="processor", description="durable-processor: durable workflows on Kafka")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    kafka = sub.add_parser("kafka", help="run a local single-node Kafka broker (no Docker needed)")
+    ksub = kafka.add_subparsers(dest="kafka_command", required=True)
+    for name, fn, text in [
+        ("start", cmd_kafka_start, "start the broker (fetches jars on first use)"),
+        ("stop", cmd_kafka_stop, "stop it cleanly"),
+        ("status", cmd_kafka_status, "say what runs where"),
+    ]:
+        p = ksub.add_parser(name, help=text)
+        p.add_argument("--dir", help="broker home: config, data, logs (default ~/.durable-processor/kafka)")
+        if name == "start":
+            p.add_argument("--port", type=int, help="client port (default 9092, or a free one)")
+        p.set_defaults(func=fn)
+
+    topics = sub.add_parser("topics", help="declared topics")
+    tsub = topics.add_subparsers(dest="topics_command", required=True)
+    for name, fn, text in [
+        ("create", cmd_topics_create, "create the declared topics (idempotent; refuses mismatches)"),
+        ("describe", cmd_topics_describe, "live layout next to the declared one"),
+    ]:
+        p = tsub.add_parser(name, help=text)
+        _add_common(p)
+        p.add_argument("--partitions", type=int, help="partition count (default: topics/topics.toml)")
+        p.set_defaults(func=fn)
+
+    _register_engine_commands(sub, _add_common)
+    return parser
+
+
+def _register_engine_commands(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser],
+    add_common: Callable[[argparse.ArgumentParser], None],
+) -> None:
+    """Verbs that run or inspect workflows live in processor/_cli_engine.py."""
+    from processor import _cli_engine
+
+    _cli_engine.register(sub, add_common)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        code: int = args.func(args)
+    except ProcessorError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,121 @@
+"""Every exception the public API raises.
+
+One root (`ProcessorError`) so a user can catch everything of ours in one clause. Errors that a
+workflow or activity raises on purpose are `ApplicationError`; `non_retryable=True` makes a
+failure terminal (Restate's TerminalError) instead of retried.
+
+Vendor exceptions (confluent_kafka.KafkaException, fastavro errors) are translated at the adapter
+edge and never reach users.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ActivityError",
+    "ApplicationError",
+    "ConfigError",
+    "DecodeError",
+    "KafkaUnavailableError",
+    "NondeterminismError",
+    "PayloadError",
+    "ProcessorError",
+    "TopicMismatchError",
+    "WorkflowAlreadyStartedError",
+    "WorkflowFailureError",
+    "WorkflowNotFoundError",
+]
+
+
+class ProcessorError(Exception):
+    """Root of every error raised by durable-processor."""
+
+
+class ConfigError(ProcessorError):
+    """A setting, decorator or call argument is wrong; the message says what to change."""
+
+
+class KafkaUnavailableError(ProcessorError):
+    """The broker cannot be reached, or a tool needed to run the local broker is missing."""
+
+
+class TopicMismatchError(ProcessorError):
+    """An existing topic disagrees with its declaration (partitions, cleanup policy)."""
+
+
+class DecodeError(ProcessorError):
+    """Bytes that are not a record of the wire contract: the message says what was wrong."""
+
+
+class PayloadError(ProcessorError, TypeError):
+    """A value that the payload converter cannot serialise or deserialise."""
+
+
+class ApplicationError(ProcessorError):
+    """Raised by user code in a workflow or activity to fail it with a typed, described error.
+
+    `type` defaults to the class name; `non_retryable=True` stops activity retries at once.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        type: str | None = None,  # noqa: A002 - mirrors the Failure record's field
+        non_retryable: bool = False,
+        details: object = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.type = type or self.__class__.__name__
+        self.non_retryable = non_retryable
+        self.details = details
+
+
+class ActivityError(ProcessorError):
+    """Raised inside a workflow when an activity failed for good (retries exhausted, non-retryable,
+    or timed out). `__cause__` is the activity's own error as an `ApplicationError`."""
+
+    def __init__(self, message: str, *, activity_type: str, activity_seq: int, attempt: int) -> None:
+        super().__init__(message)
+        self.activity_type = activity_type
+        self.activity_seq = activity_seq
+        self.attempt = attempt
+
+
+class NondeterminismError(ProcessorError):
+    """Workflow code no longer matches the history it is replaying.
+
+    The workflow is held (neither failed nor advanced) until code that matches is deployed.
+    """
+
+    def __init__(self, workflow_id: str, seq: int, expected: str, recorded: str) -> None:
+        super().__init__(
+            f"workflow {workflow_id!r} is nondeterministic at history seq {seq}: the code now "
+            f"emits {expected}, but history recorded {recorded}. Deploy code that replays this "
+            "history (keep the old code path for running workflows, or register the new code under a "
+            "new workflow type); the workflow is held until then."
+        )
+        self.workflow_id = workflow_id
+        self.seq = seq
+        self.expected = expected
+        self.recorded = recorded
+
+
+class WorkflowAlreadyStartedError(ProcessorError):
+    """A start with `if_exists="fail"` named a workflow id that already exists."""
+
+
+class WorkflowNotFoundError(ProcessorError):
+    """No workflow with that id exists (or its history was pruned)."""
+
+
+class WorkflowFailureError(ProcessorError):
+    """`result()` of a workflow that failed, was canceled, terminated or timed out.
+
+    `status` says which; `__cause__` carries the workflow's failure as an `ApplicationError`.
+    """
+
+    def __init__(self, workflow_id: str, status: str, message: str) -> None:
+        super().__init__(f"workflow {workflow_id!r} {status}: {message}")
+        self.workflow_id = workflow_id
+        self.status = status
