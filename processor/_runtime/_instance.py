@@ -1,0 +1,443 @@
+"""`WorkflowInstance`: one workflow execution, driven by its history (docs/model.md, runtime contract).
+
+`activate(events)` walks the events in order:
+
+- an input event is applied by its `_apply_<event>` method (the one dispatcher; handles are found
+  by seq) and the loop then runs to quiescence; the commands the code emits queue up in
+  `_unmatched`;
+- a command event must equal (by identity) the oldest unmatched command, else the code no longer
+  matches history: NondeterminismError;
+- an input event that arrives while commands are still unmatched means the code emitted commands
+  that history never recorded (also nondeterminism), unless a WorkflowTaskFailed said that the
+  step's commands were never recorded; then they stay queued and count as new;
+- whatever is still unmatched when the events end is new and returned in `Completion.commands`.
+
+The caller passes each event once: either the whole history to a fresh instance, or, to a cached
+live instance, just the events recorded since. The commands returned are taken as recorded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextvars
+import inspect
+import random
+from asyncio.events import _get_running_loop, _set_running_loop
+from collections.abc import Callable, Coroutine, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, ClassVar
+
+from processor import _payload, workflow
+from processor._failure import exception_from_failure, failure_from_exception
+from processor._payload import Payload
+from processor._runtime._history import (
+    CLOSING_COMMANDS,
+    COMMAND_TYPES,
+    ENGINE_CLOSING,
+    ENGINE_SKIPPED,
+    TASK_FAILED,
+    Completion,
+    WorkflowTaskError,
+    describe,
+    identity,
+)
+from processor._runtime._loop import DurableTimerHandle, WorkflowEventLoop
+from processor.exceptions import ActivityError, ApplicationError, ConfigError, NondeterminismError, ProcessorError
+from processor.workflow import _Runtime
+
+__all__ = ["WorkflowInstance"]
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+@dataclass(slots=True)
+class _ActivityHandle:
+    activity_type: str
+    future: asyncio.Future[Any]
+    result_hint: object
+
+
+class WorkflowInstance(WorkflowEventLoop, _Runtime):
+    """A workflow execution replayed from, and advanced by, its history. Pure: no I/O, no clock."""
+
+    def __init__(self, definition: workflow.WorkflowDefinition, workflow_id: str) -> None:
+        super().__init__()
+        self._definition = definition
+        self._workflow_id = workflow_id
+        self._info: workflow.WorkflowInfo | None = None
+        self._random = random.Random(0)  # reseeded from WorkflowStarted.random_seed
+        # One allocator per command kind (docs/model.md); all 1-based.
+        self._seqs = {"activity": 0, "timer": 0, "child": 0}
+        self._activities: dict[int, _ActivityHandle] = {}
+        self._timers: dict[int, DurableTimerHandle] = {}
+        self._unmatched: collections.deque[dict[str, Any]] = collections.deque()
+        self._carry_unmatched = False  # set by WorkflowTaskFailed
+        self._closed = False
+        self._replaying = False
+        self._activating = False
+        self._event_seq = 0  # history seq of the event being applied, for error messages
+        self._error: ProcessorError | None = None
+        self._internal_error: BaseException | None = None
+        self._cancel_reason: str | None = None
+        self._object: Any = None
+        self._primary: asyncio.Task[None] | None = None
+
+    # ---- activation -------------------------------------------------------------------------
+
+    def activate(self, events: Sequence[Mapping[str, Any]]) -> Completion:
+        """Apply `events` (see the module docstring); never raises."""
+        if self._error is None and self._discarded:
+            self._error = WorkflowTaskError(
+                f"workflow {self._workflow_id!r}: activate() after close(); build a new instance"
+            )
+        if self._error is not None:
+            return Completion([], self._error, self._closed)
+        previous = _get_running_loop()
+        _set_running_loop(self)
+        self._activating = True
+        try:
+            last = len(events) - 1
+            for index, event in enumerate(events):
+                # A step whose effects history already holds is a replay: logging is muted.
+                self._replaying = index < last
+                self._step(event)
+            commands = list(self._unmatched)
+            self._unmatched.clear()
+            return Completion(commands, None, self._closed)
+        except ProcessorError as exc:
+            self._error = exc
+        except Exception as exc:  # noqa: BLE001 - activate never raises: a bug fails the task, not the worker
+            error = WorkflowTaskError(
+                f"workflow {self._workflow_id!r}: internal error applying history seq {self._event_seq}: "
+                f"{type(exc).__name__}: {exc}"
+            )
+            error.__cause__ = exc
+            self._error = error
+        finally:
+            self._activating = False
+            self._replaying = False
+            _set_running_loop(previous)
+        self._unmatched.clear()
+        return Completion([], self._error, self._closed)
+
+    def _step(self, event: Mapping[str, Any]) -> None:
+        kind = event["type"]
+        self._event_seq = event.get("seq", 0)
+        applier = self._APPLIERS.get(kind)
+        if applier is not None:
+            if self._unmatched:
+                if not self._carry_unmatched:
+                    raise self._nondeterminism(describe(self._unmatched[0]), describe(dict(event)))
+            else:
+                self._carry_unmatched = False
+            if self._closed:
+                return  # late input for a closed workflow: nothing can observe it
+            self._now_ms = event["time_ms"]
+            applier(self, event)
+            self.run_until_quiescent()
+            if self._internal_error is not None:
+                raise self._internal_error
+        elif kind in COMMAND_TYPES:
+            self._match(event)
+        elif kind == TASK_FAILED:
+            self._carry_unmatched = True
+        elif kind in ENGINE_CLOSING:
+            self._closed = True
+        elif kind not in ENGINE_SKIPPED:
+            raise WorkflowTaskError(
+                f"workflow {self._workflow_id!r}: history seq {self._event_seq} has event type {kind!r}, "
+                "which this runtime does not know: deploy the processor version that wrote it"
+            )
+
+    def _match(self, recorded: Mapping[str, Any]) -> None:
+        if not self._unmatched:
+            raise self._nondeterminism("no command at this point", describe(dict(recorded)))
+        emitted = self._unmatched.popleft()
+        if identity(emitted) != identity(dict(recorded)):
+            raise self._nondeterminism(describe(emitted), describe(dict(recorded)))
+        if not self._unmatched:
+            self._carry_unmatched = False
+        if recorded["type"] in CLOSING_COMMANDS:
+            self._closed = True
+
+    def _nondeterminism(self, expected: str, recorded: str) -> NondeterminismError:
+        return NondeterminismError(self._workflow_id, self._event_seq, expected, recorded)
+
+    def _emit(self, command: dict[str, Any]) -> None:
+        # After close, or once discarded, the code may still run (other tasks, finally blocks)
+        # but decides nothing any more.
+        if self._closed or self._discarded:
+            return
+        self._unmatched.append(command)
+        if command["type"] in CLOSING_COMMANDS:
+            self._closed = True
+
+    def _next_seq(self, kind: str) -> int:
+        seq = self._seqs[kind] + 1
+        self._seqs[kind] = seq
+        return seq
+
+    # ---- _apply_<event>: the one dispatcher (see _APPLIERS) ---------------------------------
+
+    def _apply_workflow_started(self, event: Mapping[str, Any]) -> None:
+        if self._info is not None:
+            raise WorkflowTaskError(
+                f"workflow {self._workflow_id!r}: a second WorkflowStarted at seq {self._event_seq}"
+            )
+        if event["workflow_type"] != self._definition.name:
+            raise WorkflowTaskError(
+                f"workflow {self._workflow_id!r} has type {event['workflow_type']!r} but was given the "
+                f"definition of {self._definition.name!r}: look the definition up by workflow_type"
+            )
+        timeout_ms = event.get("execution_timeout_ms")
+        self._info = workflow.WorkflowInfo(
+            workflow_id=self._workflow_id,
+            workflow_type=event["workflow_type"],
+            task_queue=event["task_queue"],
+            start_time=_EPOCH + timedelta(milliseconds=event["time_ms"]),
+            execution_timeout=timedelta(milliseconds=timeout_ms) if timeout_ms is not None else None,
+            request_id=event.get("request_id"),
+        )
+        self._random = random.Random(event["random_seed"])
+        self._primary = self._spawn(self._run_workflow(event["args"]), "workflow run")
+
+    def _apply_signal_received(self, event: Mapping[str, Any]) -> None:
+        name = event["signal_name"]
+        handler = self._definition.signals.get(name)
+        if handler is None:
+            # Dropped, not buffered: handlers are fixed per class (no dynamic registration), so
+            # a later handler cannot appear. Logged (when not replaying) so a typo is visible.
+            workflow.logger.warning(
+                "signal %r has no handler on workflow %s (known: %s); dropped",
+                name,
+                self._definition.name,
+                ", ".join(sorted(self._definition.signals)) or "none",
+            )
+            return
+        self._spawn(self._run_signal(handler, event["args"]), f"signal {name}")
+
+    def _apply_workflow_cancel_requested(self, event: Mapping[str, Any]) -> None:
+        self._cancel_reason = event.get("reason", "")
+        if self._primary is not None:
+            self._primary.cancel(self._cancel_reason)
+
+    def _apply_activity_completed(self, event: Mapping[str, Any]) -> None:
+        handle = self._activity(event)
+        if handle is not None:
+            try:
+                result = _payload.from_payload(event["result"], handle.result_hint)
+            except ProcessorError as exc:  # the workflow sees a result it cannot read
+                handle.future.set_exception(exc)
+                return
+            handle.future.set_result(result)
+
+    def _apply_activity_failed(self, event: Mapping[str, Any]) -> None:
+        handle = self._activity(event)
+        if handle is not None:
+            self._fail_activity(handle, event, exception_from_failure(event["failure"]), "failed")
+
+    def _apply_activity_timed_out(self, event: Mapping[str, Any]) -> None:
+        handle = self._activity(event)
+        if handle is not None:
+            timeout_type = event.get("timeout_type", "")
+            cause = ApplicationError(
+                f"activity {handle.activity_type} timed out ({timeout_type})",
+                type="ActivityTimeout",
+                non_retryable=True,
+                details=timeout_type,
+            )
+            self._fail_activity(handle, event, cause, f"timed out ({timeout_type})")
+
+    def _apply_timer_fired(self, event: Mapping[str, Any]) -> None:
+        seq = event["timer_seq"]
+        handle = self._timers.pop(seq, None)
+        if handle is None:
+            self._check_known_seq("timer", seq, event)
+        elif not handle.cancelled():
+            self._ready.append(handle)
+
+    def _apply_child_workflow_completed(self, event: Mapping[str, Any]) -> None:
+        # Child workflows have no SDK call yet, so no child_seq was ever allocated.
+        self._check_known_seq("child", event["child_seq"], event)
+
+    # The one dispatcher: event type -> _apply_<event>. Plain functions (class body scope), called
+    # as applier(self, event); a dict lookup per event is the cheapest dispatch Python has.
+    _APPLIERS: ClassVar[dict[str, Callable[[WorkflowInstance, Mapping[str, Any]], None]]] = {
+        "WorkflowStarted": _apply_workflow_started,
+        "SignalReceived": _apply_signal_received,
+        "WorkflowCancelRequested": _apply_workflow_cancel_requested,
+        "ActivityCompleted": _apply_activity_completed,
+        "ActivityFailed": _apply_activity_failed,
+        "ActivityTimedOut": _apply_activity_timed_out,
+        "TimerFired": _apply_timer_fired,
+        "ChildWorkflowCompleted": _apply_child_workflow_completed,
+    }
+
+    # ---- handles ----------------------------------------------------------------------------
+
+    def _activity(self, event: Mapping[str, Any]) -> _ActivityHandle | None:
+        seq = event["activity_seq"]
+        handle = self._activities.pop(seq, None)
+        if handle is None:
+            self._check_known_seq("activity", seq, event)
+            return None
+        # Cancelled (e.g. by wait_for) while the activity ran: the result has no one to go to.
+        return None if handle.future.done() else handle
+
+    def _check_known_seq(self, kind: str, seq: int, event: Mapping[str, Any]) -> None:
+        # A resolution for a seq already resolved/cancelled is harmless; one for a seq never
+        # allocated means history and code disagree in a way matching could not catch.
+        if not 0 < seq <= self._seqs[kind]:
+            raise WorkflowTaskError(
+                f"workflow {self._workflow_id!r}: history seq {self._event_seq} has {describe(dict(event))}, "
+                f"but the workflow never started {kind} {seq}"
+            )
+
+    def _fail_activity(self, handle: _ActivityHandle, event: Mapping[str, Any], cause: BaseException, how: str) -> None:
+        error = ActivityError(
+            f"activity {handle.activity_type} (activity_seq {event['activity_seq']}) {how}: {cause}",
+            activity_type=handle.activity_type,
+            activity_seq=event["activity_seq"],
+            attempt=event.get("attempt", 0),
+        )
+        error.__cause__ = cause
+        handle.future.set_exception(error)
+
+    # ---- tasks running user code ------------------------------------------------------------
+
+    def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
+        task = self.create_task(coro, name=name)
+        task.add_done_callback(self._on_engine_task_done)
+        return task
+
+    def _on_engine_task_done(self, task: asyncio.Task[Any]) -> None:
+        # Our wrappers catch everything user code raises; an exception here is our own bug.
+        if not task.cancelled() and task.exception() is not None and self._internal_error is None:
+            self._internal_error = task.exception()
+
+    async def _run_workflow(self, args: list[Payload]) -> None:
+        definition = self._definition
+        try:
+            values = _payload.from_payloads(args, definition.run_param_hints)
+            self._object = definition.cls()
+            result = await definition.run_fn(self._object, *values)
+            command: dict[str, Any] = {"type": "WorkflowCompleted", "result": _payload.to_payload(result)}
+        except asyncio.CancelledError as exc:
+            if self._cancel_reason is None:  # cancelled by its own code, not by a request
+                command = {"type": "WorkflowFailed", "failure": failure_from_exception(exc)}
+            else:
+                command = {"type": "WorkflowCanceled", "reason": self._cancel_reason}
+        except Exception as exc:  # noqa: BLE001 - user code failing is the workflow failing
+            command = {"type": "WorkflowFailed", "failure": failure_from_exception(exc)}
+        self._emit(command)
+
+    async def _run_signal(self, handler: Callable[..., Any], args: list[Payload]) -> None:
+        try:
+            values = _payload.from_payloads(args, _payload.param_hints(handler, skip_first=True))
+            result = handler(self._object, *values)
+            if inspect.isawaitable(result):
+                await result
+        except asyncio.CancelledError:
+            return
+        except Exception as exc:  # noqa: BLE001 - a failing signal handler fails the workflow
+            self._emit({"type": "WorkflowFailed", "failure": failure_from_exception(exc)})
+
+    # ---- timers (the loop's hooks) ----------------------------------------------------------
+
+    def _start_timer(
+        self, delay: float, callback: Callable[..., object], args: tuple[Any, ...], ctx: contextvars.Context | None
+    ) -> asyncio.TimerHandle:
+        seq = self._next_seq("timer")
+        duration_ms = max(0, round(delay * 1000))
+        handle = DurableTimerHandle(seq, (self._now_ms + duration_ms) / 1000.0, callback, args, self, ctx)
+        self._timers[seq] = handle
+        fire_at_ms = self._now_ms + duration_ms
+        self._emit({"type": "TimerStarted", "timer_seq": seq, "duration_ms": duration_ms, "fire_at_ms": fire_at_ms})
+        return handle
+
+    def _timer_handle_cancelled(self, handle: asyncio.TimerHandle) -> None:
+        # Fired timers were already popped: cancelling one after it fired (wait_for does) is no command.
+        if isinstance(handle, DurableTimerHandle) and self._timers.pop(handle.seq, None) is not None:
+            self._emit({"type": "TimerCanceled", "timer_seq": handle.seq})
+
+    # ---- workflow._Runtime ------------------------------------------------------------------
+
+    def workflow_info(self) -> workflow.WorkflowInfo:
+        if self._info is None:
+            raise WorkflowTaskError(f"workflow {self._workflow_id!r}: info() before WorkflowStarted")
+        return self._info
+
+    def workflow_now_ms(self) -> int:
+        return self._now_ms
+
+    def workflow_random(self) -> random.Random:
+        return self._random
+
+    def workflow_is_replaying(self) -> bool:
+        return self._replaying
+
+    def workflow_schedule_activity(
+        self,
+        activity_type: str,
+        args: list[Payload],
+        task_queue: str | None,
+        timeouts_ms: tuple[int | None, int | None, int | None],
+        retry_policy: workflow.RetryPolicyRecord | None,
+        result_hint: object,
+    ) -> asyncio.Future[Any]:
+        seq = self._next_seq("activity")
+        future = self.create_future()
+        self._activities[seq] = _ActivityHandle(activity_type, future, result_hint)
+        self._emit(
+            {
+                "type": "ActivityScheduled",
+                "activity_seq": seq,
+                "activity_type": activity_type,
+                "task_queue": task_queue or self.workflow_info().task_queue,
+                "args": args,
+                "start_to_close_timeout_ms": timeouts_ms[0],
+                "schedule_to_close_timeout_ms": timeouts_ms[1],
+                "heartbeat_timeout_ms": timeouts_ms[2],
+                "retry_policy": retry_policy,
+            }
+        )
+        return future
+
+    def workflow_wait_condition(self, fn: Callable[[], bool]) -> asyncio.Future[None]:
+        future: asyncio.Future[None] = self.create_future()
+        self._conditions.append((fn, future))
+        return future
+
+    # ---- discard ----------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Discard the instance: close every coroutine it runs, deterministically, now.
+
+        Closing throws GeneratorExit into each suspended coroutine, so user `finally:` blocks run
+        (Python guarantees that much) but any workflow call they make emits nothing. Doing it here,
+        not leaving it to the garbage collector, keeps those finally blocks from running later, at
+        a random point, on whatever loop happens to be running then.
+        """
+        if self._activating:
+            raise ConfigError("loop.close() is not allowed in workflow code")
+        if self._discarded:
+            return
+        self._discarded = True
+        previous = _get_running_loop()
+        _set_running_loop(self)
+        try:
+            for task in list(self._tasks):
+                if not task.done():
+                    try:
+                        task.get_coro().close()
+                    except Exception:  # noqa: BLE001, S110 - user code that refuses to stop: drop it
+                        pass
+        finally:
+            _set_running_loop(previous)
+            self._ready.clear()
+            self._tasks.clear()
+            self._conditions.clear()
+            self._activities.clear()
+            self._timers.clear()

@@ -1,0 +1,415 @@
+"""The workflow SDK: decorators for workflow classes, and the calls workflow code makes.
+
+```python
+from processor import workflow
+
+@workflow.defn
+class Checkout:
+    @workflow.run
+    async def run(self, order: Order) -> Receipt:
+        charge = await workflow.execute_activity(charge_card, order, start_to_close_timeout=30)
+        await asyncio.sleep(3600)                      # a durable timer
+        return Receipt(charge.id, workflow.now())
+```
+
+Workflow code runs on the deterministic event loop of `processor._runtime` and is replayed from
+history, so it must take every nondeterministic input from this module: `now()`, `random()`,
+`uuid4()` instead of the wall clock, `random` and `uuid`. The functions here find that loop as the
+running asyncio loop; outside it they raise `ConfigError` saying so.
+
+Nothing is registered globally: `@workflow.defn` attaches a `WorkflowDefinition` to the class and
+`Worker(workflows=[...])` / `Replayer(workflows=[...])` read it back with `WorkflowDefinition.of`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import random as _random
+import uuid
+from abc import ABC, abstractmethod
+from asyncio.events import _get_running_loop
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, TypedDict, TypeVar, overload
+
+from processor import _payload
+from processor._payload import Payload
+from processor.activity import ActivityDefinition
+from processor.exceptions import ConfigError
+
+__all__ = [
+    "RetryPolicy",
+    "WorkflowDefinition",
+    "WorkflowInfo",
+    "defn",
+    "execute_activity",
+    "in_workflow",
+    "info",
+    "logger",
+    "now",
+    "random",
+    "run",
+    "signal",
+    "time",
+    "uuid4",
+    "wait_condition",
+]
+
+C = TypeVar("C", bound=type)
+F = TypeVar("F", bound=Callable[..., Any])
+
+_DEFN_ATTR = "__workflow_definition__"
+_RUN_ATTR = "__workflow_run__"
+_SIGNAL_ATTR = "__workflow_signal__"
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+class RetryPolicyRecord(TypedDict):
+    initial_interval_ms: int
+    backoff_coefficient: float
+    maximum_interval_ms: int
+    maximum_attempts: int
+    non_retryable_error_types: list[str]
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How an activity is retried. `maximum_interval` defaults to 100 x `initial_interval`;
+    `maximum_attempts=0` means unlimited; errors whose type is listed are never retried."""
+
+    initial_interval: timedelta = timedelta(seconds=1)
+    backoff_coefficient: float = 2.0
+    maximum_interval: timedelta | None = None
+    maximum_attempts: int = 0
+    non_retryable_error_types: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.initial_interval <= timedelta(0):
+            raise ConfigError(f"RetryPolicy.initial_interval must be positive; got {self.initial_interval}")
+        if self.backoff_coefficient < 1.0:
+            raise ConfigError(f"RetryPolicy.backoff_coefficient must be >= 1.0; got {self.backoff_coefficient}")
+        if self.maximum_attempts < 0:
+            raise ConfigError(f"RetryPolicy.maximum_attempts must be >= 0 (0 = unlimited); got {self.maximum_attempts}")
+        if isinstance(self.non_retryable_error_types, str):
+            raise ConfigError("RetryPolicy.non_retryable_error_types is a tuple of type names, not one string")
+
+    def to_record(self) -> RetryPolicyRecord:
+        maximum = self.maximum_interval if self.maximum_interval is not None else self.initial_interval * 100
+        return {
+            "initial_interval_ms": _td_ms(self.initial_interval),
+            "backoff_coefficient": float(self.backoff_coefficient),
+            "maximum_interval_ms": _td_ms(maximum),
+            "maximum_attempts": self.maximum_attempts,
+            "non_retryable_error_types": list(self.non_retryable_error_types),
+        }
+
+
+@dataclass(frozen=True)
+class WorkflowInfo:
+    workflow_id: str
+    workflow_type: str
+    task_queue: str
+    start_time: datetime
+    execution_timeout: timedelta | None = None
+    request_id: str | None = None
+
+
+@dataclass(frozen=True)
+class WorkflowDefinition:
+    """What `@workflow.defn` found on a class: its type name, run method and signal handlers."""
+
+    name: str
+    cls: type
+    run_fn: Callable[..., Awaitable[Any]]
+    signals: Mapping[str, Callable[..., Any]] = field(default_factory=dict)
+
+    @property
+    def run_param_hints(self) -> tuple[object, ...]:
+        return _payload.param_hints(self.run_fn, skip_first=True)
+
+    @staticmethod
+    def of(cls: object) -> WorkflowDefinition:
+        # vars(), not getattr(): a subclass of a workflow class is not that workflow.
+        found = vars(cls).get(_DEFN_ATTR) if isinstance(cls, type) else None
+        if not isinstance(found, WorkflowDefinition):
+            raise ConfigError(
+                f"{getattr(cls, '__qualname__', repr(cls))} is not a workflow: decorate the class with "
+                "`@workflow.defn` (from processor import workflow)"
+            )
+        return found
+
+
+# ---- decorators -------------------------------------------------------------------------------
+
+
+@overload
+def defn(cls: C, /) -> C: ...
+@overload
+def defn(*, name: str | None = None) -> Callable[[C], C]: ...
+def defn(cls: C | None = None, /, *, name: str | None = None) -> C | Callable[[C], C]:
+    """Mark a class as a workflow: `@workflow.defn` or `@workflow.defn(name="checkout")`."""
+    _check_name(name, "@workflow.defn")
+
+    def decorate(target: C) -> C:
+        setattr(target, _DEFN_ATTR, _build_definition(target, name))
+        return target
+
+    return decorate(cls) if cls is not None else decorate
+
+
+def run(fn: F) -> F:
+    """Mark the workflow's entry point: exactly one `async def` method per class."""
+    _check_method(fn, "@workflow.run")
+    if not inspect.iscoroutinefunction(fn):
+        raise ConfigError(f"@workflow.run method {fn.__qualname__} must be a coroutine: make it `async def`")
+    fn.__dict__[_RUN_ATTR] = True
+    return fn
+
+
+@overload
+def signal(fn: F, /) -> F: ...
+@overload
+def signal(*, name: str | None = None) -> Callable[[F], F]: ...
+def signal(fn: F | None = None, /, *, name: str | None = None) -> F | Callable[[F], F]:
+    """Mark a signal handler (sync or async method); the signal name defaults to the method name."""
+    _check_name(name, "@workflow.signal")
+
+    def decorate(target: F) -> F:
+        _check_method(target, "@workflow.signal")
+        if inspect.isasyncgenfunction(target) or inspect.isgeneratorfunction(target):
+            raise ConfigError(f"signal handler {target.__qualname__} must not be a generator: use a plain method")
+        target.__dict__[_SIGNAL_ATTR] = name or target.__name__
+        return target
+
+    return decorate(fn) if fn is not None else decorate
+
+
+def _check_name(name: object, decorator: str) -> None:
+    if name is not None and (not isinstance(name, str) or not name):
+        raise ConfigError(f"{decorator}(name=...) needs a non-empty string; got {name!r}")
+
+
+def _check_method(fn: object, decorator: str) -> None:
+    if not inspect.isfunction(fn):
+        raise ConfigError(
+            f"{decorator} decorates a method defined with `def` in the class body; got {fn!r:.80} "
+            "(put it directly above the method, below @staticmethod/@property if any - those are not allowed)"
+        )
+
+
+def _build_definition(cls: object, name: str | None) -> WorkflowDefinition:
+    if not isinstance(cls, type):
+        raise ConfigError(f"@workflow.defn decorates a class; got {cls!r:.80}: put it above `class ...:`")
+    runs: dict[str, Callable[..., Any]] = {}
+    handlers: dict[str, Callable[..., Any]] = {}
+    # Walk the MRO base-first so an override in a subclass replaces (or un-marks) the base's method.
+    for klass in reversed(cls.__mro__):
+        for attr, member in vars(klass).items():
+            marks = getattr(member, "__dict__", {}) if inspect.isfunction(member) else {}
+            runs.pop(attr, None)
+            handlers.pop(attr, None)
+            if marks.get(_RUN_ATTR):
+                runs[attr] = member
+            if _SIGNAL_ATTR in marks:
+                handlers[attr] = member
+    if not runs:
+        raise ConfigError(
+            f"workflow class {cls.__qualname__} has no @workflow.run method: add "
+            "`@workflow.run async def run(self, ...) -> ...` as its entry point"
+        )
+    if len(runs) > 1:
+        raise ConfigError(
+            f"workflow class {cls.__qualname__} has several @workflow.run methods ({', '.join(sorted(runs))}): "
+            "a workflow has exactly one entry point, keep one"
+        )
+    signals: dict[str, Callable[..., Any]] = {}
+    for attr, handler in handlers.items():
+        signal_name = handler.__dict__[_SIGNAL_ATTR]
+        if signal_name in signals:
+            raise ConfigError(
+                f"workflow class {cls.__qualname__} has two handlers for signal {signal_name!r} "
+                f"({signals[signal_name].__name__} and {attr}): rename one with @workflow.signal(name=...)"
+            )
+        signals[signal_name] = handler
+    try:
+        params = list(inspect.signature(cls).parameters.values())
+    except ValueError:  # no introspectable signature (a C-level __init__): nothing to check
+        params = []
+    required = [p.name for p in params if p.default is p.empty and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+    if required:
+        raise ConfigError(
+            f"workflow class {cls.__qualname__}.__init__ requires {', '.join(required)}: the runtime creates "
+            "the object with no arguments; take inputs as parameters of the @workflow.run method"
+        )
+    return WorkflowDefinition(name=name or cls.__name__, cls=cls, run_fn=next(iter(runs.values())), signals=signals)
+
+
+# ---- what the runtime provides ----------------------------------------------------------------
+
+
+class _Runtime(ABC):
+    """Implemented by the workflow event loop (processor._runtime); this module calls only these."""
+
+    @abstractmethod
+    def workflow_info(self) -> WorkflowInfo: ...
+
+    @abstractmethod
+    def workflow_now_ms(self) -> int: ...
+
+    @abstractmethod
+    def workflow_random(self) -> _random.Random: ...
+
+    @abstractmethod
+    def workflow_is_replaying(self) -> bool: ...
+
+    @abstractmethod
+    def workflow_schedule_activity(
+        self,
+        activity_type: str,
+        args: list[Payload],
+        task_queue: str | None,
+        timeouts_ms: tuple[int | None, int | None, int | None],
+        retry_policy: RetryPolicyRecord | None,
+        result_hint: object,
+    ) -> asyncio.Future[Any]: ...
+
+    @abstractmethod
+    def workflow_wait_condition(self, fn: Callable[[], bool]) -> asyncio.Future[None]: ...
+
+
+def _runtime(what: str) -> _Runtime:
+    loop = _get_running_loop()
+    if isinstance(loop, _Runtime):
+        return loop
+    raise ConfigError(
+        f"workflow.{what}() was called outside workflow code: it only works inside the methods of a "
+        "@workflow.defn class while a worker or Replayer runs them (outside, use the standard library)"
+    )
+
+
+def in_workflow() -> bool:
+    return isinstance(_get_running_loop(), _Runtime)
+
+
+def info() -> WorkflowInfo:
+    return _runtime("info").workflow_info()
+
+
+def now() -> datetime:
+    """History time as an aware UTC datetime: the time of the event being applied, same on replay."""
+    return _EPOCH + timedelta(milliseconds=_runtime("now").workflow_now_ms())
+
+
+def time() -> float:
+    """History time in seconds since the epoch (what `asyncio.get_running_loop().time()` returns)."""
+    return _runtime("time").workflow_now_ms() / 1000.0
+
+
+def random() -> _random.Random:
+    """A `random.Random` seeded from history: the same numbers on every replay."""
+    return _runtime("random").workflow_random()
+
+
+def uuid4() -> uuid.UUID:
+    """A version-4 UUID drawn from `random()`, hence the same on every replay."""
+    return uuid.UUID(int=_runtime("uuid4").workflow_random().getrandbits(128), version=4)
+
+
+async def execute_activity(
+    activity: Callable[..., Any] | str,
+    *args: Any,
+    task_queue: str | None = None,
+    start_to_close_timeout: timedelta | float | None = None,
+    schedule_to_close_timeout: timedelta | float | None = None,
+    heartbeat_timeout: timedelta | float | None = None,
+    retry_policy: RetryPolicy | None = None,
+) -> Any:
+    """Run an activity (an `@activity.defn` function, or its name) and return its result.
+
+    The result is shaped by the function's return annotation (dataclasses are rebuilt). A final
+    failure or timeout raises `ActivityError` whose `__cause__` is the activity's error.
+    `task_queue` defaults to the workflow's; timeouts are timedeltas or seconds.
+    """
+    runtime = _runtime("execute_activity")
+    if isinstance(activity, str):
+        activity_type, hint = activity, None
+    else:
+        definition = ActivityDefinition.of(activity)
+        activity_type, hint = definition.name, definition.return_hint
+    if retry_policy is not None and not isinstance(retry_policy, RetryPolicy):
+        raise ConfigError(f"retry_policy must be a workflow.RetryPolicy; got {type(retry_policy).__name__}")
+    future = runtime.workflow_schedule_activity(
+        activity_type,
+        _payload.to_payloads(args),
+        task_queue,
+        (
+            _timeout_ms(start_to_close_timeout, "start_to_close_timeout"),
+            _timeout_ms(schedule_to_close_timeout, "schedule_to_close_timeout"),
+            _timeout_ms(heartbeat_timeout, "heartbeat_timeout"),
+        ),
+        retry_policy.to_record() if retry_policy is not None else None,
+        hint,
+    )
+    return await future
+
+
+async def wait_condition(
+    fn: Callable[[], bool],
+    timeout: timedelta | float | None = None,  # noqa: ASYNC109 - the Temporal-shaped API users expect
+) -> None:
+    """Wait until `fn()` is true (checked whenever the workflow wakes); `TimeoutError` after `timeout`."""
+    runtime = _runtime("wait_condition")
+    if fn():
+        return
+    future = runtime.workflow_wait_condition(fn)
+    if timeout is None:
+        await future
+    else:
+        ms = _timeout_ms(timeout, "timeout")
+        await asyncio.wait_for(future, (ms or 0) / 1000.0)
+
+
+def _timeout_ms(value: timedelta | float | None, what: str) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, timedelta):
+        ms = _td_ms(value)
+    elif isinstance(value, int | float) and not isinstance(value, bool):
+        ms = round(value * 1000)
+    else:
+        raise ConfigError(f"{what} must be a timedelta or a number of seconds; got {value!r}")
+    if ms < 0:
+        raise ConfigError(f"{what} must not be negative; got {value!r}")
+    return ms
+
+
+def _td_ms(value: timedelta) -> int:
+    return value // timedelta(milliseconds=1)
+
+
+class _WorkflowLogger(logging.LoggerAdapter[logging.Logger]):
+    """Adds workflow_id/workflow_type to records; drops records while history is being replayed,
+    so a replayed step does not log its messages a second time."""
+
+    def isEnabledFor(self, level: int) -> bool:
+        loop = _get_running_loop()
+        if isinstance(loop, _Runtime) and loop.workflow_is_replaying():
+            return False
+        return self.logger.isEnabledFor(level)
+
+    def process(self, msg: Any, kwargs: MutableMapping[str, Any]) -> tuple[Any, MutableMapping[str, Any]]:
+        loop = _get_running_loop()
+        if isinstance(loop, _Runtime):
+            wf = loop.workflow_info()
+            kwargs["extra"] = {
+                **(kwargs.get("extra") or {}),
+                "workflow_id": wf.workflow_id,
+                "workflow_type": wf.workflow_type,
+            }
+        return msg, kwargs
+
+
+logger = _WorkflowLogger(logging.getLogger("processor.workflow"), {})
