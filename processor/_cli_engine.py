@@ -1,13 +1,315 @@
-"""CLI verbs that run or inspect workflows (run, dev, start, show, replay, list, signal)."""
+"""CLI verbs that run or inspect workflows: run, dev, start, show, replay, signal, cancel, terminate."""
 
 from __future__ import annotations
 
 import argparse
+import json
+import logging
+import os
+import threading
+import time
 from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from processor.exceptions import ProcessorError, WorkflowFailureError
+
+Sub = argparse._SubParsersAction  # type: ignore[type-arg]
 
 
-def register(
-    sub: argparse._SubParsersAction[argparse.ArgumentParser],
-    add_common: Callable[[argparse.ArgumentParser], None],
-) -> None:
-    """Filled in as the engine lands."""
+def _settings(args: argparse.Namespace) -> Any:
+    from processor._engine.settings import Settings
+    from processor.cli import resolve_bootstrap
+
+    state_dir = Path(args.state_dir) if getattr(args, "state_dir", None) else Path(os.environ.get("DP_STATE_DIR", ".state"))
+    return Settings(bootstrap=resolve_bootstrap(args.bootstrap), prefix=args.prefix, state_dir=state_dir)
+
+
+def _client(args: argparse.Namespace) -> Any:
+    from processor.client import Client
+    from processor.cli import resolve_bootstrap
+
+    return Client(resolve_bootstrap(args.bootstrap), prefix=args.prefix)
+
+
+def _json_args(text: str | None) -> list[Any]:
+    if text is None:
+        return []
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ProcessorError(f"--input is not JSON ({exc}); e.g. --input '{{\"sku\": \"A1\"}}'") from exc
+    return value if isinstance(value, list) else [value]
+
+
+def _logging(verbose: bool) -> None:
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from processor._app import Child, child_argv, load_app, supervise
+
+    _logging(args.verbose)
+    app = load_app(args.app)
+    settings = _settings(args)
+    if args.role == "processor":
+        from processor._engine.loop import run_processor, state_dir_for
+
+        run_processor(settings.with_state_dir(state_dir_for(settings.state_dir, args.index)), app.workflows)
+        return 0
+    if args.role == "worker":
+        from processor._engine.worker import run_worker
+
+        run_worker(settings, app.activities, app.task_queue, app.max_concurrent_activities)
+        return 0
+    children = [Child("processor", i, child_argv(args.app, "processor", i, settings.bootstrap, settings.prefix,
+                                                 settings.state_dir)) for i in range(args.processors)]
+    if app.activities:
+        children += [Child("worker", i, child_argv(args.app, "worker", i, settings.bootstrap, settings.prefix,
+                                                   settings.state_dir)) for i in range(args.workers)]
+    stop = threading.Event()
+    _on_signals(stop.set)
+    print(f"running {args.processors} processor(s) and {args.workers if app.activities else 0} worker(s) "
+          f"for {args.app} on {settings.bootstrap} (prefix {settings.prefix}); Ctrl-C to stop", flush=True)
+    supervise(children, stop.is_set)
+    return 0
+
+
+def _on_signals(fn: Callable[[], None]) -> None:
+    import signal
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: fn())
+
+
+def cmd_start(args: argparse.Namespace) -> int:
+    client = _client(args)
+    try:
+        handle = client.start_workflow(args.type, *_json_args(args.input), id=args.id, task_queue=args.task_queue)
+        print(f"started {args.type} {handle.id}")
+        if args.wait:
+            return _print_result(client, args.id, args.timeout)
+    finally:
+        client.close()
+    return 0
+
+
+def _print_result(client: Any, workflow_id: str, timeout: float) -> int:
+    try:
+        result = client.result(workflow_id, timeout=timeout)
+    except WorkflowFailureError as exc:
+        print(f"{workflow_id}: {exc}")
+        return 1
+    print(f"{workflow_id}: completed -> {json.dumps(result)}")
+    return 0
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    client = _client(args)
+    try:
+        history = client.history(args.id)
+        if not history:
+            print(f"no workflow with id {args.id!r}")
+            return 1
+        summary = client.describe(args.id)
+    finally:
+        client.close()
+    print(f"workflow {args.id}")
+    for key in ("workflow_type", "status", "task_queue", "last_seq", "held", "pending_activities"):
+        print(f"  {key:20} {summary.get(key)}")
+    print(f"  {'started':20} {_ts(summary['start_ms'])}")
+    if summary.get("close_ms"):
+        print(f"  {'closed':20} {_ts(summary['close_ms'])}")
+    print("history:")
+    for ev in history:
+        print(f"  {ev['seq']:>4}  {_ts(ev['time_ms'])}  {ev['type']:24} {_brief(ev)}")
+    return 0
+
+
+def _ts(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+
+
+def _brief(ev: dict[str, Any]) -> str:
+    skip = {"type", "seq", "time_ms", "workflow_id", "random_seed", "request_id"}
+    parts = []
+    for k, v in ev.items():
+        if k in skip or v is None:
+            continue
+        if isinstance(v, dict) and "encoding" in v:
+            v = _payload_text(v)
+        elif isinstance(v, list) and v and isinstance(v[0], dict) and "encoding" in v[0]:
+            v = "[" + ", ".join(_payload_text(p) for p in v) + "]"
+        elif isinstance(v, dict) and "message" in v:
+            v = f"{v.get('type')}: {v.get('message')}"
+        parts.append(f"{k}={v}")
+    return " ".join(parts)
+
+
+def _payload_text(p: dict[str, Any]) -> str:
+    if p["encoding"] == "json/plain":
+        text: str = p["data"].decode()
+        return text if len(text) < 80 else text[:77] + "..."
+    return f"<{p['encoding']} {len(p['data'])} bytes>"
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    from processor._app import load_app
+    from processor.exceptions import NondeterminismError
+    from processor.replayer import Replayer
+
+    app = load_app(args.app)
+    client = _client(args)
+    try:
+        history = client.history(args.id)
+    finally:
+        client.close()
+    if not history:
+        print(f"no workflow with id {args.id!r}")
+        return 1
+    try:
+        result = Replayer(workflows=list(app.workflows)).replay(history)
+    except NondeterminismError as exc:
+        print(f"NONDETERMINISTIC: {exc}")
+        return 1
+    print(f"replayed {len(history)} events of {args.id} against {args.app}: OK "
+          f"(closed={result.closed}, commands not yet in history={len(result.commands_pending)})")
+    return 0
+
+
+def cmd_signal(args: argparse.Namespace) -> int:
+    client = _client(args)
+    try:
+        client.signal(args.id, args.name, *_json_args(args.input))
+    finally:
+        client.close()
+    print(f"signal {args.name} sent to {args.id}")
+    return 0
+
+
+def cmd_cancel(args: argparse.Namespace) -> int:
+    client = _client(args)
+    try:
+        (client.terminate if args.command == "terminate" else client.cancel)(args.id, args.reason)
+    finally:
+        client.close()
+    print(f"{args.command} sent to {args.id}")
+    return 0
+
+
+def cmd_dev(args: argparse.Namespace) -> int:
+    from processor._app import Child, child_argv, load_app, supervise
+    from processor._kafka import local
+    from processor._kafka.topics import ensure_topics, load_specs
+    from processor.client import Client
+
+    info, started = local.start(Path(args.dir) if args.dir else local.default_home())
+    print(f"Kafka {'started' if started else 'already running'} at {info.bootstrap} (data in {info.home})", flush=True)
+    ensure_topics(info.bootstrap, load_specs(args.prefix), exact_partitions=False)
+    load_app(args.app)  # fail fast, in this process, on a bad --app
+    state = Path(args.state_dir or Path(info.home).parent / "state")
+    children = [Child("processor", 0, child_argv(args.app, "processor", 0, info.bootstrap, args.prefix, state)),
+                Child("worker", 0, child_argv(args.app, "worker", 0, info.bootstrap, args.prefix, state))]
+    stop = threading.Event()
+    _on_signals(stop.set)
+    runner = threading.Thread(target=supervise, args=(children, stop.is_set), daemon=True)
+    runner.start()
+    code = 0
+    if args.demo:
+        code = _demo(Client(info.bootstrap, prefix=args.prefix), args.demo)
+    if args.once:
+        stop.set()
+    else:
+        print("processor and worker running; start more with `processor start OrderWorkflow --id ... "
+              "--input '{...}' --wait` -- Ctrl-C to stop", flush=True)
+    while runner.is_alive():
+        runner.join(0.5)
+    return code
+
+
+def _demo(client: Any, count: int) -> int:
+    run = datetime.now(UTC).strftime("%H%M%S")
+    ids = []
+    t0 = time.monotonic()
+    for i in range(count):
+        order = {"order_id": f"order-{run}-{i}", "sku": "SKU-1", "quantity": 1 + i % 3,
+                 "card": "4000-0000-0000-0002" if i % 5 == 4 else "4242-4242-4242-4242"}
+        client.start_workflow("OrderWorkflow", order, id=order["order_id"], wait_for_ack=False)
+        ids.append(order["order_id"])
+    client.flush()
+    print(f"started {count} OrderWorkflow runs (every 5th with a card that is declined)", flush=True)
+    completed = 0
+    for wid in ids:
+        try:
+            print(f"  {wid}: completed -> {json.dumps(client.result(wid, timeout=120))}", flush=True)
+            completed += 1
+        except WorkflowFailureError as exc:
+            print(f"  {wid}: {exc}", flush=True)
+        except TimeoutError as exc:
+            print(f"  {wid}: {exc}", flush=True)
+            client.close()
+            return 1
+    print(f"{completed} completed, {count - completed} failed as designed, in {time.monotonic() - t0:.1f}s; "
+          f"inspect one with `processor show {ids[0]}`", flush=True)
+    client.close()
+    return 0
+
+
+def register(sub: Sub, add_common: Callable[[argparse.ArgumentParser], None]) -> None:
+    p = sub.add_parser("run", help="run processors and activity workers of an app")
+    add_common(p)
+    p.add_argument("--app", required=True, help="module:attribute naming a processor.Worker")
+    p.add_argument("--processors", type=int, default=1, help="processor processes (one per core)")
+    p.add_argument("--workers", type=int, default=1, help="activity worker processes")
+    p.add_argument("--role", choices=["all", "processor", "worker"], default="all",
+                   help="run one process of one role in the foreground (what `all` starts and supervises)")
+    p.add_argument("--index", type=int, default=0, help="with --role: which one (selects its state dir)")
+    p.add_argument("--state-dir", help="RocksDB state (default .state or DP_STATE_DIR)")
+    p.add_argument("-v", "--verbose", action="store_true")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("dev", help="everything on the local broker: Kafka, topics, processor, worker, a demo")
+    p.add_argument("--prefix", default=os.environ.get("DP_TOPIC_PREFIX", "wf"))
+    p.add_argument("--app", default="examples.orders:app")
+    p.add_argument("--dir", help="broker home (default ~/.durable-processor/kafka)")
+    p.add_argument("--state-dir", help="processor state (default beside the broker home)")
+    p.add_argument("--demo", type=int, default=10, help="start this many example orders (0: none)")
+    p.add_argument("--once", action="store_true", help="exit after the demo instead of serving")
+    p.set_defaults(func=cmd_dev)
+
+    p = sub.add_parser("start", help="start a workflow")
+    add_common(p)
+    p.add_argument("type", help="workflow type name")
+    p.add_argument("--id", required=True)
+    p.add_argument("--input", help="JSON: one argument, or a JSON list of arguments")
+    p.add_argument("--task-queue", default="default")
+    p.add_argument("--wait", action="store_true", help="wait for the result")
+    p.add_argument("--timeout", type=float, default=300)
+    p.set_defaults(func=cmd_start)
+
+    p = sub.add_parser("show", help="a workflow's summary and full history")
+    add_common(p)
+    p.add_argument("id")
+    p.set_defaults(func=cmd_show)
+
+    p = sub.add_parser("replay", help="replay a workflow's history against the app's current code")
+    add_common(p)
+    p.add_argument("id")
+    p.add_argument("--app", required=True)
+    p.set_defaults(func=cmd_replay)
+
+    p = sub.add_parser("signal", help="send a signal to a running workflow")
+    add_common(p)
+    p.add_argument("id")
+    p.add_argument("name")
+    p.add_argument("--input", help="JSON: one argument, or a JSON list of arguments")
+    p.set_defaults(func=cmd_signal)
+
+    for verb in ("cancel", "terminate"):
+        p = sub.add_parser(verb, help=f"{verb} a running workflow")
+        add_common(p)
+        p.add_argument("id")
+        p.add_argument("--reason", default="")
+        p.set_defaults(func=cmd_cancel)

@@ -117,11 +117,14 @@ def live_configs(admin: AdminClient, names: Iterable[str]) -> dict[str, dict[str
     return out
 
 
-def ensure_topics(bootstrap: str, specs: list[TopicSpec]) -> list[str]:
+def ensure_topics(bootstrap: str, specs: list[TopicSpec], *, exact_partitions: bool = True) -> list[str]:
     """Create the missing topics; verify the existing ones. Returns the names created.
 
-    Raises TopicMismatchError, naming topic and difference, if an existing topic's partition
-    count or cleanup.policy disagrees with its declaration (or co-partitioned topics differ).
+    Raises TopicMismatchError, naming topic and difference, if an existing topic's cleanup.policy
+    disagrees with its declaration, co-partitioned topics differ in partition count, or (with
+    `exact_partitions`, what `processor topics create` uses) the partition count differs from the
+    declared one. Processes that merely run on existing topics pass exact_partitions=False: the
+    live count is the truth once topics exist.
     """
     admin = admin_client(bootstrap)
     live = _live_partitions(admin)
@@ -140,17 +143,18 @@ def ensure_topics(bootstrap: str, specs: list[TopicSpec]) -> list[str]:
                 if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:  # lost a race: verify below
                     raise KafkaUnavailableError(f"creating topic {name} failed: {exc.args[0]}") from exc
         live = _live_partitions(admin)
-    verify(admin, specs, live)
+    verify(admin, specs, live, exact_partitions=exact_partitions)
     return created
 
 
-def verify(admin: AdminClient, specs: list[TopicSpec], live: dict[str, int] | None = None) -> None:
+def verify(admin: AdminClient, specs: list[TopicSpec], live: dict[str, int] | None = None, *,
+           exact_partitions: bool = True) -> None:
     live = live if live is not None else _live_partitions(admin)
     problems = []
     existing = [s for s in specs if s.name in live]
     configs = live_configs(admin, [s.name for s in existing])
     for s in existing:
-        if live[s.name] != s.partitions:
+        if exact_partitions and live[s.name] != s.partitions:
             problems.append(f"{s.name} has {live[s.name]} partitions, declared {s.partitions}")
         want = s.configs.get("cleanup.policy")
         have = configs.get(s.name, {}).get("cleanup.policy")

@@ -1,0 +1,1 @@
+"""The processor: Kafka in, deterministic runtime, Kafka and RocksDB out (see docs/architecture.md)."""

@@ -1,0 +1,500 @@
+"""What the processor does with one command or one due timer, Kafka-free.
+
+The Kafka loop (loop.py) feeds decoded input here and commits what this produces; everything in
+here writes only to a `Sink` (records for the open transaction) and to the partition overlays
+(PartitionStore.batch). That keeps the decision logic testable without a broker and keeps the
+commit protocol in exactly one place (loop.py).
+
+Every state change is an event appended through `_append`, which (1) gives it the next seq and
+the batch clock, (2) encodes it once, (3) produces it to wf.events, (4) adds it to the overlay and
+folds it into the summary, and (5) runs its side effects (tasks, timers, completions). Restore
+rebuilds from the same events with the same fold, so live and restored state cannot drift.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from processor._codec import Codec
+from processor._codec.partitioner import partition_for
+from processor._engine import keys
+from processor._engine.retry import next_retry_delay_ms
+from processor._engine.settings import Settings
+from processor._engine.state import CLOSING_STATUS, Summary, fold
+from processor._engine.store import PartitionStore
+from processor._runtime import WorkflowInstance
+from processor.exceptions import DecodeError
+from processor.workflow import WorkflowDefinition
+
+log = logging.getLogger("processor.engine")
+
+EV = "wf.events.v1."
+CMD = "wf.commands.v1."
+Headers = list[tuple[str, bytes]]
+
+
+class Sink(Protocol):
+    """Where the engine's output records go (the open Kafka transaction, or a list in tests)."""
+
+    def produce(self, topic: str, partition: int | None, key: bytes, value: bytes | None,
+                headers: Headers | None = None) -> None: ...
+
+    def task_topic(self, queue: str) -> str: ...
+
+
+@dataclass
+class Live:
+    summary: Summary
+    instance: WorkflowInstance | None
+
+
+@dataclass
+class Counters:
+    commands: int = 0
+    events: int = 0
+    dlq: int = 0
+    duplicates: int = 0
+    forwarded: int = 0
+    timers_fired: int = 0
+    replays: int = 0
+
+
+class Engine:
+    def __init__(self, settings: Settings, workflows: Sequence[type], codec: Codec, sink: Sink,
+                 partitions: int) -> None:
+        self.settings = settings
+        self.codec = codec
+        self.sink = sink
+        self.partitions = partitions
+        self.topics = settings.topics
+        self.definitions: dict[str, WorkflowDefinition] = {}
+        for cls in workflows:
+            d = WorkflowDefinition.of(cls)
+            self.definitions[d.name] = d
+        self.stores: dict[int, PartitionStore] = {}
+        self.cache: OrderedDict[str, Live] = OrderedDict()
+        self.touched: set[str] = set()
+        self.counters = Counters()
+        self.now_ms = 0
+        self._handlers = {
+            CMD + "StartWorkflow": self._on_start,
+            CMD + "SignalWorkflow": self._on_signal,
+            CMD + "CancelWorkflow": self._on_cancel,
+            CMD + "TerminateWorkflow": self._on_terminate,
+            CMD + "ActivityCompleted": self._on_activity_completed,
+            CMD + "ActivityFailed": self._on_activity_failed,
+            CMD + "ActivityHeartbeat": self._on_activity_heartbeat,
+        }
+
+    # -- partitions ------------------------------------------------------------------------
+
+    def open_partition(self, partition: int, store: PartitionStore) -> None:
+        self.stores[partition] = store
+
+    def close_partition(self, partition: int) -> None:
+        store = self.stores.pop(partition, None)
+        if store is None:
+            return
+        for wid in [w for w in self.cache if partition_for(w.encode(), self.partitions) == partition]:
+            self._evict(wid)
+        store.close()
+
+    def resume_held(self, partition: int) -> None:
+        """A (re)assigned partition retries its held workflows: new code may replay them now."""
+        for wid in self.stores[partition].held_workflows():
+            self._load(partition, wid)
+
+    # -- input -------------------------------------------------------------------------------
+
+    def handle_command(self, partition: int, key: bytes | None, value: bytes | None, headers: Headers | None,
+                       offset: int) -> None:
+        self.counters.commands += 1
+        if value is None:
+            self.dead_letter(key, value, headers, partition, offset, "empty value (tombstone) on the commands topic")
+            return
+        try:
+            name, rec = self.codec.decode(value)
+        except DecodeError as exc:
+            self.dead_letter(key, value, headers, partition, offset, f"undecodable command: {exc}")
+            return
+        handler = self._handlers.get(name)
+        if handler is None:
+            self.dead_letter(key, value, headers, partition, offset, f"{name} is not a command this processor accepts")
+            return
+        wid = rec["workflow_id"]
+        if not wid or "\x00" in wid:
+            self.dead_letter(key, value, headers, partition, offset, f"invalid workflow_id {wid!r}")
+            return
+        owner = partition_for(wid.encode(), self.partitions)
+        if owner != partition:
+            # A producer with another partitioner (or a stale partition count) put it here:
+            # forward it, in this transaction, to the partition that owns the workflow.
+            self.counters.forwarded += 1
+            self.sink.produce(self.topics.commands, owner, key or wid.encode(), value, headers)
+            return
+        reason = handler(partition, rec)
+        if reason is not None:
+            self.dead_letter(key, value, headers, partition, offset, reason)
+
+    def _on_start(self, partition: int, rec: dict[str, Any]) -> str | None:
+        wid = rec["workflow_id"]
+        if self._load(partition, wid) is not None:
+            self.counters.duplicates += 1  # idempotent by id: the existing run stands
+            return None
+        definition = self.definitions.get(rec["workflow_type"])
+        started = {
+            "type": "WorkflowStarted", "workflow_type": rec["workflow_type"], "args": rec["args"],
+            "task_queue": rec.get("task_queue") or "default",
+            "execution_timeout_ms": rec.get("execution_timeout_ms"),
+            "random_seed": int.from_bytes(os.urandom(8), "big") >> 1, "request_id": rec.get("request_id"),
+        }
+        summary = None
+        live = Live(summary, None)  # type: ignore[arg-type]  # summary is set by the first _append
+        self._append(partition, wid, live, started)
+        if definition is None:
+            registered = ", ".join(sorted(self.definitions)) or "none"
+            self._append(partition, wid, live, {"type": "WorkflowFailed", "failure": {
+                "type": "UnknownWorkflowType",
+                "message": f"workflow type {rec['workflow_type']!r} is not registered with this processor "
+                           f"(registered: {registered})",
+                "stack_trace": "", "non_retryable": True, "cause": None}})
+            return None
+        live.instance = WorkflowInstance(definition, wid)
+        self._cache_put(wid, live)
+        self._run(partition, wid, live, [self._last_event])
+        return None
+
+    def _on_signal(self, partition: int, rec: dict[str, Any]) -> str | None:
+        return self._deliver(partition, rec, {"type": "SignalReceived", "signal_name": rec["signal_name"],
+                                              "args": rec["args"], "request_id": rec.get("request_id")})
+
+    def _on_cancel(self, partition: int, rec: dict[str, Any]) -> str | None:
+        live = self._load(partition, rec["workflow_id"])
+        if live is not None and live.summary.cancel_requested:
+            self.counters.duplicates += 1
+            return None
+        return self._deliver(partition, rec, {"type": "WorkflowCancelRequested", "reason": rec.get("reason", "")})
+
+    def _on_terminate(self, partition: int, rec: dict[str, Any]) -> str | None:
+        wid = rec["workflow_id"]
+        live = self._load(partition, wid)
+        if live is None:
+            return f"TerminateWorkflow for unknown workflow {wid!r}"
+        if not live.summary.running:
+            self.counters.duplicates += 1
+            return None
+        self._append(partition, wid, live, {"type": "WorkflowTerminated", "reason": rec.get("reason", "")})
+        return None
+
+    def _deliver(self, partition: int, rec: dict[str, Any], event: dict[str, Any]) -> str | None:
+        wid = rec["workflow_id"]
+        live = self._load(partition, wid)
+        if live is None:
+            return f"{event['type']} for unknown workflow {wid!r}"
+        if not live.summary.running:
+            return f"{event['type']} for workflow {wid!r} that is already {live.summary.status}"
+        self._append(partition, wid, live, event)
+        self._run(partition, wid, live, [self._last_event])
+        return None
+
+    def _pending_activity(self, partition: int, rec: dict[str, Any]) -> tuple[Live | None, str | None]:
+        """The workflow and a DLQ reason; (None, None) means a duplicate or late result to ignore."""
+        wid, seq = rec["workflow_id"], rec["activity_seq"]
+        live = self._load(partition, wid)
+        if live is None:
+            return None, f"activity result for unknown workflow {wid!r}"
+        if seq < 1 or seq > live.summary.max_activity_seq:
+            return None, f"activity result for activity_seq {seq} that workflow {wid!r} never scheduled"
+        pending = live.summary.activities.get(seq)
+        if pending is None or pending[0] != rec["attempt"] or not live.summary.running:
+            self.counters.duplicates += 1
+            return None, None
+        return live, None
+
+    def _on_activity_completed(self, partition: int, rec: dict[str, Any]) -> str | None:
+        live, reason = self._pending_activity(partition, rec)
+        if live is None:
+            return reason
+        wid = rec["workflow_id"]
+        self._append(partition, wid, live, {"type": "ActivityCompleted", "activity_seq": rec["activity_seq"],
+                                            "attempt": rec["attempt"], "result": rec["result"]})
+        self._run(partition, wid, live, [self._last_event])
+        return None
+
+    def _on_activity_failed(self, partition: int, rec: dict[str, Any]) -> str | None:
+        live, reason = self._pending_activity(partition, rec)
+        if live is None:
+            return reason
+        self._attempt_failed(partition, rec["workflow_id"], live, rec["activity_seq"], rec["attempt"], rec["failure"])
+        return None
+
+    def _on_activity_heartbeat(self, partition: int, rec: dict[str, Any]) -> str | None:
+        live, reason = self._pending_activity(partition, rec)
+        # Heartbeat timeouts come with the timers work; a heartbeat now only proves liveness.
+        return reason
+
+    def _attempt_failed(self, partition: int, wid: str, live: Live, seq: int, attempt: int,
+                        failure: dict[str, Any]) -> None:
+        scheduled = self._scheduled_event(partition, wid, live, seq)
+        delay = next_retry_delay_ms(scheduled.get("retry_policy"), attempt, failure)
+        if delay is not None:
+            self._append(partition, wid, live, {
+                "type": "ActivityAttemptFailed", "activity_seq": seq, "attempt": attempt, "failure": failure,
+                "next_attempt": attempt + 1, "retry_at_ms": self.now_ms + delay})
+            return
+        self._append(partition, wid, live, {"type": "ActivityFailed", "activity_seq": seq, "attempt": attempt,
+                                            "failure": failure})
+        self._run(partition, wid, live, [self._last_event])
+
+    def _scheduled_event(self, partition: int, wid: str, live: Live, seq: int) -> dict[str, Any]:
+        sched_seq = live.summary.activities[seq][1]
+        raw = self.stores[partition].event(wid, sched_seq)
+        assert raw is not None, f"history of {wid} lacks its ActivityScheduled event seq {sched_seq}"
+        return self.codec.decode_as(raw, EV + "ActivityScheduled")
+
+    # -- timers --------------------------------------------------------------------------------
+
+    def fire_due_timers(self, now_ms: int) -> int:
+        """Fire committed timers that are due, in due order, within the per-tick budget."""
+        self.now_ms = now_ms
+        fired = 0
+        for partition, store in list(self.stores.items()):
+            for _due, wid, tkey in store.due_timers(now_ms, self.settings.timers_per_tick - fired):
+                self._fire(partition, wid, tkey)
+                fired += 1
+        self.counters.timers_fired += fired
+        return fired
+
+    def next_due_ms(self) -> int | None:
+        dues = [d for d in (s.next_due() for s in self.stores.values()) if d is not None]
+        return min(dues) if dues else None
+
+    def _fire(self, partition: int, wid: str, tkey: str) -> None:
+        self._set_timer(partition, wid, tkey, None)
+        live = self._load(partition, wid)
+        if live is None or not live.summary.running:
+            return
+        kind, seq = tkey[0], int(tkey[1:])
+        if kind == "u":
+            self._append(partition, wid, live, {"type": "TimerFired", "timer_seq": seq})
+            self._run(partition, wid, live, [self._last_event])
+            return
+        pending = live.summary.activities.get(seq)
+        if pending is None:
+            return
+        if kind == "r":
+            self._dispatch(partition, wid, live, self._scheduled_event(partition, wid, live, seq), pending[0])
+        elif kind == "s":
+            timeout = {"type": "StartToCloseTimeout", "non_retryable": False, "cause": None, "stack_trace": "",
+                       "message": f"activity {seq} attempt {pending[0]} did not finish within its start_to_close_timeout"}
+            self._attempt_failed(partition, wid, live, seq, pending[0], timeout)
+
+    def _set_timer(self, partition: int, wid: str, tkey: str, due_ms: int | None) -> None:
+        store = self.stores[partition]
+        if due_ms is None and store.timer_due(wid, tkey) is None:
+            return
+        store.set_timer(wid, tkey, due_ms)
+        key = keys.timer_topic_key(wid, tkey)
+        if due_ms is None:
+            self.sink.produce(self.topics.timers, partition, key, None)
+            return
+        rec = {"workflow_id": wid, "timer_key": tkey, "fire_at_ms": due_ms, "kind": _TIMER_KIND[tkey[0]],
+               "seq": int(tkey[1:])}
+        name = "wf.timers.v1.TimerScheduled"
+        self.sink.produce(self.topics.timers, partition, key, self.codec.encode(name, rec), self.codec.headers(name))
+
+    # -- the append path -------------------------------------------------------------------------
+
+    def _append(self, partition: int, wid: str, live: Live, event: dict[str, Any]) -> None:
+        summary = live.summary
+        event["workflow_id"] = wid
+        event["seq"] = (summary.last_seq if summary is not None else 0) + 1
+        event["time_ms"] = self.now_ms
+        name = EV + event["type"]
+        value = self.codec.encode(name, event)
+        self.sink.produce(self.topics.events, partition, keys.event_key(wid, event["seq"]), value,
+                          self.codec.headers(name))
+        store = self.stores[partition]
+        store.add_event(wid, event["seq"], value)
+        live.summary = fold(summary, event)
+        store.put_summary(live.summary)
+        self.touched.add(wid)
+        self.counters.events += 1
+        self._last_event = event
+        self._side_effects(partition, wid, live, event)
+
+    def _side_effects(self, partition: int, wid: str, live: Live, event: dict[str, Any]) -> None:
+        etype = event["type"]
+        if etype == "ActivityScheduled":
+            self._dispatch(partition, wid, live, event, 1)
+        elif etype == "TimerStarted":
+            self._set_timer(partition, wid, f"u{event['timer_seq']}", event["fire_at_ms"])
+        elif etype == "TimerCanceled":
+            self._set_timer(partition, wid, f"u{event['timer_seq']}", None)
+        elif etype in ("ActivityCompleted", "ActivityFailed", "ActivityTimedOut"):
+            self._set_timer(partition, wid, f"s{event['activity_seq']}", None)
+        elif etype == "ActivityAttemptFailed":
+            self._set_timer(partition, wid, f"s{event['activity_seq']}", None)
+            self._set_timer(partition, wid, f"r{event['activity_seq']}", event["retry_at_ms"])
+        elif etype in CLOSING_STATUS:
+            self._close(partition, wid, live, event)
+
+    def _dispatch(self, partition: int, wid: str, live: Live, scheduled: dict[str, Any], attempt: int) -> None:
+        queue = scheduled["task_queue"]
+        task = {
+            "workflow_id": wid, "activity_seq": scheduled["activity_seq"], "attempt": attempt,
+            "activity_type": scheduled["activity_type"], "task_queue": queue, "args": scheduled["args"],
+            "scheduled_time_ms": self.now_ms, "start_to_close_timeout_ms": scheduled.get("start_to_close_timeout_ms"),
+            "heartbeat_timeout_ms": scheduled.get("heartbeat_timeout_ms"),
+            "workflow_type": live.summary.workflow_type,
+        }
+        name = "wf.tasks.v1.ActivityTask"
+        self.sink.produce(self.sink.task_topic(queue), None, wid.encode(), self.codec.encode(name, task),
+                          self.codec.headers(name))
+        timeout = scheduled.get("start_to_close_timeout_ms")
+        if timeout:
+            self._set_timer(partition, wid, f"s{scheduled['activity_seq']}", self.now_ms + timeout)
+
+    def _close(self, partition: int, wid: str, live: Live, event: dict[str, Any]) -> None:
+        for tkey in self.stores[partition].timer_keys(wid):
+            self._set_timer(partition, wid, tkey, None)
+        rec: dict[str, Any] = {"workflow_id": wid, "workflow_type": live.summary.workflow_type,
+                               "close_time_ms": self.now_ms}
+        for field in ("result", "failure", "reason"):
+            if field in event:
+                rec[field] = event[field]
+        name = "wf.completions.v1." + event["type"]
+        self.sink.produce(self.topics.completions, None, wid.encode(), self.codec.encode(name, rec),
+                          self.codec.headers(name))
+        if live.instance is not None:
+            live.instance.close()
+            live.instance = None
+
+    def _run(self, partition: int, wid: str, live: Live, events: list[dict[str, Any]]) -> None:
+        """Activate the workflow with new input events; append the commands it emits."""
+        if live.instance is None:
+            if not live.summary.running:
+                return
+            # Held (nondeterminism) or evicted mid-batch: replaying history includes `events`.
+            self._evict(wid)
+            self._load(partition, wid)
+            return
+        completion = live.instance.activate(events)
+        if completion.error is not None:
+            self._hold(partition, wid, live, completion.error)
+            return
+        for command in completion.commands:
+            self._append(partition, wid, live, dict(command))
+        if self.settings.always_replay:
+            self._evict(wid)
+
+    def _hold(self, partition: int, wid: str, live: Live, error: Exception) -> None:
+        log.error("workflow %s held: %s", wid, error)
+        if live.instance is not None:
+            live.instance.close()
+            live.instance = None
+        if live.summary.held is None:
+            self._append(partition, wid, live, {"type": "WorkflowTaskFailed", "reason": str(error)})
+
+    # -- cache -----------------------------------------------------------------------------------
+
+    def _load(self, partition: int, wid: str) -> Live | None:
+        live = self.cache.get(wid)
+        if live is not None:
+            self.cache.move_to_end(wid)
+            return live
+        store = self.stores[partition]
+        summary = store.summary(wid)
+        if summary is None:
+            return None
+        live = Live(summary, None)
+        self._cache_put(wid, live)
+        definition = self.definitions.get(summary.workflow_type)
+        if summary.running and definition is not None:
+            self.counters.replays += 1
+            instance = WorkflowInstance(definition, wid)
+            history = [self._decode_event(raw) for raw in store.history(wid)]
+            completion = instance.activate(history)
+            if completion.error is not None:
+                instance.close()
+                self._hold(partition, wid, live, completion.error)
+                return live
+            live.instance = instance
+            for command in completion.commands:  # commands a held workflow owed: now recorded
+                self._append(partition, wid, live, dict(command))
+        return live
+
+    def _decode_event(self, raw: bytes) -> dict[str, Any]:
+        name, event = self.codec.decode(raw)
+        event["type"] = name.rpartition(".")[2]
+        return event
+
+    def _cache_put(self, wid: str, live: Live) -> None:
+        self.cache[wid] = live
+        while len(self.cache) > self.settings.cache_size:
+            old, evicted = self.cache.popitem(last=False)
+            if evicted.instance is not None:
+                evicted.instance.close()
+
+    def _evict(self, wid: str) -> None:
+        live = self.cache.pop(wid, None)
+        if live is not None and live.instance is not None:
+            live.instance.close()
+
+    # -- transaction outcome ---------------------------------------------------------------------
+
+    def begin(self, now_ms: int) -> None:
+        self.now_ms = now_ms
+
+    def committed(self) -> None:
+        """Step 3 of the commit protocol (loop.py): the overlays go to RocksDB."""
+        for store in self.stores.values():
+            store.flush()
+        self.touched.clear()
+
+    def aborted(self) -> None:
+        """The transaction aborted: forget its overlay and every instance it advanced."""
+        for store in self.stores.values():
+            store.discard()
+        for wid in self.touched:
+            self._evict(wid)
+        self.touched.clear()
+
+    # -- dead letters ----------------------------------------------------------------------------
+
+    def dead_letter(self, key: bytes | None, value: bytes | None, headers: Headers | None, partition: int, offset: int,
+             reason: str) -> None:
+        self.counters.dlq += 1
+        log.warning("dead-lettered %s[%d]@%d: %s", self.topics.commands, partition, offset, reason)
+        out = list(headers or [])
+        out += [("dlq.reason", reason.encode()), ("dlq.topic", self.topics.commands.encode()),
+                ("dlq.partition", str(partition).encode()), ("dlq.offset", str(offset).encode())]
+        self.sink.produce(self.topics.dlq, None, key or b"", value, out)
+
+    # -- restore -------------------------------------------------------------------------------------
+
+    def restore_event(self, partition: int, value: bytes) -> None:
+        """Apply one committed wf.events record to the partition overlay (idempotent)."""
+        store = self.stores[partition]
+        event = self._decode_event(value)
+        wid = event["workflow_id"]
+        summary = store.summary(wid)
+        if summary is not None and event["seq"] <= summary.last_seq:
+            return
+        store.add_event(wid, event["seq"], value)
+        store.put_summary(fold(summary, event))
+
+    def restore_timer(self, partition: int, key: bytes, value: bytes | None) -> None:
+        wid, tkey = keys.split_timer_topic_key(key)
+        due = None if value is None else self.codec.decode_as(value, "wf.timers.v1.TimerScheduled")["fire_at_ms"]
+        self.stores[partition].set_timer(wid, tkey, due)
+
+    _last_event: dict[str, Any]
+
+
+_TIMER_KIND = {"u": "user", "r": "activity_retry", "s": "activity_timeout", "w": "workflow_timeout"}

@@ -1,0 +1,322 @@
+"""The processor process: consume commands, run the engine, commit exactly once.
+
+The commit protocol lives in `ProcessorLoop._transaction` and nowhere else:
+
+  Step 1  begin_transaction; the engine takes the batch clock.
+  Step 2  fire due timers, resume held workflows, apply every consumed command; all output
+          (events, timers, tasks, completions, DLQ, forwards) is produced into the transaction and
+          all state changes go to the per-partition overlays.
+  Step 3  send_offsets_to_transaction(next input offsets, consumer group metadata) -- the group
+          metadata fences a zombie that lost its partitions (EOS v2).
+  Step 4  commit_transaction (it flushes; delivery reports tell the wf.events/wf.timers offsets).
+  Step 5  write-after-commit: one RocksDB WriteBatch per touched partition (data + offsets).
+
+Abortable errors in steps 2-4 (a rebalance during the transaction, STALE_MEMBER_EPOCH,
+ILLEGAL_GENERATION, ...): abort, drop the overlays and every instance the batch advanced, and
+seek each partition back to the first offset of the batch. Fenced or fatal: raise, the supervisor
+restarts the process, and the stable transactional.id makes the new process fence its zombie.
+
+A transaction never spans two consume() calls, so rebalance callbacks (which run inside
+consume()) never see an open transaction: revoking a partition is always clean.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+
+from processor._codec import default_codec
+from processor._engine.engine import Engine, Headers
+from processor._engine.settings import Settings
+from processor._engine.store import EVENTS_NEXT, TIMERS_NEXT, PartitionStore
+from processor._kafka.topics import ensure_topics, load_specs, task_queue_spec
+
+log = logging.getLogger("processor.loop")
+
+RESTORE_FLUSH_EVERY = 5_000
+
+
+def _stable_transactional_id(settings: Settings) -> str:
+    """Persisted in the state dir: a restarted process reuses it and so fences its zombie at once."""
+    path = settings.state_dir / "transactional.id"
+    if path.exists():
+        return path.read_text().strip()
+    settings.state_dir.mkdir(parents=True, exist_ok=True)
+    tid = f"{settings.prefix}.processor.{uuid.uuid4().hex[:12]}"
+    path.write_text(tid)
+    return tid
+
+
+class _TransactionSink:
+    """The engine's Sink: produce into the open transaction, track wf.events/wf.timers offsets."""
+
+    def __init__(self, loop: ProcessorLoop) -> None:
+        self._loop = loop
+        self._producer = loop.producer
+        self._events = loop.settings.topics.events
+        self._timers = loop.settings.topics.timers
+        self._task_topics: set[str] = set()
+
+    def produce(self, topic: str, partition: int | None, key: bytes, value: bytes | None,
+                headers: Headers | None = None) -> None:
+        kwargs: dict[str, Any] = {"key": key, "value": value, "headers": headers}
+        if partition is not None:
+            kwargs["partition"] = partition
+        if topic == self._events or topic == self._timers:
+            kwargs["on_delivery"] = self._delivered
+        while True:
+            try:
+                self._producer.produce(topic, **kwargs)
+                return
+            except BufferError:
+                self._producer.poll(0.05)  # local queue full: let deliveries drain
+
+    def _delivered(self, err: KafkaError | None, msg: Message) -> None:
+        if err is not None:
+            return  # the transaction will fail to commit and be aborted
+        store = self._loop.engine.stores.get(msg.partition())
+        if store is None:
+            return
+        nxt = msg.offset() + 1
+        if msg.topic() == self._events:
+            store.batch.events_next = max(store.batch.events_next or 0, nxt)
+        else:
+            store.batch.timers_next = max(store.batch.timers_next or 0, nxt)
+
+    def task_topic(self, queue: str) -> str:
+        name = self._loop.settings.topics.tasks(queue)
+        if name not in self._task_topics:
+            ensure_topics(self._loop.settings.bootstrap, [task_queue_spec(queue, self._loop.settings.prefix)],
+                          exact_partitions=False)
+            self._task_topics.add(name)
+        return name
+
+
+class ProcessorLoop:
+    def __init__(self, settings: Settings, workflows: Sequence[type]) -> None:
+        self.settings = settings
+        specs = load_specs(settings.prefix)
+        ensure_topics(settings.bootstrap, [s for s in specs if not s.name.startswith(settings.topics.tasks(""))],
+                      exact_partitions=False)
+        self.stop_event = threading.Event()
+        common = {"bootstrap.servers": settings.bootstrap, "client.id": "processor"}
+        self.producer = Producer({
+            **common,
+            "transactional.id": _stable_transactional_id(settings),
+            "enable.idempotence": True,
+            "transaction.timeout.ms": settings.transaction_timeout_ms,
+            "linger.ms": 2,
+            "retry.backoff.ms": 10,
+            "partitioner": "murmur2_random",
+        })
+        self.consumer = Consumer({
+            **common,
+            "group.id": settings.processor_group,
+            "isolation.level": "read_committed",
+            "enable.auto.commit": False,
+            "auto.offset.reset": "earliest",
+            "partition.assignment.strategy": "cooperative-sticky",
+            "session.timeout.ms": settings.session_timeout_ms,
+            "heartbeat.interval.ms": max(250, settings.session_timeout_ms // 4),
+            "fetch.wait.max.ms": 10,
+        })
+        md = self.consumer.list_topics(settings.topics.commands, timeout=30)
+        self.partitions = len(md.topics[settings.topics.commands].partitions)
+        self.engine = Engine(settings, workflows, default_codec(), _TransactionSink(self), self.partitions)
+        self._to_restore: list[int] = []
+        self._to_resume: list[int] = []
+        self._single_steps = 0  # after a processing error: this many one-command transactions
+
+    # -- rebalance callbacks (run inside consume(), never during a transaction) ----------------
+
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        consumer.incremental_assign(partitions)
+        consumer.pause(partitions)  # until restored
+        self._to_restore.extend(tp.partition for tp in partitions)
+        log.info("assigned %s", sorted(tp.partition for tp in partitions))
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        for tp in partitions:
+            self.engine.close_partition(tp.partition)
+            if tp.partition in self._to_restore:
+                self._to_restore.remove(tp.partition)
+        consumer.incremental_unassign(partitions)
+        log.info("revoked %s", sorted(tp.partition for tp in partitions))
+
+    # -- restore ------------------------------------------------------------------------------
+
+    def _restore(self) -> None:
+        todo, self._to_restore = self._to_restore, []
+        if not todo:
+            return
+        t0 = time.monotonic()
+        restorer = Consumer({
+            "bootstrap.servers": self.settings.bootstrap, "group.id": f"{self.settings.processor_group}.restore",
+            "isolation.level": "read_committed", "enable.auto.commit": False, "enable.partition.eof": False,
+        })
+        total = 0
+        try:
+            for p in todo:
+                store = PartitionStore(self.settings.state_dir / f"p{p:04d}")
+                self.engine.open_partition(p, store)
+                total += self._restore_topic(restorer, p, store, self.settings.topics.events, EVENTS_NEXT)
+                total += self._restore_topic(restorer, p, store, self.settings.topics.timers, TIMERS_NEXT)
+        finally:
+            restorer.close()
+        self.consumer.resume([TopicPartition(self.settings.topics.commands, p) for p in todo])
+        self._to_resume.extend(todo)
+        log.info("restored partitions %s: %d records in %.2fs", todo, total, time.monotonic() - t0)
+
+    def _restore_topic(self, restorer: Consumer, p: int, store: PartitionStore, topic: str, meta: bytes) -> int:
+        start = store.offset(meta)
+        _, high = restorer.get_watermark_offsets(TopicPartition(topic, p), timeout=30, cached=False)
+        if start >= high:
+            return 0
+        restorer.assign([TopicPartition(topic, p, start)])
+        applied = 0
+        deadline = time.monotonic() + self.settings.transaction_timeout_ms / 1000 + 60
+        is_events = topic == self.settings.topics.events
+        while True:
+            position = restorer.position([TopicPartition(topic, p)])[0].offset
+            if position >= high:
+                break
+            if time.monotonic() > deadline:
+                raise KafkaException(KafkaError(KafkaError._TIMED_OUT, f"restore of {topic}[{p}] stuck at {position} < {high}"))
+            for m in restorer.consume(2_000, timeout=0.5):
+                if m.error():
+                    continue
+                if is_events:
+                    self.engine.restore_event(p, m.value())
+                    store.batch.events_next = m.offset() + 1
+                else:
+                    self.engine.restore_timer(p, m.key(), m.value())
+                    store.batch.timers_next = m.offset() + 1
+                applied += 1
+                if applied % RESTORE_FLUSH_EVERY == 0:
+                    store.flush()
+        if is_events:
+            store.batch.events_next = max(store.batch.events_next or 0, high)
+        else:
+            store.batch.timers_next = max(store.batch.timers_next or 0, high)
+        store.flush()
+        restorer.unassign()
+        return applied
+
+    # -- the loop -----------------------------------------------------------------------------
+
+    def run(self) -> None:
+        self.producer.init_transactions(60)
+        self.consumer.subscribe([self.settings.topics.commands], on_assign=self._on_assign,
+                                on_revoke=self._on_revoke, on_lost=self._on_revoke)
+        max_wait = self.settings.max_wait_ms / 1000
+        try:
+            while not self.stop_event.is_set():
+                self._restore()
+                timeout = max_wait
+                next_due = self.engine.next_due_ms()
+                if next_due is not None:
+                    timeout = min(timeout, max(0.0, (next_due - time.time() * 1000) / 1000))
+                batch = 1 if self._single_steps else self.settings.max_batch
+                msgs = self.consumer.consume(batch, timeout=timeout)
+                if self._to_restore:
+                    self._restore()
+                msgs = [m for m in msgs if m.error() is None and m.partition() in self.engine.stores]
+                now_ms = int(time.time() * 1000)
+                next_due = self.engine.next_due_ms()
+                if msgs or self._to_resume or (next_due is not None and next_due <= now_ms):
+                    self._transaction(msgs, now_ms)
+        finally:
+            self.close()
+
+    def _transaction(self, msgs: list[Message], now_ms: int) -> None:
+        first: dict[int, int] = {}
+        nxt: dict[int, int] = {}
+        # Step 1
+        self.producer.begin_transaction()
+        self.engine.begin(now_ms)
+        try:
+            # Step 2
+            resume, self._to_resume = self._to_resume, []
+            for p in resume:
+                if p in self.engine.stores:
+                    self.engine.resume_held(p)
+            self.engine.fire_due_timers(now_ms)
+            for m in msgs:
+                p = m.partition()
+                first.setdefault(p, m.offset())
+                nxt[p] = m.offset() + 1
+                self.engine.handle_command(p, m.key(), m.value(), m.headers(), m.offset())
+            # Step 3
+            if nxt:
+                offsets = [TopicPartition(self.settings.topics.commands, p, o) for p, o in nxt.items()]
+                self.producer.send_offsets_to_transaction(offsets, self.consumer.consumer_group_metadata(), 30)
+            # Step 4
+            self.producer.commit_transaction(60)
+        except KafkaException as exc:
+            err = exc.args[0]
+            if not err.txn_requires_abort():
+                raise
+            log.warning("transaction aborted (%s); rewinding %s", err, first)
+            self._abort(first)
+            return
+        except Exception:
+            # A bug on one command must not wedge the partition: retry the batch one command per
+            # transaction so only the culprit is dead-lettered.
+            log.exception("processing failed; retrying the batch one command at a time")
+            self._abort(first)
+            if len(msgs) > 1:
+                self._single_steps = len(msgs)
+                return
+            self._dead_letter_poison(msgs, now_ms)
+            return
+        finally:
+            self._single_steps = max(0, self._single_steps - 1)
+        # Step 5
+        self.engine.committed()
+
+    def _abort(self, first: dict[int, int]) -> None:
+        self.producer.abort_transaction(60)
+        self.engine.aborted()
+        for p, offset in first.items():
+            if p in self.engine.stores:
+                self.consumer.seek(TopicPartition(self.settings.topics.commands, p, offset))
+
+    def _dead_letter_poison(self, msgs: list[Message], now_ms: int) -> None:
+        import traceback
+
+        m = msgs[0]
+        self.producer.begin_transaction()
+        self.engine.begin(now_ms)
+        reason = "processing raised: " + traceback.format_exc(limit=5)
+        self.engine.dead_letter(m.key(), m.value(), m.headers(), m.partition(), m.offset(), reason)
+        offsets = [TopicPartition(self.settings.topics.commands, m.partition(), m.offset() + 1)]
+        self.producer.send_offsets_to_transaction(offsets, self.consumer.consumer_group_metadata(), 30)
+        self.producer.commit_transaction(60)
+        self.engine.committed()
+
+    def close(self) -> None:
+        try:
+            self.consumer.close()  # leaves the group: the revoke callback closes the stores
+        finally:
+            for p in list(self.engine.stores):
+                self.engine.close_partition(p)
+
+
+def run_processor(settings: Settings, workflows: Sequence[type], *, install_signals: bool = True) -> None:
+    loop = ProcessorLoop(settings, workflows)
+    if install_signals:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: loop.stop_event.set())
+    loop.run()
+
+
+def state_dir_for(base: Path, index: int) -> Path:
+    return base / f"processor-{index}"

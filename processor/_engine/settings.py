@@ -1,0 +1,46 @@
+"""Settings of a processor or worker process; every knob has an environment variable."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from processor._kafka.topics import DEFAULT_PREFIX, TopicNames
+
+
+def _env_int(name: str, default: int) -> int:
+    value = os.environ.get(name)
+    return int(value) if value else default
+
+
+@dataclass(frozen=True)
+class Settings:
+    bootstrap: str
+    prefix: str = DEFAULT_PREFIX
+    state_dir: Path = field(default_factory=lambda: Path(os.environ.get("DP_STATE_DIR", ".state")))
+    # Commit cadence: a transaction closes when the input is drained (one consume() call returns
+    # whatever is there, up to max_batch) -- low latency when idle, big batches under load.
+    max_batch: int = field(default_factory=lambda: _env_int("DP_MAX_BATCH", 500))
+    max_wait_ms: int = field(default_factory=lambda: _env_int("DP_MAX_WAIT_MS", 100))
+    cache_size: int = field(default_factory=lambda: _env_int("DP_CACHE_SIZE", 10_000))
+    session_timeout_ms: int = field(default_factory=lambda: _env_int("DP_SESSION_TIMEOUT_MS", 6_000))
+    transaction_timeout_ms: int = field(default_factory=lambda: _env_int("DP_TRANSACTION_TIMEOUT_MS", 10_000))
+    timers_per_tick: int = field(default_factory=lambda: _env_int("DP_TIMERS_PER_TICK", 1_000))
+    # Evict every instance after each activation so every step replays from history: finds
+    # nondeterminism and replay bugs in tests at the cost of speed.
+    always_replay: bool = field(default_factory=lambda: os.environ.get("DP_ALWAYS_REPLAY", "") == "1")
+
+    @property
+    def topics(self) -> TopicNames:
+        return TopicNames(self.prefix)
+
+    @property
+    def processor_group(self) -> str:
+        return f"{self.prefix}.processor"
+
+    def worker_group(self, queue: str) -> str:
+        return f"{self.prefix}.workers.{queue}"
+
+    def with_state_dir(self, path: Path) -> Settings:
+        return replace(self, state_dir=path)

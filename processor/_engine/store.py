@@ -1,0 +1,202 @@
+"""Per-partition RocksDB state, and the overlay of one open transaction.
+
+Write-after-commit: everything a transaction changes is kept in a `PartitionBatch` (the overlay)
+and reaches RocksDB in ONE WriteBatch only after Kafka committed the transaction, together with
+the wf.events / wf.timers offsets it reflects. RocksDB is therefore never ahead of the log; a
+crash between commit and write leaves it behind, and restore replays the tail.
+
+Column families:
+  history     workflow_id NUL seq(u64 BE)        -> event (Avro single-object bytes, as in wf.events)
+  workflows   workflow_id                        -> Summary JSON
+  timers      due_ms(u64 BE) workflow_id NUL key -> b""  (the due-date index, scanned from the front)
+  timer_refs  workflow_id NUL key                -> due_ms (u64 BE), so a cancel finds its index entry
+  held        workflow_id                        -> reason (workflows held by a nondeterminism)
+  meta        b"events_next" / b"timers_next"    -> next wf.events / wf.timers offset to restore from
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from rocksdict import Options, Rdict, WriteBatch
+
+from processor._engine import keys
+from processor._engine.state import Summary
+
+_CFS = ("history", "workflows", "timers", "timer_refs", "held", "meta")
+EVENTS_NEXT = b"events_next"
+TIMERS_NEXT = b"timers_next"
+
+
+def _options() -> Options:
+    opt = Options(raw_mode=True)
+    opt.create_if_missing(True)
+    opt.create_missing_column_families(True)
+    opt.set_write_buffer_size(8 * 1024 * 1024)
+    return opt
+
+
+@dataclass
+class PartitionBatch:
+    """What one transaction changed in one partition, not yet in RocksDB."""
+
+    history: dict[str, list[tuple[int, bytes]]] = field(default_factory=lambda: defaultdict(list))
+    summaries: dict[str, Summary] = field(default_factory=dict)
+    # Ordered timer operations: (workflow_id, timer key, due_ms or None for delete).
+    timers: list[tuple[str, str, int | None]] = field(default_factory=list)
+    timer_view: dict[tuple[str, str], int | None] = field(default_factory=dict)
+    events_next: int | None = None
+    timers_next: int | None = None
+
+    def is_empty(self) -> bool:
+        return not (self.history or self.summaries or self.timers) and self.events_next is None \
+            and self.timers_next is None
+
+
+class PartitionStore:
+    def __init__(self, path: Path) -> None:
+        path.mkdir(parents=True, exist_ok=True)
+        cf_opts = {name: _options() for name in _CFS}
+        self.path = path
+        self._db = Rdict(str(path), _options(), column_families=cf_opts)
+        self._cf = {name: self._db.get_column_family(name) for name in _CFS}
+        self._handles = {name: self._db.get_column_family_handle(name) for name in _CFS}
+        self.batch = PartitionBatch()
+
+    # -- reads (overlay first, then RocksDB) ---------------------------------------------------
+
+    def summary(self, workflow_id: str) -> Summary | None:
+        pending = self.batch.summaries.get(workflow_id)
+        if pending is not None:
+            return pending
+        raw = self._cf["workflows"].get(keys.workflow_key(workflow_id))
+        return Summary.from_bytes(raw) if raw is not None else None
+
+    def history(self, workflow_id: str) -> list[bytes]:
+        prefix = keys.history_prefix(workflow_id)
+        out = [v for _, v in self._iter_prefix("history", prefix)]
+        out.extend(v for _, v in self.batch.history.get(workflow_id, ()))
+        return out
+
+    def event(self, workflow_id: str, seq: int) -> bytes | None:
+        for s, v in self.batch.history.get(workflow_id, ()):
+            if s == seq:
+                return v
+        raw: bytes | None = self._cf["history"].get(keys.history_key(workflow_id, seq))
+        return raw
+
+    def _iter_prefix(self, cf: str, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
+        it = self._cf[cf].iter()
+        it.seek(prefix)
+        while it.valid():
+            k = it.key()
+            if not k.startswith(prefix):
+                return
+            yield k, it.value()
+            it.next()
+
+    def timer_due(self, workflow_id: str, timer_key: str) -> int | None:
+        view = self.batch.timer_view
+        if (workflow_id, timer_key) in view:
+            return view[(workflow_id, timer_key)]
+        raw = self._cf["timer_refs"].get(keys.timer_ref_key(workflow_id, timer_key))
+        return keys.unpack_u64(raw) if raw is not None else None
+
+    def timer_keys(self, workflow_id: str) -> list[str]:
+        prefix = keys.history_prefix(workflow_id)
+        found = {k[len(prefix):].decode() for k, _ in self._iter_prefix("timer_refs", prefix)}
+        for (wid, tkey), due in self.batch.timer_view.items():
+            if wid == workflow_id:
+                (found.add if due is not None else found.discard)(tkey)
+        return sorted(found)
+
+    def due_timers(self, now_ms: int, limit: int) -> list[tuple[int, str, str]]:
+        """Committed timers due at or before now, in due order (call with an empty overlay)."""
+        out = []
+        it = self._cf["timers"].iter()
+        it.seek_to_first()
+        while it.valid() and len(out) < limit:
+            due, wid, tkey = keys.split_due_key(it.key())
+            if due > now_ms:
+                break
+            out.append((due, wid, tkey))
+            it.next()
+        return out
+
+    def next_due(self) -> int | None:
+        it = self._cf["timers"].iter()
+        it.seek_to_first()
+        return keys.split_due_key(it.key())[0] if it.valid() else None
+
+    def held_workflows(self) -> list[str]:
+        return [k.decode() for k in self._cf["held"].keys()]
+
+    def offset(self, name: bytes) -> int:
+        raw = self._cf["meta"].get(name)
+        return keys.unpack_u64(raw) if raw is not None else 0
+
+    # -- writes (into the overlay) ---------------------------------------------------------------
+
+    def add_event(self, workflow_id: str, seq: int, value: bytes) -> None:
+        self.batch.history[workflow_id].append((seq, value))
+
+    def put_summary(self, summary: Summary) -> None:
+        self.batch.summaries[summary.workflow_id] = summary
+
+    def set_timer(self, workflow_id: str, timer_key: str, due_ms: int | None) -> None:
+        self.batch.timers.append((workflow_id, timer_key, due_ms))
+        self.batch.timer_view[(workflow_id, timer_key)] = due_ms
+
+    def discard(self) -> PartitionBatch:
+        """Drop the overlay (the transaction aborted); returns what was dropped."""
+        dropped, self.batch = self.batch, PartitionBatch()
+        return dropped
+
+    # -- commit ------------------------------------------------------------------------------
+
+    def flush(self) -> None:
+        """Write the overlay in one WriteBatch. Call only after the Kafka transaction committed."""
+        b = self.batch
+        if b.is_empty():
+            return
+        h = self._handles
+        wb = WriteBatch(raw_mode=True)
+        for wid, events in b.history.items():
+            for seq, value in events:
+                wb.put(keys.history_key(wid, seq), value, h["history"])
+        for wid, summary in b.summaries.items():
+            wb.put(keys.workflow_key(wid), summary.to_bytes(), h["workflows"])
+            if summary.held is not None:
+                wb.put(keys.workflow_key(wid), summary.held.encode(), h["held"])
+            else:
+                wb.delete(keys.workflow_key(wid), h["held"])
+        refs: dict[tuple[str, str], int | None] = {}
+        for wid, tkey, due in b.timers:
+            old = refs[(wid, tkey)] if (wid, tkey) in refs else self._committed_due(wid, tkey)
+            if old is not None:
+                wb.delete(keys.due_key(old, wid, tkey), h["timers"])
+            ref = keys.timer_ref_key(wid, tkey)
+            if due is None:
+                wb.delete(ref, h["timer_refs"])
+            else:
+                wb.put(keys.due_key(due, wid, tkey), b"", h["timers"])
+                wb.put(ref, keys.pack_u64(due), h["timer_refs"])
+            refs[(wid, tkey)] = due
+        if b.events_next is not None:
+            wb.put(EVENTS_NEXT, keys.pack_u64(b.events_next), h["meta"])
+        if b.timers_next is not None:
+            wb.put(TIMERS_NEXT, keys.pack_u64(b.timers_next), h["meta"])
+        self._db.write(wb)
+        self.batch = PartitionBatch()
+
+    def _committed_due(self, workflow_id: str, timer_key: str) -> int | None:
+        raw = self._cf["timer_refs"].get(keys.timer_ref_key(workflow_id, timer_key))
+        return keys.unpack_u64(raw) if raw is not None else None
+
+    def close(self) -> None:
+        self._cf.clear()
+        self._handles.clear()
+        self._db.close()

@@ -1,0 +1,115 @@
+"""Workflows the integration and chaos tests run in real processor and worker processes.
+
+Activities append one line per attempt to $DP_TEST_RUN_LOG (when set), so tests can count how
+often each activity really ran.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import time
+from datetime import timedelta
+
+from processor import RetryPolicy, Worker, activity, workflow
+from processor.exceptions import ApplicationError
+
+
+def _log_run(tag: str) -> None:
+    path = os.environ.get("DP_TEST_RUN_LOG")
+    if path:
+        info = activity.info()
+        with open(path, "a") as f:
+            f.write(f"{info.workflow_id} {info.activity_seq} {info.attempt} {tag}\n")
+
+
+@activity.defn
+def step(name: str, value: int) -> int:
+    _log_run(name)
+    delay = float(os.environ.get("DP_TEST_ACTIVITY_DELAY", "0"))
+    if delay:
+        time.sleep(random.uniform(0, delay))
+    return value + 1
+
+
+@activity.defn
+async def async_step(value: int) -> int:
+    _log_run("async")
+    await asyncio.sleep(0)
+    return value * 2
+
+
+@activity.defn
+def flaky(times: int) -> str:
+    """Fails its first `times` attempts with a retryable error."""
+    _log_run("flaky")
+    attempt = activity.info().attempt
+    if attempt <= times:
+        raise RuntimeError(f"transient failure on attempt {attempt}")
+    return f"ok after {attempt} attempts"
+
+
+@activity.defn
+def fail_hard(reason: str) -> str:
+    raise ApplicationError(reason, type="Rejected", non_retryable=True)
+
+
+@workflow.defn
+class ThreeSteps:
+    @workflow.run
+    async def run(self, start: int) -> list[int]:
+        t = timedelta(seconds=60)
+        a = await workflow.execute_activity(step, "a", start, start_to_close_timeout=t)
+        b = await workflow.execute_activity(step, "b", a, start_to_close_timeout=t)
+        c = await workflow.execute_activity(step, "c", b, start_to_close_timeout=t)
+        return [a, b, c]
+
+
+@workflow.defn
+class FanOut:
+    @workflow.run
+    async def run(self, n: int) -> int:
+        results = await asyncio.gather(*(workflow.execute_activity(async_step, i) for i in range(n)))
+        return sum(results)
+
+
+@workflow.defn
+class Retrying:
+    @workflow.run
+    async def run(self, times: int) -> str:
+        policy = RetryPolicy(initial_interval=timedelta(milliseconds=100), maximum_attempts=5)
+        result: str = await workflow.execute_activity(flaky, times, retry_policy=policy)
+        return result
+
+
+@workflow.defn
+class Failing:
+    @workflow.run
+    async def run(self, reason: str) -> str:
+        result: str = await workflow.execute_activity(fail_hard, reason)
+        return result
+
+
+@workflow.defn
+class Approval:
+    """Waits for an `approve` signal, with a durable timer on the way."""
+
+    def __init__(self) -> None:
+        self.approved_by: str | None = None
+
+    @workflow.signal
+    def approve(self, who: str) -> None:
+        self.approved_by = who
+
+    @workflow.run
+    async def run(self, pause_s: float) -> str:
+        started = workflow.now()
+        await asyncio.sleep(pause_s)
+        slept = (workflow.now() - started).total_seconds()
+        await workflow.wait_condition(lambda: self.approved_by is not None)
+        return f"approved by {self.approved_by} after sleeping {slept >= pause_s}"
+
+
+app = Worker(workflows=[ThreeSteps, FanOut, Retrying, Failing, Approval],
+             activities=[step, async_step, flaky, fail_hard])

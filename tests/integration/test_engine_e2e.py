@@ -1,0 +1,134 @@
+"""End to end through real processor and worker processes on a real broker."""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+
+import pytest
+
+from processor.client import Client
+from processor.exceptions import WorkflowFailureError
+from tests.apps.basic import ThreeSteps
+from tests.dp_harness import Cluster, read_all, wait_for
+
+pytestmark = pytest.mark.integration
+
+
+def test_three_activity_workflow_completes(cluster: Cluster, client: Client) -> None:
+    cluster.processor()
+    cluster.worker()
+    handle = client.start_workflow(ThreeSteps.run, 10, id="three-1")
+    assert handle.result(timeout=60) == [11, 12, 13]
+    history = client.history("three-1")
+    assert [e["type"] for e in history] == [
+        "WorkflowStarted", "ActivityScheduled", "ActivityCompleted", "ActivityScheduled", "ActivityCompleted",
+        "ActivityScheduled", "ActivityCompleted", "WorkflowCompleted"]
+    assert [e["seq"] for e in history] == list(range(1, 9))
+    summary = client.describe("three-1")
+    assert summary["status"] == "completed" and summary["workflow_type"] == "ThreeSteps"
+    completions = [v for k, v, _ in read_all(client.bootstrap, client.topics.completions) if k == b"three-1"]
+    assert len(completions) == 1 and completions[0]["type"] == "WorkflowCompleted"
+
+
+def test_fan_out_retry_failure_signal_and_timer(cluster: Cluster, client: Client) -> None:
+    cluster.processor()
+    cluster.worker()
+    client.start_workflow("FanOut", 20, id="fan")
+    client.start_workflow("Retrying", 2, id="retry")
+    client.start_workflow("Failing", "no stock", id="fail")
+    client.start_workflow("Approval", 1.0, id="approve")
+    assert client.result("fan", timeout=60) == sum(i * 2 for i in range(20))
+    assert client.result("retry", timeout=60) == "ok after 3 attempts"
+    with pytest.raises(WorkflowFailureError) as info:
+        client.result("fail", timeout=60)
+    assert info.value.status == "failed"
+    assert "no stock" in str(info.value) and info.value.__cause__ is not None
+    client.signal("approve", "approve", "alice")
+    assert client.result("approve", timeout=60) == "approved by alice after sleeping True"
+    types = [e["type"] for e in client.history("retry")]
+    assert types.count("ActivityAttemptFailed") == 2
+    approve = client.history("approve")
+    started = next(e for e in approve if e["type"] == "TimerStarted")
+    fired = next(e for e in approve if e["type"] == "TimerFired")
+    assert fired["time_ms"] >= started["fire_at_ms"]
+
+
+def test_idempotent_start_yields_one_run(cluster: Cluster, client: Client) -> None:
+    cluster.processor()
+    cluster.worker()
+    client.start_workflow(ThreeSteps.run, 1, id="once")
+    others = [Client(client.bootstrap, prefix=cluster.prefix) for _ in range(4)]
+    threads = [threading.Thread(target=c.start_workflow, args=(ThreeSteps.run, 100), kwargs={"id": "once"})
+               for c in others]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert client.result("once", timeout=60) == [2, 3, 4]
+    client.start_workflow(ThreeSteps.run, 7, id="once")  # after completion: still the same run
+    for c in others:
+        c.close()
+    history = client.history("once")
+    assert [e["type"] for e in history].count("WorkflowStarted") == 1
+    wait_for(lambda: True, 1)
+    completions = [v for k, v, _ in read_all(client.bootstrap, client.topics.completions) if k == b"once"]
+    assert len(completions) == 1
+
+
+def test_bad_input_goes_to_dead_letters_with_reasons(cluster: Cluster, client: Client) -> None:
+    from confluent_kafka import Producer
+
+    cluster.processor()
+    cluster.worker()
+    p = Producer({"bootstrap.servers": client.bootstrap, "partitioner": "murmur2_random"})
+    p.produce(client.topics.commands, b"\x00garbage bytes", key=b"junk")
+    p.flush(10)
+    client.signal("nobody-home", "approve", "x")
+    codec = client.codec
+    stray = codec.encode("wf.commands.v1.ActivityCompleted", {
+        "workflow_id": "three-x", "activity_seq": 99, "attempt": 1, "result": {"encoding": "binary/null", "data": b""}})
+    client.start_workflow(ThreeSteps.run, 1, id="three-x")
+    assert client.result("three-x", timeout=60) == [2, 3, 4]
+    p.produce(client.topics.commands, stray, key=b"three-x", headers=codec.headers("wf.commands.v1.ActivityCompleted"))
+    p.flush(10)
+    client.start_workflow("NoSuchWorkflow", id="unknown-type")
+    with pytest.raises(WorkflowFailureError, match="NoSuchWorkflow.*not registered.*ThreeSteps"):
+        client.result("unknown-type", timeout=60)
+
+    def dlq() -> list[str]:
+        return [dict(h)["dlq.reason"].decode() for _, _, h in read_all(client.bootstrap, client.topics.dlq,
+                                                                      decode=False)]
+
+    wait_for(lambda: len(dlq()) >= 3, 30, message="3 dead letters")
+    reasons = dlq()
+    assert len(reasons) == 3, reasons
+    assert any("undecodable command" in r for r in reasons)
+    assert any("unknown workflow 'nobody-home'" in r for r in reasons)
+    assert any("activity_seq 99" in r and "never scheduled" in r for r in reasons)
+    # The processor kept going after all of it.
+    client.start_workflow(ThreeSteps.run, 5, id="after-bad")
+    assert client.result("after-bad", timeout=60) == [6, 7, 8]
+
+
+def test_misrouted_command_is_forwarded_once(cluster: Cluster, client: Client) -> None:
+    from confluent_kafka import Producer
+
+    from processor._codec.partitioner import partition_for
+
+    cluster.processor()
+    cluster.worker()
+    wid = "misrouted-1"
+    right = partition_for(wid.encode(), 4)
+    wrong = (right + 1) % 4
+    name = "wf.commands.v1.StartWorkflow"
+    value = client.codec.encode(name, {"workflow_id": wid, "workflow_type": "ThreeSteps",
+                                       "args": [{"encoding": "json/plain", "data": b"1"}], "task_queue": "default"})
+    p = Producer({"bootstrap.servers": client.bootstrap})
+    p.produce(client.topics.commands, value, wid.encode(), partition=wrong, headers=client.codec.headers(name))
+    p.flush(10)
+    assert client.result(wid, timeout=60) == [2, 3, 4]
+    commands = [(k, v) for k, v, _ in read_all(client.bootstrap, client.topics.commands) if k == wid.encode()]
+    starts = Counter(v["type"] for _, v in commands)
+    assert starts["StartWorkflow"] == 2  # the original and its forwarded copy
+    assert [e["type"] for e in client.history(wid)].count("WorkflowStarted") == 1
