@@ -15,20 +15,21 @@ from typing import Any
 
 from processor.exceptions import ProcessorError, WorkflowFailureError
 
-Sub = argparse._SubParsersAction  # type: ignore[type-arg]
+Sub = argparse._SubParsersAction  # noqa: SLF001 - argparse exposes no public name for it
 
 
 def _settings(args: argparse.Namespace) -> Any:
     from processor._engine.settings import Settings
     from processor.cli import resolve_bootstrap
 
-    state_dir = Path(args.state_dir) if getattr(args, "state_dir", None) else Path(os.environ.get("DP_STATE_DIR", ".state"))
+    explicit = getattr(args, "state_dir", None)
+    state_dir = Path(explicit) if explicit else Path(os.environ.get("DP_STATE_DIR", ".state"))
     return Settings(bootstrap=resolve_bootstrap(args.bootstrap), prefix=args.prefix, state_dir=state_dir)
 
 
 def _client(args: argparse.Namespace) -> Any:
-    from processor.client import Client
     from processor.cli import resolve_bootstrap
+    from processor.client import Client
 
     return Client(resolve_bootstrap(args.bootstrap), prefix=args.prefix)
 
@@ -257,7 +258,7 @@ def _demo(client: Any, count: int) -> int:
     return 0
 
 
-def register(sub: Sub, add_common: Callable[[argparse.ArgumentParser], None]) -> None:
+def register(sub: Sub[argparse.ArgumentParser], add_common: Callable[[argparse.ArgumentParser], None]) -> None:
     p = sub.add_parser("run", help="run processors and activity workers of an app")
     add_common(p)
     p.add_argument("--app", required=True, help="module:attribute naming a processor.Worker")

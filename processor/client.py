@@ -14,7 +14,7 @@ import time
 import uuid
 from collections.abc import Callable
 from datetime import timedelta
-from typing import Any
+from typing import Any, cast
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
@@ -112,9 +112,10 @@ class _CompletionWatcher:
             msgs = self.consumer.consume(500, timeout=0.05)
             got = []
             for m in msgs:
-                if m.error() is not None or m.value() is None:
+                value = m.value()
+                if m.error() is not None or value is None:
                     continue
-                name, rec = self.codec.decode(m.value())
+                name, rec = self.codec.decode(value)
                 got.append((rec["workflow_id"], name.rpartition(".")[2], rec))
             if got:
                 with self.cond:
@@ -165,7 +166,7 @@ class Client:
 
         while True:
             try:
-                self.producer.produce(self.topics.commands, value, key, headers=self.codec.headers(name),
+                self.producer.produce(self.topics.commands, value, key, headers=cast(Any, self.codec.headers(name)),
                                       on_delivery=acked)
                 break
             except BufferError:
@@ -249,8 +250,9 @@ class Client:
                     if time.monotonic() > deadline:
                         raise KafkaUnavailableError(f"reading history of {workflow_id!r} timed out")
                     for m in consumer.consume(1000, timeout=0.2):
-                        if m.error() is None and m.value() is not None and m.key().startswith(key_prefix):
-                            name, ev = self.codec.decode(m.value())
+                        value, key = m.value(), m.key() or b""
+                        if m.error() is None and value is not None and key.startswith(key_prefix):
+                            name, ev = self.codec.decode(value)
                             ev["type"] = name.rpartition(".")[2]
                             events[ev["seq"]] = ev
             return [events[s] for s in sorted(events)]
@@ -331,7 +333,8 @@ class AsyncClient:
     async def terminate(self, workflow_id: str, reason: str = "") -> None:
         await asyncio.to_thread(self.sync.terminate, workflow_id, reason)
 
-    async def result(self, workflow_id: str, timeout: float | None = None, result_type: object = None) -> Any:
+    async def result(self, workflow_id: str, timeout: float | None = None,  # noqa: ASYNC109 - mirrors Client
+                     result_type: object = None) -> Any:
         return await asyncio.to_thread(self.sync.result, workflow_id, timeout, result_type)
 
     async def describe(self, workflow_id: str) -> dict[str, Any]:

@@ -290,8 +290,9 @@ class Engine:
         if kind == "r":
             self._dispatch(partition, wid, live, self._scheduled_event(partition, wid, live, seq), pending[0])
         elif kind == "s":
+            message = f"activity {seq} attempt {pending[0]} did not finish within its start_to_close_timeout"
             timeout = {"type": "StartToCloseTimeout", "non_retryable": False, "cause": None, "stack_trace": "",
-                       "message": f"activity {seq} attempt {pending[0]} did not finish within its start_to_close_timeout"}
+                       "message": message}
             self._attempt_failed(partition, wid, live, seq, pending[0], timeout)
 
     def _set_timer(self, partition: int, wid: str, tkey: str, due_ms: int | None) -> None:

@@ -37,7 +37,9 @@ from processor._codec import default_codec
 from processor._engine.engine import Engine, Headers
 from processor._engine.settings import Settings
 from processor._engine.store import EVENTS_NEXT, TIMERS_NEXT, PartitionStore
+from processor._kafka.messages import headers, position
 from processor._kafka.topics import ensure_topics, load_specs, task_queue_spec
+from processor.exceptions import KafkaUnavailableError
 
 log = logging.getLogger("processor.loop")
 
@@ -67,6 +69,7 @@ class _TransactionSink:
 
     def produce(self, topic: str, partition: int | None, key: bytes, value: bytes | None,
                 headers: Headers | None = None) -> None:
+        # Any: the stubs' header list type is invariant and narrower than ours.
         kwargs: dict[str, Any] = {"key": key, "value": value, "headers": headers}
         if partition is not None:
             kwargs["partition"] = partition
@@ -82,10 +85,11 @@ class _TransactionSink:
     def _delivered(self, err: KafkaError | None, msg: Message) -> None:
         if err is not None:
             return  # the transaction will fail to commit and be aborted
-        store = self._loop.engine.stores.get(msg.partition())
+        p, offset = position(msg)
+        store = self._loop.engine.stores.get(p)
         if store is None:
             return
-        nxt = msg.offset() + 1
+        nxt = offset + 1
         if msg.topic() == self._events:
             store.batch.events_next = max(store.batch.events_next or 0, nxt)
         else:
@@ -185,20 +189,25 @@ class ProcessorLoop:
         deadline = time.monotonic() + self.settings.transaction_timeout_ms / 1000 + 60
         is_events = topic == self.settings.topics.events
         while True:
-            position = restorer.position([TopicPartition(topic, p)])[0].offset
-            if position >= high:
+            reached = restorer.position([TopicPartition(topic, p)])[0].offset
+            if reached >= high:
                 break
             if time.monotonic() > deadline:
-                raise KafkaException(KafkaError(KafkaError._TIMED_OUT, f"restore of {topic}[{p}] stuck at {position} < {high}"))
+                raise KafkaUnavailableError(
+                    f"restore of {topic}[{p}] stuck at offset {reached} < {high}: an open transaction on it "
+                    "neither committed nor aborted in time")
             for m in restorer.consume(2_000, timeout=0.5):
-                if m.error():
+                value = m.value()
+                if m.error() or (is_events and value is None):
                     continue
+                _, offset = position(m)
                 if is_events:
-                    self.engine.restore_event(p, m.value())
-                    store.batch.events_next = m.offset() + 1
+                    assert value is not None
+                    self.engine.restore_event(p, value)
+                    store.batch.events_next = offset + 1
                 else:
-                    self.engine.restore_timer(p, m.key(), m.value())
-                    store.batch.timers_next = m.offset() + 1
+                    self.engine.restore_timer(p, m.key() or b"", value)
+                    store.batch.timers_next = offset + 1
                 applied += 1
                 if applied % RESTORE_FLUSH_EVERY == 0:
                     store.flush()
@@ -228,7 +237,7 @@ class ProcessorLoop:
                 msgs = self.consumer.consume(batch, timeout=timeout)
                 if self._to_restore:
                     self._restore()
-                msgs = [m for m in msgs if m.error() is None and m.partition() in self.engine.stores]
+                msgs = [m for m in msgs if m.error() is None and position(m)[0] in self.engine.stores]
                 now_ms = int(time.time() * 1000)
                 next_due = self.engine.next_due_ms()
                 if msgs or self._to_resume or (next_due is not None and next_due <= now_ms):
@@ -250,10 +259,10 @@ class ProcessorLoop:
                     self.engine.resume_held(p)
             self.engine.fire_due_timers(now_ms)
             for m in msgs:
-                p = m.partition()
-                first.setdefault(p, m.offset())
-                nxt[p] = m.offset() + 1
-                self.engine.handle_command(p, m.key(), m.value(), m.headers(), m.offset())
+                p, offset = position(m)
+                first.setdefault(p, offset)
+                nxt[p] = offset + 1
+                self.engine.handle_command(p, m.key(), m.value(), headers(m), offset)
             # Step 3
             if nxt:
                 offsets = [TopicPartition(self.settings.topics.commands, p, o) for p, o in nxt.items()]
@@ -293,11 +302,12 @@ class ProcessorLoop:
         import traceback
 
         m = msgs[0]
+        p, offset = position(m)
         self.producer.begin_transaction()
         self.engine.begin(now_ms)
         reason = "processing raised: " + traceback.format_exc(limit=5)
-        self.engine.dead_letter(m.key(), m.value(), m.headers(), m.partition(), m.offset(), reason)
-        offsets = [TopicPartition(self.settings.topics.commands, m.partition(), m.offset() + 1)]
+        self.engine.dead_letter(m.key(), m.value(), headers(m), p, offset, reason)
+        offsets = [TopicPartition(self.settings.topics.commands, p, offset + 1)]
         self.producer.send_offsets_to_transaction(offsets, self.consumer.consumer_group_metadata(), 30)
         self.producer.commit_transaction(60)
         self.engine.committed()

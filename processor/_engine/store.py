@@ -77,7 +77,7 @@ class PartitionStore:
 
     def history(self, workflow_id: str) -> list[bytes]:
         prefix = keys.history_prefix(workflow_id)
-        out = [v for _, v in self._iter_prefix("history", prefix)]
+        out: list[bytes] = [v for _, v in self._iter_prefix("history", prefix)]
         out.extend(v for _, v in self.batch.history.get(workflow_id, ()))
         return out
 
@@ -115,7 +115,7 @@ class PartitionStore:
 
     def due_timers(self, now_ms: int, limit: int) -> list[tuple[int, str, str]]:
         """Committed timers due at or before now, in due order (call with an empty overlay)."""
-        out = []
+        out: list[tuple[int, str, str]] = []
         it = self._cf["timers"].iter()
         it.seek_to_first()
         while it.valid() and len(out) < limit:
@@ -132,7 +132,7 @@ class PartitionStore:
         return keys.split_due_key(it.key())[0] if it.valid() else None
 
     def held_workflows(self) -> list[str]:
-        return [k.decode() for k in self._cf["held"].keys()]
+        return [k.decode() for k in self._cf["held"].keys() if isinstance(k, bytes)]
 
     def offset(self, name: bytes) -> int:
         raw = self._cf["meta"].get(name)

@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
 
@@ -29,6 +29,7 @@ from processor import activity
 from processor._codec import default_codec
 from processor._engine.settings import Settings
 from processor._failure import failure_from_exception
+from processor._kafka.messages import headers, position
 from processor._kafka.topics import ensure_topics, task_queue_spec
 from processor._payload import from_payloads, to_payload
 from processor.exceptions import DecodeError
@@ -118,9 +119,9 @@ class ActivityWorker:
     # -- running one task -----------------------------------------------------------------------
 
     def _start(self, m: Message) -> None:
-        p, offset = m.partition(), m.offset()
+        p, offset = position(m)
         try:
-            task = self.codec.decode_as(m.value(), TASK)
+            task = self.codec.decode_as(m.value() or b"", TASK)
         except DecodeError as exc:
             self._dead_letter(m, f"undecodable activity task: {exc}")
             return
@@ -128,9 +129,9 @@ class ActivityWorker:
         definition = self.definitions.get(task["activity_type"])
         if definition is None:
             names = ", ".join(sorted(self.definitions)) or "none"
-            exc = LookupError(f"activity type {task['activity_type']!r} is not registered on task queue "
-                              f"{self.queue!r} (registered: {names})")
-            self._report(p, offset, task, None, exc)
+            missing = LookupError(f"activity type {task['activity_type']!r} is not registered on task queue "
+                                  f"{self.queue!r} (registered: {names})")
+            self._report(p, offset, task, None, missing)
             return
         info = activity.ActivityInfo(
             workflow_id=task["workflow_id"], workflow_type=task["workflow_type"], activity_seq=task["activity_seq"],
@@ -151,19 +152,19 @@ class ActivityWorker:
 
     @staticmethod
     def _run_sync(ctx: activity.ActivityContext, fn: Callable[..., Any], args: list[Any]) -> Any:
-        token = activity._set_context(ctx)
+        token = activity._set_context(ctx)  # noqa: SLF001 - the worker is the context's owner
         try:
             return fn(*args)
         finally:
-            activity._reset_context(token)
+            activity._reset_context(token)  # noqa: SLF001
 
     @staticmethod
     async def _run_async(ctx: activity.ActivityContext, fn: Callable[..., Any], args: list[Any]) -> Any:
-        token = activity._set_context(ctx)
+        token = activity._set_context(ctx)  # noqa: SLF001 - the worker is the context's owner
         try:
             return await fn(*args)
         finally:
-            activity._reset_context(token)
+            activity._reset_context(token)  # noqa: SLF001
 
     def _done(self, p: int, offset: int, task: dict[str, Any], fut: Future[Any]) -> None:
         exc = fut.exception()
@@ -193,11 +194,11 @@ class ActivityWorker:
         self._produce(self.settings.topics.commands, task["workflow_id"].encode(), value, self.codec.headers(name),
                       acked)
 
-    def _produce(self, topic: str, key: bytes, value: bytes, headers: list[tuple[str, bytes]],
+    def _produce(self, topic: str, key: bytes, value: bytes | None, out_headers: list[tuple[str, bytes]],
                  cb: Callable[[KafkaError | None, Message], None] | None = None) -> None:
         while True:
             try:
-                self.producer.produce(topic, value, key, headers=headers, on_delivery=cb)
+                self.producer.produce(topic, value, key, headers=cast(Any, out_headers), on_delivery=cb)
                 return
             except BufferError:
                 time.sleep(0.01)
@@ -219,13 +220,13 @@ class ActivityWorker:
         return beat
 
     def _dead_letter(self, m: Message, reason: str) -> None:
-        headers = list(m.headers() or []) + [("dlq.reason", reason.encode()), ("dlq.topic", m.topic().encode()),
-                                             ("dlq.partition", str(m.partition()).encode()),
-                                             ("dlq.offset", str(m.offset()).encode())]
-        self._produce(self.settings.topics.dlq, m.key() or b"", m.value(), headers)
+        p, offset = position(m)
+        out = (headers(m) or []) + [("dlq.reason", reason.encode()), ("dlq.topic", self.topic.encode()),
+                                    ("dlq.partition", str(p).encode()), ("dlq.offset", str(offset).encode())]
+        self._produce(self.settings.topics.dlq, m.key() or b"", m.value(), out)
         self.producer.flush(10)
-        self.offsets.start(m.partition(), m.offset())
-        self.offsets.finish(m.partition(), m.offset())
+        self.offsets.start(p, offset)
+        self.offsets.finish(p, offset)
 
     # -- the loop -------------------------------------------------------------------------------
 

@@ -17,7 +17,9 @@ def pytest_runtest_makereport(item: pytest.Item, call: Any) -> Iterator[None]:
 
 
 @pytest.fixture
-def slow_cluster(kafka_bootstrap: str, prefix: str, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Cluster]:
+def slow_cluster(
+    kafka_bootstrap: str, prefix: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> Iterator[Cluster]:
     """Activities take 0-40 ms so kills land while work is in flight."""
     c = Cluster(kafka_bootstrap, prefix, tmp_path, env={"DP_TEST_ACTIVITY_DELAY": "0.04"})
     yield c
