@@ -16,12 +16,13 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import Any, cast
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
 from processor._codec import default_codec
 from processor._codec.partitioner import partition_for
 from processor._engine.state import Summary, fold
 from processor._failure import exception_from_failure
+from processor._kafka.messages import consume_available
 from processor._kafka.topics import DEFAULT_PREFIX, TopicNames
 from processor._payload import from_payload, to_payloads
 from processor.exceptions import (
@@ -72,6 +73,18 @@ def _ms(value: timedelta | float | None) -> int | None:
     return int((value.total_seconds() if isinstance(value, timedelta) else value) * 1000)
 
 
+def _outcome(workflow_id: str, completion: tuple[str, dict[str, Any]], result_type: object) -> Any:
+    """The workflow's result, or the WorkflowFailureError its completion stands for."""
+    kind, rec = completion
+    if kind == "WorkflowCompleted":
+        return from_payload(rec["result"], result_type)
+    status = _CLOSED[kind]
+    if kind == "WorkflowFailed":
+        cause = exception_from_failure(rec["failure"])
+        raise WorkflowFailureError(workflow_id, status, str(cause)) from cause
+    raise WorkflowFailureError(workflow_id, status, rec.get("reason") or "")
+
+
 class _CompletionWatcher:
     """Background reader of the completion partitions that someone asked about."""
 
@@ -86,6 +99,7 @@ class _CompletionWatcher:
         self.partitions = len(md.topics[topic].partitions)
         self.codec = default_codec()
         self.results: dict[str, tuple[str, dict[str, Any]]] = {}
+        self.callbacks: dict[str, list[Callable[[tuple[str, dict[str, Any]]], None]]] = {}
         self.cond = threading.Condition()
         self._watched: set[int] = set()
         self._add: list[int] = []
@@ -109,7 +123,7 @@ class _CompletionWatcher:
             if not self._watched:
                 time.sleep(0.02)
                 continue
-            msgs = self.consumer.consume(500, timeout=0.05)
+            msgs = consume_available(self.consumer, 500, 0.05)
             got = []
             for m in msgs:
                 value = m.value()
@@ -118,10 +132,24 @@ class _CompletionWatcher:
                 name, rec = self.codec.decode(value)
                 got.append((rec["workflow_id"], name.rpartition(".")[2], rec))
             if got:
+                fire: list[tuple[Callable[[tuple[str, dict[str, Any]]], None], tuple[str, dict[str, Any]]]] = []
                 with self.cond:
                     for wid, kind, rec in got:
                         self.results[wid] = (kind, rec)
+                        fire.extend((fn, (kind, rec)) for fn in self.callbacks.pop(wid, ()))
                     self.cond.notify_all()
+                for fn, res in fire:
+                    fn(res)
+
+    def on_result(self, workflow_id: str, fn: Callable[[tuple[str, dict[str, Any]]], None]) -> None:
+        """Call `fn(completion)` from the watcher thread once `workflow_id` completes (now, if it has)."""
+        self.watch(workflow_id)
+        with self.cond:
+            ready = self.results.get(workflow_id)
+            if ready is None:
+                self.callbacks.setdefault(workflow_id, []).append(fn)
+        if ready is not None:
+            fn(ready)
 
     def wait(self, workflow_id: str, timeout: float | None) -> tuple[str, dict[str, Any]]:
         self.watch(workflow_id)
@@ -151,42 +179,64 @@ class Client:
                                   "partitioner": "murmur2_random", "client.id": "processor-client"})
         self._watcher: _CompletionWatcher | None = None
         self._watcher_lock = threading.Lock()
+        # One thread serves delivery reports, so senders wait on an Event instead of each
+        # busy-polling the producer (which starves other threads of the GIL under concurrency).
+        self._closed = threading.Event()
+        self._poller = threading.Thread(target=self._poll_deliveries, name="client-deliveries", daemon=True)
+        self._poller.start()
+
+    def _poll_deliveries(self) -> None:
+        while not self._closed.is_set():
+            self.producer.poll(0.05)
 
     # -- commands -------------------------------------------------------------------------------
 
-    def _send(self, short_name: str, workflow_id: str, rec: dict[str, Any], wait: bool = True) -> None:
+    def _produce(self, short_name: str, workflow_id: str, rec: dict[str, Any],
+                 on_ack: Callable[[KafkaError | None], None] | None) -> None:
+        """Encode and enqueue one command; `on_ack(error)` runs on the delivery thread."""
         key = _check_id(workflow_id)
         name = "wf.commands.v1." + short_name
         value = self.codec.encode(name, {"workflow_id": workflow_id, **rec})
-        errors: list[KafkaError] = []
-
-        def acked(err: KafkaError | None, _m: Message) -> None:
-            if err is not None:
-                errors.append(err)
-
+        callback = (lambda err, _m: on_ack(err)) if on_ack is not None else None
         while True:
             try:
                 self.producer.produce(self.topics.commands, value, key, headers=cast(Any, self.codec.headers(name)),
-                                      on_delivery=acked)
-                break
+                                      on_delivery=callback)
+                return
             except BufferError:
-                self.producer.poll(0.05)
-        if wait:
-            if self.producer.flush(30) != 0:
-                raise KafkaUnavailableError(f"{short_name} for {workflow_id!r} was not acknowledged within 30s")
-            if errors:
-                raise KafkaUnavailableError(f"{short_name} for {workflow_id!r} failed: {errors[0]}")
-        else:
-            self.producer.poll(0)
+                time.sleep(0.01)  # local queue full: the delivery thread is draining it
+
+    def _send(self, short_name: str, workflow_id: str, rec: dict[str, Any], wait: bool = True) -> None:
+        if not wait:
+            self._produce(short_name, workflow_id, rec, None)
+            return
+        errors: list[KafkaError] = []
+        acknowledged = threading.Event()
+
+        def acked(err: KafkaError | None) -> None:
+            if err is not None:
+                errors.append(err)
+            acknowledged.set()
+
+        self._produce(short_name, workflow_id, rec, acked)
+        if not acknowledged.wait(30):
+            raise KafkaUnavailableError(f"{short_name} for {workflow_id!r} was not acknowledged within 30s")
+        if errors:
+            raise KafkaUnavailableError(f"{short_name} for {workflow_id!r} failed: {errors[0]}")
 
     def start_workflow(self, workflow: type | Callable[..., Any] | str, *args: Any, id: str,  # noqa: A002
                        task_queue: str = "default", execution_timeout: timedelta | float | None = None,
                        wait_for_ack: bool = True) -> WorkflowHandle:
         """Start a workflow; idempotent by id (a second start of the same id is the same run)."""
-        self._send("StartWorkflow", id, {
-            "workflow_type": _workflow_type(workflow), "args": to_payloads(args), "task_queue": task_queue,
-            "execution_timeout_ms": _ms(execution_timeout), "request_id": uuid.uuid4().hex}, wait_for_ack)
+        self._send("StartWorkflow", id, self.start_record(workflow, args, task_queue, execution_timeout),
+                   wait_for_ack)
         return WorkflowHandle(self, id)
+
+    @staticmethod
+    def start_record(workflow: type | Callable[..., Any] | str, args: tuple[Any, ...], task_queue: str,
+                      execution_timeout: timedelta | float | None) -> dict[str, Any]:
+        return {"workflow_type": _workflow_type(workflow), "args": to_payloads(args), "task_queue": task_queue,
+                "execution_timeout_ms": _ms(execution_timeout), "request_id": uuid.uuid4().hex}
 
     def flush(self, timeout: float = 30) -> None:
         if self.producer.flush(timeout) != 0:
@@ -223,14 +273,11 @@ class Client:
         return self._completions().wait(workflow_id, timeout)
 
     def result(self, workflow_id: str, timeout: float | None = None, result_type: object = None) -> Any:
-        kind, rec = self.completion(workflow_id, timeout)
-        if kind == "WorkflowCompleted":
-            return from_payload(rec["result"], result_type)
-        status = _CLOSED[kind]
-        if kind == "WorkflowFailed":
-            cause = exception_from_failure(rec["failure"])
-            raise WorkflowFailureError(workflow_id, status, str(cause)) from cause
-        raise WorkflowFailureError(workflow_id, status, rec.get("reason") or "")
+        return _outcome(workflow_id, self.completion(workflow_id, timeout), result_type)
+
+    def on_result(self, workflow_id: str, fn: Callable[[tuple[str, dict[str, Any]]], None]) -> None:
+        """Call `fn(completion)` on the client's reader thread once the workflow has closed."""
+        self._completions().on_result(workflow_id, fn)
 
     def history(self, workflow_id: str, timeout: float = 30) -> list[dict[str, Any]]:
         """Every event of the workflow, in order, read from the events topic."""
@@ -275,6 +322,8 @@ class Client:
 
     def close(self) -> None:
         self.producer.flush(10)
+        self._closed.set()
+        self._poller.join(5)
         if self._watcher is not None:
             self._watcher.close()
 
@@ -313,29 +362,51 @@ class WorkflowHandle:
 
 
 class AsyncClient:
-    """The same client for asyncio code: blocking Kafka calls run in a thread."""
+    """The client for asyncio code. Waiting costs no thread: acknowledgements and completions
+    resolve futures from the client's own reader threads, so thousands of concurrent
+    `await client.result(...)` are cheap."""
 
     def __init__(self, bootstrap: str, *, prefix: str = DEFAULT_PREFIX) -> None:
         self.sync = Client(bootstrap, prefix=prefix)
 
+    async def _command(self, short_name: str, workflow_id: str, rec: dict[str, Any]) -> None:
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[None] = loop.create_future()
+
+        def acked(err: KafkaError | None) -> None:
+            loop.call_soon_threadsafe(_settle, fut, err, short_name, workflow_id)
+
+        self.sync._produce(short_name, workflow_id, rec, acked)  # noqa: SLF001 - the async face of the same client
+        await asyncio.wait_for(fut, 30)
+
     async def start_workflow(self, workflow: type | Callable[..., Any] | str, *args: Any, id: str,  # noqa: A002
                              task_queue: str = "default", execution_timeout: timedelta | float | None = None) -> str:
-        await asyncio.to_thread(self.sync.start_workflow, workflow, *args, id=id, task_queue=task_queue,
-                                execution_timeout=execution_timeout)
+        await self._command("StartWorkflow", id, Client.start_record(workflow, args, task_queue, execution_timeout))
         return id
 
     async def signal(self, workflow_id: str, signal_name: str, *args: Any) -> None:
-        await asyncio.to_thread(self.sync.signal, workflow_id, signal_name, *args)
+        await self._command("SignalWorkflow", workflow_id, {"signal_name": signal_name, "args": to_payloads(args),
+                                                            "request_id": uuid.uuid4().hex})
 
     async def cancel(self, workflow_id: str, reason: str = "") -> None:
-        await asyncio.to_thread(self.sync.cancel, workflow_id, reason)
+        await self._command("CancelWorkflow", workflow_id, {"reason": reason})
 
     async def terminate(self, workflow_id: str, reason: str = "") -> None:
-        await asyncio.to_thread(self.sync.terminate, workflow_id, reason)
+        await self._command("TerminateWorkflow", workflow_id, {"reason": reason})
 
     async def result(self, workflow_id: str, timeout: float | None = None,  # noqa: ASYNC109 - mirrors Client
                      result_type: object = None) -> Any:
-        return await asyncio.to_thread(self.sync.result, workflow_id, timeout, result_type)
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[tuple[str, dict[str, Any]]] = loop.create_future()
+        def arrived(res: tuple[str, dict[str, Any]]) -> None:
+            loop.call_soon_threadsafe(_resolve, fut, res)
+
+        self.sync.on_result(workflow_id, arrived)
+        try:
+            completion = await asyncio.wait_for(fut, timeout)
+        except TimeoutError:
+            raise TimeoutError(f"workflow {workflow_id!r} did not complete within {timeout}s") from None
+        return _outcome(workflow_id, completion, result_type)
 
     async def describe(self, workflow_id: str) -> dict[str, Any]:
         return await asyncio.to_thread(self.sync.describe, workflow_id)
@@ -345,3 +416,17 @@ class AsyncClient:
 
     async def close(self) -> None:
         await asyncio.to_thread(self.sync.close)
+
+
+def _settle(fut: asyncio.Future[None], err: KafkaError | None, short_name: str, workflow_id: str) -> None:
+    if fut.done():
+        return
+    if err is None:
+        fut.set_result(None)
+    else:
+        fut.set_exception(KafkaUnavailableError(f"{short_name} for {workflow_id!r} failed: {err}"))
+
+
+def _resolve(fut: asyncio.Future[tuple[str, dict[str, Any]]], res: tuple[str, dict[str, Any]]) -> None:
+    if not fut.done():
+        fut.set_result(res)

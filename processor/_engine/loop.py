@@ -37,13 +37,14 @@ from processor._codec import default_codec
 from processor._engine.engine import Engine, Headers
 from processor._engine.settings import Settings
 from processor._engine.store import EVENTS_NEXT, TIMERS_NEXT, PartitionStore
-from processor._kafka.messages import headers, position
+from processor._kafka.messages import consume_available, headers, position
 from processor._kafka.topics import ensure_topics, load_specs, task_queue_spec
 from processor.exceptions import KafkaUnavailableError
 
 log = logging.getLogger("processor.loop")
 
 RESTORE_FLUSH_EVERY = 5_000
+SLOW_TRANSACTION_S = 0.2
 
 
 def _stable_transactional_id(settings: Settings) -> str:
@@ -234,7 +235,7 @@ class ProcessorLoop:
                 if next_due is not None:
                     timeout = min(timeout, max(0.0, (next_due - time.time() * 1000) / 1000))
                 batch = 1 if self._single_steps else self.settings.max_batch
-                msgs = self.consumer.consume(batch, timeout=timeout)
+                msgs = consume_available(self.consumer, batch, timeout)
                 if self._to_restore:
                     self._restore()
                 msgs = [m for m in msgs if m.error() is None and position(m)[0] in self.engine.stores]
@@ -248,6 +249,7 @@ class ProcessorLoop:
     def _transaction(self, msgs: list[Message], now_ms: int) -> None:
         first: dict[int, int] = {}
         nxt: dict[int, int] = {}
+        t0 = time.perf_counter()
         # Step 1
         self.producer.begin_transaction()
         self.engine.begin(now_ms)
@@ -263,10 +265,12 @@ class ProcessorLoop:
                 first.setdefault(p, offset)
                 nxt[p] = offset + 1
                 self.engine.handle_command(p, m.key(), m.value(), headers(m), offset)
+            t_applied = time.perf_counter()
             # Step 3
             if nxt:
                 offsets = [TopicPartition(self.settings.topics.commands, p, o) for p, o in nxt.items()]
                 self.producer.send_offsets_to_transaction(offsets, self.consumer.consumer_group_metadata(), 30)
+            t_offsets = time.perf_counter()
             # Step 4
             self.producer.commit_transaction(60)
         except KafkaException as exc:
@@ -288,8 +292,15 @@ class ProcessorLoop:
             return
         finally:
             self._single_steps = max(0, self._single_steps - 1)
+        t_committed = time.perf_counter()
         # Step 5
         self.engine.committed()
+        took = time.perf_counter() - t0
+        if took > SLOW_TRANSACTION_S:
+            ms = [(b - a) * 1000 for a, b in ((t0, t_applied), (t_applied, t_offsets), (t_offsets, t_committed),
+                                              (t_committed, time.perf_counter()))]
+            log.warning("slow transaction: %d commands in %.0f ms (apply %.0f, offsets %.0f, commit %.0f, "
+                        "rocksdb %.0f)", len(msgs), took * 1000, *ms)
 
     def _abort(self, first: dict[int, int]) -> None:
         self.producer.abort_transaction(60)

@@ -29,7 +29,7 @@ from processor import activity
 from processor._codec import default_codec
 from processor._engine.settings import Settings
 from processor._failure import failure_from_exception
-from processor._kafka.messages import headers, position
+from processor._kafka.messages import consume_available, headers, position
 from processor._kafka.topics import ensure_topics, task_queue_spec
 from processor._payload import from_payloads, to_payload
 from processor.exceptions import DecodeError
@@ -258,7 +258,7 @@ class ActivityWorker:
                 elif free > 0 and paused:
                     self.consumer.resume(self.consumer.assignment())
                     paused = False
-                for m in self.consumer.consume(max(1, min(free, 100)), timeout=0.05):
+                for m in consume_available(self.consumer, max(1, min(free, 100)), 0.05):
                     if m.error() is None:
                         self._start(m)
                 self.producer.poll(0)

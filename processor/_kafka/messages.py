@@ -6,7 +6,7 @@ reach these helpers were filtered for `error() is None`, so partition and offset
 
 from __future__ import annotations
 
-from confluent_kafka import Message
+from confluent_kafka import Consumer, Message
 
 Headers = list[tuple[str, bytes]]
 
@@ -23,3 +23,18 @@ def headers(m: Message) -> Headers | None:
         return None
     items = raw.items() if isinstance(raw, dict) else raw
     return [(str(k), v if isinstance(v, bytes) else (v or "").encode()) for k, v in items]
+
+
+def consume_available(consumer: Consumer, max_messages: int, timeout: float) -> list[Message]:
+    """Wait up to `timeout` for the first message, then take what is already fetched, up to max.
+
+    `Consumer.consume(n, timeout)` waits until n messages arrived OR the timeout passed, so a
+    lone command would sit out the whole timeout: at low load that is pure added latency.
+    """
+    msgs = consumer.consume(max_messages, 0)
+    if msgs:
+        return msgs
+    msgs = consumer.consume(1, timeout)
+    if msgs and max_messages > 1:
+        msgs.extend(consumer.consume(max_messages - 1, 0))
+    return msgs
