@@ -235,7 +235,11 @@ class Engine:
 
     def _on_activity_heartbeat(self, partition: int, rec: dict[str, Any]) -> str | None:
         live, reason = self._pending_activity(partition, rec)
-        # Heartbeat timeouts come with the timers work; a heartbeat now only proves liveness.
+        if live is not None:
+            seq = rec["activity_seq"]
+            timeout = self._scheduled_event(partition, rec["workflow_id"], live, seq).get("heartbeat_timeout_ms")
+            if timeout:  # the heartbeat proves liveness: push the deadline out
+                self._set_timer(partition, rec["workflow_id"], f"h{seq}", self.now_ms + timeout)
         return reason
 
     def _attempt_failed(self, partition: int, wid: str, live: Live, seq: int, attempt: int,
@@ -284,15 +288,23 @@ class Engine:
             self._append(partition, wid, live, {"type": "TimerFired", "timer_seq": seq})
             self._run(partition, wid, live, [self._last_event])
             return
+        if kind == "w":
+            self._append(partition, wid, live, {"type": "WorkflowTimedOut"})
+            return
         pending = live.summary.activities.get(seq)
         if pending is None:
             return
         if kind == "r":
             self._dispatch(partition, wid, live, self._scheduled_event(partition, wid, live, seq), pending[0])
-        elif kind == "s":
-            message = f"activity {seq} attempt {pending[0]} did not finish within its start_to_close_timeout"
-            timeout = {"type": "StartToCloseTimeout", "non_retryable": False, "cause": None, "stack_trace": "",
-                       "message": message}
+        elif kind == "c":
+            self._append(partition, wid, live, {"type": "ActivityTimedOut", "activity_seq": seq,
+                                                "attempt": pending[0], "timeout_type": "schedule_to_close"})
+            self._run(partition, wid, live, [self._last_event])
+        elif kind in ("s", "h"):
+            which = "start_to_close_timeout" if kind == "s" else "heartbeat_timeout"
+            message = f"activity {seq} attempt {pending[0]} exceeded its {which}"
+            timeout = {"type": "StartToCloseTimeout" if kind == "s" else "HeartbeatTimeout", "non_retryable": False,
+                       "cause": None, "stack_trace": "", "message": message}
             self._attempt_failed(partition, wid, live, seq, pending[0], timeout)
 
     def _set_timer(self, partition: int, wid: str, tkey: str, due_ms: int | None) -> None:
@@ -333,14 +345,21 @@ class Engine:
         etype = event["type"]
         if etype == "ActivityScheduled":
             self._dispatch(partition, wid, live, event, 1)
+            if event.get("schedule_to_close_timeout_ms"):
+                self._set_timer(partition, wid, f"c{event['activity_seq']}",
+                                self.now_ms + event["schedule_to_close_timeout_ms"])
+        elif etype == "WorkflowStarted" and event.get("execution_timeout_ms"):
+            self._set_timer(partition, wid, "w0", self.now_ms + event["execution_timeout_ms"])
         elif etype == "TimerStarted":
             self._set_timer(partition, wid, f"u{event['timer_seq']}", event["fire_at_ms"])
         elif etype == "TimerCanceled":
             self._set_timer(partition, wid, f"u{event['timer_seq']}", None)
         elif etype in ("ActivityCompleted", "ActivityFailed", "ActivityTimedOut"):
-            self._set_timer(partition, wid, f"s{event['activity_seq']}", None)
+            for kind in "schr":  # the activity is over: none of its timers may fire
+                self._set_timer(partition, wid, f"{kind}{event['activity_seq']}", None)
         elif etype == "ActivityAttemptFailed":
             self._set_timer(partition, wid, f"s{event['activity_seq']}", None)
+            self._set_timer(partition, wid, f"h{event['activity_seq']}", None)
             self._set_timer(partition, wid, f"r{event['activity_seq']}", event["retry_at_ms"])
         elif etype in CLOSING_STATUS:
             self._close(partition, wid, live, event)
@@ -357,9 +376,11 @@ class Engine:
         name = "wf.tasks.v1.ActivityTask"
         self.sink.produce(self.sink.task_topic(queue), None, wid.encode(), self.codec.encode(name, task),
                           self.codec.headers(name))
-        timeout = scheduled.get("start_to_close_timeout_ms")
-        if timeout:
-            self._set_timer(partition, wid, f"s{scheduled['activity_seq']}", self.now_ms + timeout)
+        seq = scheduled["activity_seq"]
+        if scheduled.get("start_to_close_timeout_ms"):
+            self._set_timer(partition, wid, f"s{seq}", self.now_ms + scheduled["start_to_close_timeout_ms"])
+        if scheduled.get("heartbeat_timeout_ms"):
+            self._set_timer(partition, wid, f"h{seq}", self.now_ms + scheduled["heartbeat_timeout_ms"])
 
     def _close(self, partition: int, wid: str, live: Live, event: dict[str, Any]) -> None:
         for tkey in self.stores[partition].timer_keys(wid):
@@ -498,4 +519,7 @@ class Engine:
     _last_event: dict[str, Any]
 
 
-_TIMER_KIND = {"u": "user", "r": "activity_retry", "s": "activity_timeout", "w": "workflow_timeout"}
+# Timer keys: kind letter + seq. u = workflow sleep (timer_seq); r = activity retry backoff,
+# s = start-to-close, c = schedule-to-close, h = heartbeat (activity_seq); w0 = execution timeout.
+_TIMER_KIND = {"u": "user", "r": "activity_retry", "s": "activity_timeout", "c": "activity_timeout",
+               "h": "activity_timeout", "w": "workflow_timeout"}

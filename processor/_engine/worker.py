@@ -206,11 +206,14 @@ class ActivityWorker:
     def _heartbeater(self, task: dict[str, Any]) -> Callable[[tuple[Any, ...]], None]:
         last = [0.0]
         name = "wf.commands.v1.ActivityHeartbeat"
+        # Throttled so a tight loop cannot flood the commands topic, yet several beats fit in
+        # the activity's heartbeat timeout.
+        every = min(HEARTBEAT_EVERY_S, (task.get("heartbeat_timeout_ms") or 3_000) / 3_000)
 
         def beat(details: tuple[Any, ...]) -> None:
             now = time.monotonic()
-            if now - last[0] < HEARTBEAT_EVERY_S:
-                return  # throttled: a tight loop must not flood the commands topic
+            if now - last[0] < every:
+                return
             last[0] = now
             rec = {"workflow_id": task["workflow_id"], "activity_seq": task["activity_seq"],
                    "attempt": task["attempt"], "details": to_payload(list(details)) if details else None}

@@ -13,7 +13,7 @@ import time
 from datetime import timedelta
 
 from processor import RetryPolicy, Worker, activity, workflow
-from processor.exceptions import ApplicationError
+from processor.exceptions import ActivityError, ApplicationError
 
 
 def _log_run(tag: str) -> None:
@@ -53,6 +53,38 @@ def flaky(times: int) -> str:
 @activity.defn
 def fail_hard(reason: str) -> str:
     raise ApplicationError(reason, type="Rejected", non_retryable=True)
+
+
+@activity.defn
+def slow(seconds: float, heartbeat: bool) -> str:
+    _log_run("slow")
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if heartbeat:
+            activity.heartbeat("working")
+        time.sleep(0.05)
+    return "finished"
+
+
+@workflow.defn
+class Timeouts:
+    """Runs `slow` under the timeout named by `which`; returns how it ended."""
+
+    @workflow.run
+    async def run(self, which: str) -> str:
+        once = RetryPolicy(maximum_attempts=1)
+        try:
+            if which == "start_to_close":
+                await workflow.execute_activity(slow, 3.0, False, start_to_close_timeout=0.5, retry_policy=once)
+            elif which == "schedule_to_close":
+                await workflow.execute_activity(slow, 3.0, False, schedule_to_close_timeout=0.5)
+            elif which == "heartbeat_missed":
+                await workflow.execute_activity(slow, 3.0, False, heartbeat_timeout=0.5, retry_policy=once)
+            else:  # heartbeats keep a 2 s activity alive under a 0.6 s heartbeat timeout
+                return str(await workflow.execute_activity(slow, 2.0, True, heartbeat_timeout=0.6))
+        except ActivityError as err:
+            return f"{type(err.__cause__).__name__}: {getattr(err.__cause__, 'type', '')}"
+        return "no timeout"
 
 
 @workflow.defn
@@ -111,5 +143,5 @@ class Approval:
         return f"approved by {self.approved_by} after sleeping {slept >= pause_s}"
 
 
-app = Worker(workflows=[ThreeSteps, FanOut, Retrying, Failing, Approval],
-             activities=[step, async_step, flaky, fail_hard])
+app = Worker(workflows=[ThreeSteps, FanOut, Retrying, Failing, Approval, Timeouts],
+             activities=[step, async_step, flaky, fail_hard, slow])

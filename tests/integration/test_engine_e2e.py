@@ -132,3 +132,19 @@ def test_misrouted_command_is_forwarded_once(cluster: Cluster, client: Client) -
     starts = Counter(v["type"] for _, v in commands)
     assert starts["StartWorkflow"] == 2  # the original and its forwarded copy
     assert [e["type"] for e in client.history(wid)].count("WorkflowStarted") == 1
+
+
+def test_durable_timeouts(cluster: Cluster, client: Client) -> None:
+    cluster.processor()
+    cluster.worker()
+    for which in ("start_to_close", "schedule_to_close", "heartbeat_missed", "heartbeat_kept"):
+        client.start_workflow("Timeouts", which, id=f"timeout-{which}")
+    client.start_workflow("Approval", 0.0, id="never-approved", execution_timeout=1.0)
+    assert client.result("timeout-start_to_close", timeout=60).endswith("StartToCloseTimeout")
+    assert client.result("timeout-schedule_to_close", timeout=60).endswith("ActivityTimeout")
+    assert client.result("timeout-heartbeat_missed", timeout=60).endswith("HeartbeatTimeout")
+    assert client.result("timeout-heartbeat_kept", timeout=60) == "finished"
+    with pytest.raises(WorkflowFailureError) as info:
+        client.result("never-approved", timeout=60)
+    assert info.value.status == "timed out"
+    assert client.describe("never-approved")["status"] == "timed_out"
