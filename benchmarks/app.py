@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from processor import Worker, activity, workflow
 
 
@@ -19,4 +21,5 @@ class ThreeNoops:
         return await workflow.execute_activity(noop, b)
 
 
-app = Worker(workflows=[ThreeNoops], activities=[noop])
+app = Worker(workflows=[ThreeNoops], activities=[noop],
+             max_concurrent_activities=int(os.environ.get("BENCH_MAX_CONC", "100")))

@@ -6,8 +6,10 @@ processor ignores duplicate and late results, and each task carries an idempoten
 outside systems an activity touches.
 
 Hours-long activities do not get the worker evicted: the poll loop never blocks on an activity
-(sync ones run in a thread pool, async ones on an event loop thread), and when the concurrency
-bound is reached the partitions are paused while poll() keeps being called.
+(sync ones run in a thread pool, async ones on an event loop thread) and keeps polling. Past the
+concurrency bound, fetched tasks wait in a local backlog; only a large backlog pauses the
+partitions, because pause() throws librdkafka's prefetched messages away and resuming refetches
+them (measured: pausing at the bound cut throughput from 208 to 88 workflows/s).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import logging
 import signal
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime
@@ -100,6 +103,8 @@ class ActivityWorker:
         self._aio_thread = threading.Thread(target=self.aio.run_forever, name="activity-aio", daemon=True)
         self.offsets = _Offsets()
         self._assigned: set[int] = set()
+        self.backlog: deque[Message] = deque()  # fetched, not started (offsets not committed)
+        self.max_backlog = max(1_000, 4 * max_concurrent)
         self._finished: list[tuple[int, int]] = []  # (partition, offset) acked by the broker
         self._lock = threading.Lock()
         self.completed = 0
@@ -112,9 +117,12 @@ class ActivityWorker:
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self._commit()
-        for tp in partitions:
-            self._assigned.discard(tp.partition)
-            self.offsets.drop(tp.partition)
+        gone = {tp.partition for tp in partitions}
+        for p in gone:
+            self._assigned.discard(p)
+            self.offsets.drop(p)
+        # Not started, not committed: the partition's next owner runs them.
+        self.backlog = deque(m for m in self.backlog if position(m)[0] not in gone)
 
     # -- running one task -----------------------------------------------------------------------
 
@@ -254,16 +262,20 @@ class ActivityWorker:
         last_commit = 0.0
         try:
             while not self.stop_event.is_set():
-                free = self.max_concurrent - self.offsets.count()
-                if free <= 0 and not paused:
+                while self.backlog and self.offsets.count() < self.max_concurrent:
+                    self._start(self.backlog.popleft())
+                if len(self.backlog) >= self.max_backlog and not paused:
                     self.consumer.pause(self.consumer.assignment())
                     paused = True
-                elif free > 0 and paused:
+                elif len(self.backlog) < self.max_backlog // 2 and paused:
                     self.consumer.resume(self.consumer.assignment())
                     paused = False
-                for m in consume_available(self.consumer, max(1, min(free, 100)), 0.05):
+                for m in consume_available(self.consumer, 100, 0.05 if not self.backlog else 0.005):
                     if m.error() is None:
-                        self._start(m)
+                        if self.offsets.count() < self.max_concurrent and not self.backlog:
+                            self._start(m)
+                        else:
+                            self.backlog.append(m)
                 self.producer.poll(0)
                 now = time.monotonic()
                 if now - last_commit > 0.1:
