@@ -270,7 +270,7 @@ def _wait_ready(info: BrokerInfo, proc: subprocess.Popen[bytes], timeout: float)
             tail = (Path(info.home) / "broker.out").read_text(errors="replace")[-3000:]
             raise KafkaUnavailableError(f"the Kafka broker exited with {proc.returncode} while starting:\n{tail}")
         if _port_open(info.port):
-            admin = AdminClient({"bootstrap.servers": info.bootstrap, "logger": _quiet_logger()})
+            admin = AdminClient({"bootstrap.servers": info.bootstrap, "logger": _quiet_logger(), "log_level": 0})
             try:
                 if admin.list_topics(timeout=2).brokers:
                     return

@@ -95,7 +95,8 @@ def task_queue_spec(
 
 
 def admin_client(bootstrap: str) -> AdminClient:
-    return AdminClient({"bootstrap.servers": bootstrap})
+    # log_level 4: librdkafka's info lines (e.g. "Purging unserved events" on close) are noise here.
+    return AdminClient({"bootstrap.servers": bootstrap, "log_level": 4})
 
 
 def _live_partitions(admin: AdminClient, timeout: float = 10.0) -> dict[str, int]:

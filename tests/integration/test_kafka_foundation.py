@@ -109,3 +109,23 @@ def test_aborted_transaction_is_invisible_to_read_committed(kafka_bootstrap: str
     # read_uncommitted does see the aborted record: the isolation, not luck, hid it.
     values = [v for _, v in _drain(kafka_bootstrap, topic, isolation="read_uncommitted")]
     assert values == [b"aborted", b"committed"]
+
+
+def test_topics_cli_create_and_describe(kafka_bootstrap: str, prefix: str) -> None:
+    import subprocess
+    import sys
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "processor.cli", "topics", *args, "--bootstrap",
+                               kafka_bootstrap, "--prefix", prefix], capture_output=True, text=True, check=False)
+
+    created = cli("create", "--partitions", "2")
+    assert created.returncode == 0, created.stderr
+    assert f"{prefix}.events" in created.stdout and "created" in created.stdout
+    again = cli("create", "--partitions", "2")
+    assert again.returncode == 0 and "created" not in again.stdout and "exists, matches" in again.stdout
+    refused = cli("create", "--partitions", "3")
+    assert refused.returncode == 2 and "has 2 partitions, declared 3" in refused.stderr
+    described = cli("describe", "--partitions", "2")
+    assert described.returncode == 0
+    assert "cleanup.policy = compact / compact" in described.stdout and "MISSING" not in described.stdout

@@ -1,0 +1,23 @@
+"""The public surface is small and pinned: changing it is a deliberate act."""
+
+from __future__ import annotations
+
+import processor
+from processor import activity, workflow
+
+
+def test_top_level_exports() -> None:
+    assert processor.__all__ == [
+        "ActivityError", "ApplicationError", "AsyncClient", "Client", "NondeterminismError", "ProcessorError",
+        "Replayer", "RetryPolicy", "Worker", "WorkflowFailureError", "WorkflowHandle", "activity", "workflow",
+    ]
+    for name in processor.__all__:
+        assert getattr(processor, name) is not None
+
+
+def test_sdk_modules_expose_what_users_call() -> None:
+    for name in ("defn", "run", "signal", "execute_activity", "wait_condition", "now", "time", "random", "uuid4",
+                 "info", "logger", "in_workflow", "RetryPolicy"):
+        assert hasattr(workflow, name), name
+    for name in ("defn", "info", "heartbeat", "in_activity", "ActivityInfo"):
+        assert hasattr(activity, name), name
