@@ -67,6 +67,8 @@ class _TransactionSink:
         self._events = loop.settings.topics.events
         self._timers = loop.settings.topics.timers
         self._task_topics: set[str] = set()
+        # (topic, partition) that already carry a delivery callback in the open transaction.
+        self._tracked: set[tuple[str, int]] = set()
 
     def produce(self, topic: str, partition: int | None, key: bytes, value: bytes | None,
                 headers: Headers | None = None) -> None:
@@ -74,7 +76,12 @@ class _TransactionSink:
         kwargs: dict[str, Any] = {"key": key, "value": value, "headers": headers}
         if partition is not None:
             kwargs["partition"] = partition
-        if topic == self._events or topic == self._timers:
+        if (topic == self._events or topic == self._timers) and (topic, partition) not in self._tracked:
+            # Only the first record per partition and transaction reports its offset: restore
+            # needs a lower bound (replaying past it is idempotent), not every offset, and a
+            # Python callback per record is measurable in the hot loop.
+            assert partition is not None
+            self._tracked.add((topic, partition))
             kwargs["on_delivery"] = self._delivered
         while True:
             try:
@@ -90,11 +97,15 @@ class _TransactionSink:
         store = self._loop.engine.stores.get(p)
         if store is None:
             return
-        nxt = offset + 1
+        # The first record of this transaction in the partition: everything before it is
+        # committed and applied once this transaction is, so restore may start here.
         if msg.topic() == self._events:
-            store.batch.events_next = max(store.batch.events_next or 0, nxt)
+            store.batch.events_next = max(store.batch.events_next or 0, offset)
         else:
-            store.batch.timers_next = max(store.batch.timers_next or 0, nxt)
+            store.batch.timers_next = max(store.batch.timers_next or 0, offset)
+
+    def new_transaction(self) -> None:
+        self._tracked.clear()
 
     def task_topic(self, queue: str) -> str:
         name = self._loop.settings.topics.tasks(queue)
@@ -135,7 +146,8 @@ class ProcessorLoop:
         })
         md = self.consumer.list_topics(settings.topics.commands, timeout=30)
         self.partitions = len(md.topics[settings.topics.commands].partitions)
-        self.engine = Engine(settings, workflows, default_codec(), _TransactionSink(self), self.partitions)
+        self.sink = _TransactionSink(self)
+        self.engine = Engine(settings, workflows, default_codec(), self.sink, self.partitions)
         self._to_restore: list[int] = []
         self._to_resume: list[int] = []
         self._single_steps = 0  # after a processing error: this many one-command transactions
@@ -252,6 +264,7 @@ class ProcessorLoop:
         t0 = time.perf_counter()
         # Step 1
         self.producer.begin_transaction()
+        self.sink.new_transaction()
         self.engine.begin(now_ms)
         try:
             # Step 2

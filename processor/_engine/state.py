@@ -10,6 +10,7 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+_dumps = json.JSONEncoder(separators=(",", ":")).encode
 RUNNING = "running"
 CLOSING_STATUS = {
     "WorkflowCompleted": "completed",
@@ -44,7 +45,13 @@ class Summary:
         return self.status == RUNNING
 
     def to_bytes(self) -> bytes:
-        return json.dumps(asdict(self), separators=(",", ":")).encode()
+        # Hand-built: dataclasses.asdict deep-copies recursively and was 10% of the processor's CPU.
+        return _dumps({
+            "workflow_id": self.workflow_id, "workflow_type": self.workflow_type, "task_queue": self.task_queue,
+            "status": self.status, "last_seq": self.last_seq, "start_ms": self.start_ms, "close_ms": self.close_ms,
+            "activities": self.activities, "max_activity_seq": self.max_activity_seq, "held": self.held,
+            "cancel_requested": self.cancel_requested,
+        }).encode()
 
     @classmethod
     def from_bytes(cls, data: bytes) -> Summary:
