@@ -81,6 +81,7 @@ class Engine:
         self.touched: set[str] = set()
         self.counters = Counters()
         self.now_ms = 0
+        self.firing: tuple[int, str, str] | None = None  # the timer being fired, for quarantine
         self._handlers = {
             CMD + "StartWorkflow": self._on_start,
             CMD + "SignalWorkflow": self._on_signal,
@@ -268,11 +269,24 @@ class Engine:
         self.now_ms = now_ms
         fired = 0
         for partition, store in list(self.stores.items()):
-            for _due, wid, tkey in store.due_timers(now_ms, self.settings.timers_per_tick - fired):
+            for due, wid, tkey in store.due_timers(now_ms, self.settings.timers_per_tick - fired):
+                # An earlier fire in this tick may have moved or removed this timer (a retry that
+                # deleted its activity's other timers, a cancel): fire only what still stands.
+                if store.timer_due(wid, tkey) != due:
+                    continue
+                self.firing = (partition, wid, tkey)
                 self._fire(partition, wid, tkey)
+                self.firing = None
                 fired += 1
         self.counters.timers_fired += fired
         return fired
+
+    def quarantine_timer(self, partition: int, wid: str, tkey: str, reason: str) -> None:
+        """Remove a timer whose firing raised, and dead-letter it with the reason, so one bad
+        timer cannot abort every transaction of the process."""
+        self._set_timer(partition, wid, tkey, None)
+        self.dead_letter(keys.timer_topic_key(wid, tkey), None, None, partition, -1,
+                         f"firing timer {tkey} of workflow {wid!r} raised: {reason}", topic=self.topics.timers)
 
     def next_due_ms(self) -> int | None:
         dues = [d for d in (s.next_due() for s in self.stores.values()) if d is not None]
@@ -447,6 +461,8 @@ class Engine:
                 self._hold(partition, wid, live, completion.error)
                 return live
             live.instance = instance
+            if summary.held is not None:  # the code deployed now replays it: release the hold
+                self._append(partition, wid, live, {"type": "WorkflowTaskRecovered"})
             for command in completion.commands:  # commands a held workflow owed: now recorded
                 self._append(partition, wid, live, dict(command))
         return live
@@ -490,11 +506,12 @@ class Engine:
     # -- dead letters ----------------------------------------------------------------------------
 
     def dead_letter(self, key: bytes | None, value: bytes | None, headers: Headers | None, partition: int, offset: int,
-             reason: str) -> None:
+                    reason: str, topic: str | None = None) -> None:
+        topic = topic or self.topics.commands
         self.counters.dlq += 1
-        log.warning("dead-lettered %s[%d]@%d: %s", self.topics.commands, partition, offset, reason)
+        log.warning("dead-lettered %s[%d]@%d: %s", topic, partition, offset, reason)
         out = list(headers or [])
-        out += [("dlq.reason", reason.encode()), ("dlq.topic", self.topics.commands.encode()),
+        out += [("dlq.reason", reason.encode()), ("dlq.topic", topic.encode()),
                 ("dlq.partition", str(partition).encode()), ("dlq.offset", str(offset).encode())]
         self.sink.produce(self.topics.dlq, None, key or b"", value, out)
 

@@ -22,6 +22,9 @@ def next_retry_delay_ms(policy: dict[str, Any] | None, attempt: int, failure: di
     maximum = policy["maximum_attempts"]
     if maximum and attempt >= maximum:
         return None
-    delay = policy["initial_interval_ms"] * policy["backoff_coefficient"] ** (attempt - 1)
     cap = policy["maximum_interval_ms"] or 100 * policy["initial_interval_ms"]
+    try:
+        delay = policy["initial_interval_ms"] * policy["backoff_coefficient"] ** (attempt - 1)
+    except OverflowError:  # attempt ~1000 of an unlimited policy: long past the cap
+        return int(cap)
     return int(min(delay, cap))

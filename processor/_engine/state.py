@@ -90,6 +90,8 @@ def fold(summary: Summary | None, event: dict[str, Any]) -> Summary:
         summary.cancel_requested = True
     elif etype == "WorkflowTaskFailed":
         summary.held = event["reason"]
+    elif etype == "WorkflowTaskRecovered":
+        summary.held = None
     elif etype in CLOSING_STATUS:
         summary.status = CLOSING_STATUS[etype]
         summary.close_ms = event["time_ms"]

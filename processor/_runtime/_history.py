@@ -36,7 +36,7 @@ COMMAND_TYPES = frozenset(
 )
 CLOSING_COMMANDS = frozenset({"WorkflowCompleted", "WorkflowFailed", "WorkflowCanceled"})
 ENGINE_CLOSING = frozenset({"WorkflowTerminated", "WorkflowTimedOut"})
-ENGINE_SKIPPED = frozenset({"ActivityAttemptFailed"})
+ENGINE_SKIPPED = frozenset({"ActivityAttemptFailed", "WorkflowTaskRecovered"})
 TASK_FAILED = "WorkflowTaskFailed"
 
 # The fields that make two commands "the same decision" (docs/model.md): payloads, timeouts and

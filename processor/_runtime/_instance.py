@@ -127,11 +127,11 @@ class WorkflowInstance(WorkflowEventLoop, _Runtime):
         self._event_seq = event.get("seq", 0)
         applier = self._APPLIERS.get(kind)
         if applier is not None:
-            if self._unmatched:
-                if not self._carry_unmatched:
-                    raise self._nondeterminism(describe(self._unmatched[0]), describe(dict(event)))
-            else:
-                self._carry_unmatched = False
+            # After WorkflowTaskFailed, commands were not recorded while the workflow was held;
+            # inputs that arrived meanwhile pile more owed commands on top. The carry lasts until
+            # history records commands again (_match empties the queue).
+            if self._unmatched and not self._carry_unmatched:
+                raise self._nondeterminism(describe(self._unmatched[0]), describe(dict(event)))
             if self._closed:
                 return  # late input for a closed workflow: nothing can observe it
             self._now_ms = event["time_ms"]

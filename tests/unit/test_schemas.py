@@ -31,7 +31,7 @@ MODEL_RECORDS = sorted(
             "WorkflowStarted SignalReceived WorkflowCancelRequested ActivityCompleted ActivityFailed "
             "ActivityTimedOut TimerFired ChildWorkflowCompleted ActivityScheduled TimerStarted TimerCanceled "
             "ChildWorkflowStarted WorkflowCompleted WorkflowFailed WorkflowCanceled WorkflowTerminated "
-            "WorkflowTimedOut ActivityAttemptFailed WorkflowTaskFailed"
+            "WorkflowTimedOut ActivityAttemptFailed WorkflowTaskFailed WorkflowTaskRecovered"
         ).split()
     ]
     + [
@@ -118,7 +118,7 @@ def test_changing_a_released_schema_fails_check(tmp_schemas: Path) -> None:
 
 def test_check_passes_on_the_real_schemas_from_the_command_line(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["check"]) == 0
-    assert "up to date (36 records)" in capsys.readouterr().out
+    assert "up to date (37 records)" in capsys.readouterr().out
 
 
 def test_doc_only_change_needs_release_but_no_new_version(tmp_schemas: Path) -> None:

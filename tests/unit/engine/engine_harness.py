@@ -1,0 +1,356 @@
+"""Drives the Kafka-free Engine the way processor/_engine/loop.py does, without Kafka.
+
+- `ListSink` records every record the engine produces (what would go into the transaction).
+- `EngineHarness` owns one Engine with real RocksDB `PartitionStore`s (one per partition, under a
+  pytest tmp_path) and a fake clock. Each `transaction()` is one loop turn: `begin(now)`,
+  `fire_due_timers(now)`, `handle_command(...)` per command, then `committed()` or `aborted()`.
+- `run_activities()` plays the activity worker: it decodes the `wf.tasks.v1.ActivityTask` records
+  produced so far and answers each with an `ActivityCompleted` / `ActivityFailed` command, one
+  transaction per answer, until no unanswered task is left.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from processor import _payload
+from processor._codec import default_codec
+from processor._codec.partitioner import partition_for
+from processor._engine.engine import Engine, Headers
+from processor._engine.settings import Settings
+from processor._engine.state import Summary
+from processor._engine.store import PartitionStore
+from processor._failure import failure_from_exception
+from processor.exceptions import ApplicationError
+from tests.apps.basic import Approval, Failing, FanOut, Retrying, ThreeSteps, Timeouts
+
+PREFIX = "t"
+PARTITIONS = 2
+START_MS = 1_700_000_000_000
+WORKFLOWS: tuple[type, ...] = (ThreeSteps, FanOut, Retrying, Failing, Approval, Timeouts)
+CODEC = default_codec()
+CMD = "wf.commands.v1."
+EVENTS = f"{PREFIX}.events"
+TIMERS = f"{PREFIX}.timers"
+COMMANDS = f"{PREFIX}.commands"
+COMPLETIONS = f"{PREFIX}.completions"
+DLQ = f"{PREFIX}.dlq"
+TASKS_DEFAULT = f"{PREFIX}.tasks.default"
+NEVER = 2**63 - 1
+OPEN: list[EngineHarness] = []  # closed by the autouse fixture in conftest.py, even when a test fails
+
+
+@dataclass
+class Record:
+    topic: str
+    partition: int | None
+    key: bytes
+    value: bytes | None
+    headers: Headers | None
+
+    def header(self, name: str) -> str | None:
+        for k, v in self.headers or ():
+            if k == name:
+                return v.decode()
+        return None
+
+    def decode(self) -> tuple[str, dict[str, Any]]:
+        assert self.value is not None, f"tombstone on {self.topic} key {self.key!r}"
+        return CODEC.decode(self.value)
+
+    def event(self) -> dict[str, Any]:
+        """A wf.events record as the runtime sees it: the fields plus "type" = short name."""
+        name, rec = self.decode()
+        rec["type"] = name.rpartition(".")[2]
+        return rec
+
+
+class ListSink:
+    """A Sink that keeps what was produced, in order."""
+
+    def __init__(self) -> None:
+        self.records: list[Record] = []
+
+    def produce(
+        self, topic: str, partition: int | None, key: bytes, value: bytes | None, headers: Headers | None = None
+    ) -> None:
+        self.records.append(Record(topic, partition, key, value, list(headers) if headers else None))
+
+    def task_topic(self, queue: str) -> str:
+        return f"{PREFIX}.tasks.{queue}"
+
+    def on(self, topic: str, since: int = 0) -> list[Record]:
+        return [r for r in self.records[since:] if r.topic == topic]
+
+
+def partition_of(workflow_id: str, partitions: int = PARTITIONS) -> int:
+    return partition_for(workflow_id.encode(), partitions)
+
+
+def ids_on_partition(partition: int, count: int, stem: str = "wf", partitions: int = PARTITIONS) -> list[str]:
+    """`count` workflow ids (stem-0, stem-1, ...) that all hash to `partition`."""
+    out: list[str] = []
+    i = 0
+    while len(out) < count:
+        wid = f"{stem}-{i}"
+        if partition_of(wid, partitions) == partition:
+            out.append(wid)
+        i += 1
+    return out
+
+
+def encode_command(name: str, record: dict[str, Any]) -> bytes:
+    return CODEC.encode(CMD + name, record)
+
+
+def retryable(message: str = "boom", type_: str = "RuntimeError") -> dict[str, Any]:
+    return {"type": type_, "message": message, "stack_trace": "", "non_retryable": False, "cause": None}
+
+
+def non_retryable(message: str = "no", type_: str = "Rejected") -> dict[str, Any]:
+    return {"type": type_, "message": message, "stack_trace": "", "non_retryable": True, "cause": None}
+
+
+# -- the simulated activity worker -----------------------------------------------------------------
+
+Outcome = tuple[str, Any]  # ("ok", value) or ("fail", Failure dict)
+
+
+def default_activity(task: dict[str, Any]) -> Outcome:
+    """What the activities of tests/apps/basic.py do, decided from the task alone."""
+    args = _payload.from_payloads(task["args"])
+    kind = task["activity_type"]
+    if kind == "step":
+        return "ok", args[1] + 1
+    if kind == "async_step":
+        return "ok", args[0] * 2
+    if kind == "flaky":
+        if task["attempt"] <= args[0]:
+            return "fail", failure_from_exception(RuntimeError(f"transient failure on attempt {task['attempt']}"))
+        return "ok", f"ok after {task['attempt']} attempts"
+    if kind == "fail_hard":
+        return "fail", failure_from_exception(ApplicationError(args[0], type="Rejected", non_retryable=True))
+    if kind == "slow":
+        return "ok", "finished"
+    raise AssertionError(f"no simulated activity {kind!r}")
+
+
+# -- the harness -----------------------------------------------------------------------------------
+
+
+class EngineHarness:
+    def __init__(
+        self,
+        root: Path,
+        workflows: Sequence[type] = WORKFLOWS,
+        *,
+        cache_size: int = 100,
+        always_replay: bool = False,
+        partitions: int = PARTITIONS,
+        now_ms: int = START_MS,
+        timers_per_tick: int = 1_000,
+    ) -> None:
+        self.root = root
+        self.partitions = partitions
+        self.settings = Settings(
+            bootstrap="unused:9092",
+            prefix=PREFIX,
+            state_dir=root,
+            cache_size=cache_size,
+            always_replay=always_replay,
+            timers_per_tick=timers_per_tick,
+        )
+        self.sink = ListSink()
+        self.engine = Engine(self.settings, list(workflows), CODEC, self.sink, partitions)
+        self.now_ms = now_ms
+        self.offsets: dict[int, int] = defaultdict(int)
+        self._answered = 0  # index into the task records already answered by run_activities
+        OPEN.append(self)
+        for p in range(partitions):
+            self.engine.open_partition(p, PartitionStore(self.store_path(p)))
+
+    # -- partitions / stores ---------------------------------------------------------------------
+
+    def store_path(self, partition: int) -> Path:
+        return self.root / f"p{partition}"
+
+    def store(self, partition: int) -> PartitionStore:
+        return self.engine.stores[partition]
+
+    def partition_of(self, workflow_id: str) -> int:
+        return partition_of(workflow_id, self.partitions)
+
+    def close(self) -> None:
+        """Close every store and every cached workflow instance (idempotent)."""
+        for p in list(self.engine.stores):
+            self.engine.close_partition(p)
+        if self in OPEN:
+            OPEN.remove(self)
+
+    def reopen(self, partition: int) -> None:
+        """Close the partition (drops its cached instances) and open a fresh store on the same path."""
+        self.engine.close_partition(partition)
+        self.engine.open_partition(partition, PartitionStore(self.store_path(partition)))
+
+    # -- one loop turn ---------------------------------------------------------------------------
+
+    def transaction(
+        self,
+        commands: Iterable[tuple[int, bytes | None, bytes | None, Headers | None]] = (),
+        *,
+        commit: bool = True,
+        advance_ms: int = 0,
+        resume: Sequence[int] = (),
+    ) -> list[Record]:
+        """One transaction: clock reading, resume held, fire due timers, apply commands, commit/abort.
+
+        Returns the records produced in it."""
+        self.now_ms += advance_ms
+        mark = len(self.sink.records)
+        self.engine.begin(self.now_ms)
+        for p in resume:
+            self.engine.resume_held(p)
+        self.engine.fire_due_timers(self.now_ms)
+        for partition, key, value, headers in commands:
+            offset = self.offsets[partition]
+            self.offsets[partition] += 1
+            self.engine.handle_command(partition, key, value, headers, offset)
+        if commit:
+            self.engine.committed()
+        else:
+            self.engine.aborted()
+        return self.sink.records[mark:]
+
+    def tick(self, advance_ms: int = 0) -> list[Record]:
+        """A loop turn with no command: only due timers fire."""
+        return self.transaction((), advance_ms=advance_ms)
+
+    def send(
+        self,
+        name: str,
+        record: dict[str, Any],
+        *,
+        partition: int | None = None,
+        commit: bool = True,
+        advance_ms: int = 0,
+    ) -> list[Record]:
+        """One command, keyed by its workflow id, on its owner partition unless told otherwise."""
+        wid = record["workflow_id"]
+        p = self.partition_of(wid) if partition is None else partition
+        value = encode_command(name, record)
+        return self.transaction(
+            [(p, wid.encode(), value, CODEC.headers(CMD + name))], commit=commit, advance_ms=advance_ms
+        )
+
+    def start(
+        self, workflow_id: str, workflow_type: str, *args: Any, commit: bool = True, **fields: Any
+    ) -> list[Record]:
+        return self.send(
+            "StartWorkflow",
+            {"workflow_id": workflow_id, "workflow_type": workflow_type, "args": _payload.to_payloads(args), **fields},
+            commit=commit,
+        )
+
+    def signal(self, workflow_id: str, name: str, *args: Any, commit: bool = True) -> list[Record]:
+        return self.send(
+            "SignalWorkflow",
+            {"workflow_id": workflow_id, "signal_name": name, "args": _payload.to_payloads(args)},
+            commit=commit,
+        )
+
+    def complete(self, task: dict[str, Any], value: Any, *, commit: bool = True, advance_ms: int = 0) -> list[Record]:
+        return self.send(
+            "ActivityCompleted",
+            {
+                "workflow_id": task["workflow_id"],
+                "activity_seq": task["activity_seq"],
+                "attempt": task["attempt"],
+                "result": _payload.to_payload(value),
+            },
+            commit=commit,
+            advance_ms=advance_ms,
+        )
+
+    def fail(
+        self, task: dict[str, Any], failure: dict[str, Any], *, commit: bool = True, advance_ms: int = 0
+    ) -> list[Record]:
+        return self.send(
+            "ActivityFailed",
+            {
+                "workflow_id": task["workflow_id"],
+                "activity_seq": task["activity_seq"],
+                "attempt": task["attempt"],
+                "failure": failure,
+            },
+            commit=commit,
+            advance_ms=advance_ms,
+        )
+
+    # -- the simulated worker --------------------------------------------------------------------
+
+    def new_tasks(self) -> list[dict[str, Any]]:
+        """Activity tasks produced since the last call (or run_activities), decoded."""
+        records = [r for r in self.sink.records if r.topic.startswith(f"{PREFIX}.tasks.")]
+        fresh = records[self._answered :]
+        self._answered = len(records)
+        return [r.decode()[1] for r in fresh]
+
+    def run_activities(
+        self,
+        activity: Callable[[dict[str, Any]], Outcome] = default_activity,
+        *,
+        advance_ms: int = 10,
+        max_rounds: int = 100,
+    ) -> int:
+        """Answer every task (and the tasks those answers cause) in task order; returns how many."""
+        answered = 0
+        for _ in range(max_rounds):
+            tasks = self.new_tasks()
+            if not tasks:
+                return answered
+            for task in tasks:
+                outcome, value = activity(task)
+                if outcome == "ok":
+                    self.complete(task, value, advance_ms=advance_ms)
+                else:
+                    self.fail(task, value, advance_ms=advance_ms)
+                answered += 1
+        raise AssertionError("activities never settled")
+
+    # -- reading the output ------------------------------------------------------------------------
+
+    def records(self, topic: str) -> list[Record]:
+        return self.sink.on(topic)
+
+    def events(self, workflow_id: str | None = None) -> list[dict[str, Any]]:
+        out = [r.event() for r in self.sink.on(EVENTS)]
+        return [e for e in out if workflow_id is None or e["workflow_id"] == workflow_id]
+
+    def event_types(self, workflow_id: str) -> list[str]:
+        return [e["type"] for e in self.events(workflow_id)]
+
+    def completions(self, workflow_id: str | None = None) -> list[tuple[str, dict[str, Any]]]:
+        out = [r.decode() for r in self.sink.on(COMPLETIONS)]
+        return [(name, rec) for name, rec in out if workflow_id is None or rec["workflow_id"] == workflow_id]
+
+    def result(self, workflow_id: str) -> Any:
+        ((name, rec),) = self.completions(workflow_id)
+        assert name == "wf.completions.v1.WorkflowCompleted", (name, rec)
+        return _payload.from_payload(rec["result"])
+
+    def dlq_reasons(self) -> list[str]:
+        return [r.header("dlq.reason") or "" for r in self.sink.on(DLQ)]
+
+    def summary(self, workflow_id: str) -> Summary | None:
+        return self.store(self.partition_of(workflow_id)).summary(workflow_id)
+
+    def stored_history(self, workflow_id: str) -> list[bytes]:
+        return self.store(self.partition_of(workflow_id)).history(workflow_id)
+
+    def pending_timers(self, partition: int) -> list[tuple[int, str, str]]:
+        """Every committed timer of the partition, in due order."""
+        return self.store(partition).due_timers(NEVER, 1_000_000)
