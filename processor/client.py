@@ -22,7 +22,7 @@ from processor._codec import default_codec
 from processor._codec.partitioner import partition_for
 from processor._engine.state import Summary, fold
 from processor._failure import exception_from_failure
-from processor._kafka.messages import consume_available
+from processor._kafka.messages import consume_available, high_watermarks
 from processor._kafka.topics import DEFAULT_PREFIX, TopicNames
 from processor._payload import from_payload, to_payloads
 from processor.exceptions import (
@@ -288,7 +288,7 @@ class Client:
             md = consumer.list_topics(self.topics.events, timeout=timeout)
             p = partition_for(workflow_id.encode(), len(md.topics[self.topics.events].partitions))
             tp = TopicPartition(self.topics.events, p)
-            _, high = consumer.get_watermark_offsets(tp, timeout=timeout, cached=False)
+            high = high_watermarks(self.bootstrap, [tp], timeout)[p]
             events: dict[int, dict[str, Any]] = {}
             if high > 0:
                 consumer.assign([TopicPartition(self.topics.events, p, OFFSET_BEGINNING)])

@@ -15,6 +15,7 @@ from typing import Any
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from processor._codec import default_codec
+from processor._kafka.messages import high_watermarks
 from processor._kafka.topics import ensure_topics, load_specs
 
 REPO = Path(__file__).resolve().parent.parent
@@ -92,7 +93,9 @@ def read_all(bootstrap: str, topic: str, *, decode: bool = True, settle: float =
     try:
         md = c.list_topics(topic, timeout=30)
         parts = [TopicPartition(topic, p) for p in md.topics[topic].partitions]
-        ends = {tp.partition: c.get_watermark_offsets(tp, timeout=30, cached=False)[1] for tp in parts}
+        # High watermarks: reading up to them waits for transactions still open (a killed
+        # processor's, until the broker aborts it), so the reader sees the final state.
+        ends = high_watermarks(bootstrap, parts)
         c.assign([TopicPartition(topic, tp.partition, OFFSET_BEGINNING) for tp in parts])
         out: list[tuple[bytes | None, Any, list[tuple[str, bytes]]]] = []
         deadline = time.monotonic() + timeout

@@ -37,7 +37,7 @@ from processor._codec import default_codec
 from processor._engine.engine import Engine, Headers
 from processor._engine.settings import Settings
 from processor._engine.store import EVENTS_NEXT, TIMERS_NEXT, PartitionStore
-from processor._kafka.messages import consume_available, headers, position
+from processor._kafka.messages import consume_available, headers, high_watermarks, position
 from processor._kafka.topics import ensure_topics, load_specs, task_queue_spec
 from processor.exceptions import KafkaUnavailableError
 
@@ -133,17 +133,7 @@ class ProcessorLoop:
             "retry.backoff.ms": 10,
             "partitioner": "murmur2_random",
         })
-        self.consumer = Consumer({
-            **common,
-            "group.id": settings.processor_group,
-            "isolation.level": "read_committed",
-            "enable.auto.commit": False,
-            "auto.offset.reset": "earliest",
-            "partition.assignment.strategy": "cooperative-sticky",
-            "session.timeout.ms": settings.session_timeout_ms,
-            "heartbeat.interval.ms": max(250, settings.session_timeout_ms // 4),
-            "fetch.wait.max.ms": 10,
-        })
+        self.consumer = Consumer(settings.group_consumer_config(settings.processor_group, "processor"))
         md = self.consumer.list_topics(settings.topics.commands, timeout=30)
         self.partitions = len(md.topics[settings.topics.commands].partitions)
         self.sink = _TransactionSink(self)
@@ -194,7 +184,7 @@ class ProcessorLoop:
 
     def _restore_topic(self, restorer: Consumer, p: int, store: PartitionStore, topic: str, meta: bytes) -> int:
         start = store.offset(meta)
-        _, high = restorer.get_watermark_offsets(TopicPartition(topic, p), timeout=30, cached=False)
+        high = high_watermarks(self.settings.bootstrap, [TopicPartition(topic, p)])[p]
         if start >= high:
             return 0
         restorer.assign([TopicPartition(topic, p, start)])
@@ -272,6 +262,7 @@ class ProcessorLoop:
             for p in resume:
                 if p in self.engine.stores:
                     self.engine.resume_held(p)
+            self.engine.firing = None
             self.engine.fire_due_timers(now_ms)
             for m in msgs:
                 p, offset = position(m)
@@ -296,8 +287,15 @@ class ProcessorLoop:
         except Exception:
             # A bug on one command must not wedge the partition: retry the batch one command per
             # transaction so only the culprit is dead-lettered.
-            log.exception("processing failed; retrying the batch one command at a time")
+            firing = self.engine.firing
             self._abort(first)
+            if firing is not None:
+                log.exception("firing timer %s of %s raised; quarantining it", firing[2], firing[1])
+                self._quarantine(firing, now_ms)
+                return
+            log.exception("processing failed; retrying the batch one command at a time")
+            if not msgs:
+                return  # resuming held workflows failed: they are retried on their next command
             if len(msgs) > 1:
                 self._single_steps = len(msgs)
                 return
@@ -322,12 +320,24 @@ class ProcessorLoop:
             if p in self.engine.stores:
                 self.consumer.seek(TopicPartition(self.settings.topics.commands, p, offset))
 
+    def _quarantine(self, firing: tuple[int, str, str], now_ms: int) -> None:
+        import traceback
+
+        reason = traceback.format_exc(limit=5)
+        self.producer.begin_transaction()
+        self.sink.new_transaction()
+        self.engine.begin(now_ms)
+        self.engine.quarantine_timer(*firing, reason)
+        self.producer.commit_transaction(60)
+        self.engine.committed()
+
     def _dead_letter_poison(self, msgs: list[Message], now_ms: int) -> None:
         import traceback
 
         m = msgs[0]
         p, offset = position(m)
         self.producer.begin_transaction()
+        self.sink.new_transaction()
         self.engine.begin(now_ms)
         reason = "processing raised: " + traceback.format_exc(limit=5)
         self.engine.dead_letter(m.key(), m.value(), headers(m), p, offset, reason)

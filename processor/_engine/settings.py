@@ -42,5 +42,24 @@ class Settings:
     def worker_group(self, queue: str) -> str:
         return f"{self.prefix}.workers.{queue}"
 
+    def group_consumer_config(self, group_id: str, client_id: str) -> dict[str, object]:
+        """A consumer in a group that commits itself, with fail-over timing from these settings.
+
+        Classic protocol with cooperative-sticky assignment: librdkafka rejects session timeouts
+        under KIP-848, and fail-over speed must not depend on how the broker is configured.
+        """
+        return {
+            "bootstrap.servers": self.bootstrap,
+            "client.id": client_id,
+            "group.id": group_id,
+            "isolation.level": "read_committed",
+            "enable.auto.commit": False,
+            "auto.offset.reset": "earliest",
+            "partition.assignment.strategy": "cooperative-sticky",
+            "session.timeout.ms": self.session_timeout_ms,
+            "heartbeat.interval.ms": max(250, self.session_timeout_ms // 4),
+            "fetch.wait.max.ms": 10,
+        }
+
     def with_state_dir(self, path: Path) -> Settings:
         return replace(self, state_dir=path)

@@ -86,16 +86,8 @@ class ActivityWorker:
         self.stop_event = threading.Event()
         ensure_topics(settings.bootstrap, [task_queue_spec(task_queue, settings.prefix)], exact_partitions=False)
         common = {"bootstrap.servers": settings.bootstrap, "client.id": f"worker-{task_queue}"}
-        self.consumer = Consumer({
-            **common,
-            "group.id": settings.worker_group(task_queue),
-            "enable.auto.commit": False,
-            "auto.offset.reset": "earliest",
-            "partition.assignment.strategy": "cooperative-sticky",
-            "session.timeout.ms": settings.session_timeout_ms,
-            "heartbeat.interval.ms": max(250, settings.session_timeout_ms // 4),
-            "fetch.wait.max.ms": 10,
-        })
+        # read_committed: a task is visible only once the processor's transaction committed.
+        self.consumer = Consumer(settings.group_consumer_config(settings.worker_group(task_queue), common["client.id"]))
         self.producer = Producer({**common, "enable.idempotence": True, "linger.ms": 2,
                                   "partitioner": "murmur2_random"})
         self.pool = ThreadPoolExecutor(max_workers=max_concurrent, thread_name_prefix="activity")

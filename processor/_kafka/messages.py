@@ -6,7 +6,13 @@ reach these helpers were filtered for `error() is None`, so partition and offset
 
 from __future__ import annotations
 
-from confluent_kafka import Consumer, Message
+import time
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
+
+# librdkafka's own "_TRANSPORT"/"_TIMED_OUT" codes are underscored by its naming, not private.
+_TRANSIENT = {KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE, KafkaError.UNKNOWN_TOPIC_OR_PART,
+              KafkaError._TRANSPORT, KafkaError._TIMED_OUT}  # noqa: SLF001
 
 Headers = list[tuple[str, bytes]]
 
@@ -38,3 +44,35 @@ def consume_available(consumer: Consumer, max_messages: int, timeout: float) -> 
     if msgs and max_messages > 1:
         msgs.extend(consumer.consume(max_messages - 1, 0))
     return msgs
+
+
+def high_watermarks(bootstrap: str, tps: list[TopicPartition], timeout: float = 30.0) -> dict[int, int]:
+    """The high watermark (end of the log, open transactions included) of each partition.
+
+    A read_committed consumer's watermark query answers the LAST STABLE offset, which stops in
+    front of any open transaction. Reading only that far would miss what a slow zombie commits
+    a moment later; reading (read_committed) until the position passes the high watermark waits
+    for every transaction open now to commit or abort.
+    """
+    probe = Consumer({"bootstrap.servers": bootstrap, "group.id": "processor-probe",
+                      "isolation.level": "read_uncommitted", "enable.auto.commit": False})
+    try:
+        return {tp.partition: watermarks(probe, tp, timeout)[1] for tp in tps}
+    finally:
+        probe.close()
+
+
+def watermarks(consumer: Consumer, tp: TopicPartition, timeout: float = 30.0) -> tuple[int, int]:
+    """(low, high) of a partition, retrying the transient errors of a cluster that is still
+    electing leaders (NOT_LEADER_FOR_PARTITION right after topic creation, a broker restart)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            low, high = consumer.get_watermark_offsets(tp, timeout=max(1.0, deadline - time.monotonic()),
+                                                       cached=False)
+            return int(low), int(high)
+        except KafkaException as exc:
+            err = exc.args[0]
+            if not (err.retriable() or err.code() in _TRANSIENT) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)

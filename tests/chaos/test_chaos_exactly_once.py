@@ -37,7 +37,9 @@ def _assert_exactly_once(c: Cluster, ids: list[str], starts: dict[str, int]) -> 
         seqs = [e["seq"] for e in events]
         assert seqs == list(range(1, len(events) + 1)), f"{wid}: seqs not contiguous/unique: {seqs}"
         done = [e for e in events if e["type"] == "ActivityCompleted"]
-        assert sorted(e["activity_seq"] for e in done) == [1, 2, 3], f"{wid}: one result per activity"
+        assert sorted(e["activity_seq"] for e in done) == [1, 2, 3], (
+            f"{wid}: one result per activity; history {[(e['seq'], e['type']) for e in events]}; "
+            f"all records of it: {_raw_records(c, wid)}")
         assert [e["type"] for e in events].count("WorkflowStarted") == 1
         assert events[-1]["type"] == "WorkflowCompleted"
     runs = {(wid, seq) for wid, seq, _ in c.runs()}
@@ -45,8 +47,46 @@ def _assert_exactly_once(c: Cluster, ids: list[str], starts: dict[str, int]) -> 
     assert missing == [], "activities that never ran"
 
 
+def _raw_records(c: Cluster, wid: str) -> list[tuple[str, int | None, int | None, str, int]]:
+    """Every record of one workflow in events and completions, aborted ones included, for diagnosis."""
+    from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+
+    from processor._codec import default_codec
+
+    out = []
+    codec = default_codec()
+    views = (("events", "read_uncommitted"), ("events", "read_committed"), ("completions", "read_committed"))
+    for name, isolation in views:
+        topic = f"{c.prefix}.{name}"
+        consumer = Consumer({"bootstrap.servers": c.bootstrap, "group.id": "diag", "isolation.level": isolation})
+        md = consumer.list_topics(topic, timeout=10)
+        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in md.topics[topic].partitions])
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            for m in consumer.consume(1000, 0.2):
+                key = m.key() or b""
+                if m.error() or not (key == wid.encode() or key.startswith(wid.encode() + b"@")):
+                    continue
+                rec_name, rec = codec.decode(m.value())
+                out.append((name + "/" + isolation[5:9], m.partition(), m.offset(), rec_name.rpartition(".")[2],
+                            rec.get("seq", -1)))
+        consumer.close()
+    return sorted(out)
+
+
 def _progress(c: Cluster) -> int:
     return len(c.runs())
+
+
+def _start_three_steps(client: Client, ids: list[str]) -> dict[str, int]:
+    """Start ThreeSteps for every id (input = its index) and watch their completions."""
+    starts = {wid: i for i, wid in enumerate(ids)}
+    for wid in ids:
+        client.start_workflow(ThreeSteps.run, starts[wid], id=wid, wait_for_ack=False)
+    client.flush()
+    for wid in ids:
+        client.watch(wid)
+    return starts
 
 
 def test_sigkill_processor_twice_and_worker_once(slow_cluster: Cluster) -> None:
@@ -55,12 +95,7 @@ def test_sigkill_processor_twice_and_worker_once(slow_cluster: Cluster) -> None:
     proc = c.processor()
     worker = c.worker()
     ids = [f"crash-{i}" for i in range(200)]
-    starts = {wid: i for i, wid in enumerate(ids)}
-    for wid in ids:
-        client.start_workflow(ThreeSteps.run, starts[wid], id=wid, wait_for_ack=False)
-    client.flush()
-    for wid in ids:
-        client.watch(wid)
+    starts = _start_three_steps(client, ids)
 
     wait_for(lambda: _progress(c) >= 100, 120, message="100 activity runs before the first kill")
     c.kill(proc)
@@ -118,12 +153,7 @@ def test_failover_between_two_processors(slow_cluster: Cluster) -> None:
 
     wait_for(both_assigned, 60, message="both processors own partitions")
     ids = [f"failover-{i}" for i in range(100)]
-    starts = {wid: i for i, wid in enumerate(ids)}
-    for wid in ids:
-        client.start_workflow(ThreeSteps.run, starts[wid], id=wid, wait_for_ack=False)
-    client.flush()
-    for wid in ids:
-        client.watch(wid)
+    starts = _start_three_steps(client, ids)
     wait_for(lambda: _progress(c) >= 60, 60, message="work in flight")
     c.kill(doomed)
     t0 = time.monotonic()
