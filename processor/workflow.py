@@ -87,6 +87,13 @@ class RetryPolicy:
     non_retryable_error_types: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
+        # Seconds as a number are accepted too, as everywhere else a duration is taken.
+        for name in ("initial_interval", "maximum_interval"):
+            value = getattr(self, name)
+            if isinstance(value, int | float) and not isinstance(value, bool):
+                object.__setattr__(self, name, timedelta(seconds=value))
+            elif value is not None and not isinstance(value, timedelta):
+                raise ConfigError(f"RetryPolicy.{name} is a timedelta or seconds; got {type(value).__name__}")
         if self.initial_interval <= timedelta(0):
             raise ConfigError(f"RetryPolicy.initial_interval must be positive; got {self.initial_interval}")
         if self.backoff_coefficient < 1.0:

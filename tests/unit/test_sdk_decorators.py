@@ -192,3 +192,16 @@ def test_retry_policy_record_and_validation() -> None:
         RetryPolicy(backoff_coefficient=0.5)
     with expect_config_error("not one string"):
         RetryPolicy(non_retryable_error_types="Fatal")  # type: ignore[arg-type]
+
+
+def test_retry_policy_takes_seconds_or_timedelta() -> None:
+    from datetime import timedelta
+
+    from processor.exceptions import ConfigError
+    from processor.workflow import RetryPolicy
+
+    assert RetryPolicy(initial_interval=0.25).to_record()  # type: ignore[arg-type]["initial_interval_ms"] == 250
+    policy = RetryPolicy(initial_interval=timedelta(seconds=2), maximum_interval=5)  # type: ignore[arg-type]
+    assert policy.to_record()["maximum_interval_ms"] == 5000
+    with pytest.raises(ConfigError, match="initial_interval is a timedelta or seconds; got str"):
+        RetryPolicy(initial_interval="1s")  # type: ignore[arg-type]
