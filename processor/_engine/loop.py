@@ -45,6 +45,7 @@ log = logging.getLogger("processor.loop")
 
 RESTORE_FLUSH_EVERY = 5_000
 SLOW_TRANSACTION_S = 0.2
+STATS_EVERY_S = 60.0
 
 
 def _stable_transactional_id(settings: Settings) -> str:
@@ -229,8 +230,13 @@ class ProcessorLoop:
         self.consumer.subscribe([self.settings.topics.commands], on_assign=self._on_assign,
                                 on_revoke=self._on_revoke, on_lost=self._on_revoke)
         max_wait = self.settings.max_wait_ms / 1000
+        next_stats = time.monotonic() + STATS_EVERY_S
         try:
             while not self.stop_event.is_set():
+                if time.monotonic() >= next_stats:
+                    next_stats = time.monotonic() + STATS_EVERY_S
+                    log.info("stats: partitions %s, cached workflows %d, %s", sorted(self.engine.stores),
+                             len(self.engine.cache), self.engine.counters)
                 self._restore()
                 timeout = max_wait
                 next_due = self.engine.next_due_ms()
