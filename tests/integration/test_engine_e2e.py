@@ -148,3 +148,26 @@ def test_durable_timeouts(cluster: Cluster, client: Client) -> None:
         client.result("never-approved", timeout=60)
     assert info.value.status == "timed out"
     assert client.describe("never-approved")["status"] == "timed_out"
+
+
+def test_cancel_and_terminate(cluster: Cluster, client: Client) -> None:
+    cluster.processor()
+    cluster.worker()
+    client.start_workflow("Approval", 0.1, id="to-cancel")
+    client.start_workflow("Approval", 0.1, id="to-terminate")
+    for wid in ("to-cancel", "to-terminate"):
+        wait_for(lambda w=wid: any(e["type"] == "TimerFired" for e in client.history(w)), 60,
+                 message=f"{wid} waiting for its signal")
+    client.cancel("to-cancel", "customer changed their mind")
+    client.terminate("to-terminate", "operator cleanup")
+    with pytest.raises(WorkflowFailureError) as canceled:
+        client.result("to-cancel", timeout=60)
+    assert canceled.value.status == "canceled"
+    with pytest.raises(WorkflowFailureError) as terminated:
+        client.result("to-terminate", timeout=60)
+    assert terminated.value.status == "terminated" and "operator cleanup" in str(terminated.value)
+    assert [e["type"] for e in client.history("to-cancel")][-2:] == ["WorkflowCancelRequested", "WorkflowCanceled"]
+    assert client.describe("to-terminate")["status"] == "terminated"
+    client.terminate("to-terminate", "again")  # a closed workflow: a no-op, not a second completion
+    completions = [k for k, _, _ in read_all(client.bootstrap, client.topics.completions)]
+    assert completions.count(b"to-cancel") == 1 and completions.count(b"to-terminate") == 1
