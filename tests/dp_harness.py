@@ -108,9 +108,7 @@ def read_all(bootstrap: str, topic: str, *, decode: bool = True, settle: float =
                     continue
                 value = m.value()
                 if decode and value is not None:
-                    name, rec = codec.decode(value)
-                    rec["type"] = name.rpartition(".")[2]
-                    value = rec
+                    value = codec.decode_typed(value)
                 out.append((m.key(), value, list(m.headers() or [])))
         return out
     finally:

@@ -148,6 +148,13 @@ class Codec:
             )
         return entry.full_name, record
 
+    def decode_typed(self, data: bytes) -> dict[str, Any]:
+        """Decode a top-level record and put its short record name under "type" (e.g.
+        "ActivityScheduled"): the shape the runtime, the engine's fold and the client use."""
+        name, record = self.decode(data)
+        record["type"] = name.rpartition(".")[2]
+        return record
+
     def decode_as(self, data: bytes, expected_full_name: str) -> dict[str, Any]:
         name, record = self.decode(data)
         if name != expected_full_name:

@@ -27,6 +27,7 @@ from processor._engine.retry import next_retry_delay_ms
 from processor._engine.settings import Settings
 from processor._engine.state import CLOSING_STATUS, Summary, fold
 from processor._engine.store import PartitionStore
+from processor._kafka.messages import dlq_headers
 from processor._runtime import WorkflowInstance
 from processor.exceptions import DecodeError
 from processor.workflow import WorkflowDefinition
@@ -167,7 +168,7 @@ class Engine:
             return None
         live.instance = WorkflowInstance(definition, wid)
         self._cache_put(wid, live)
-        self._run(partition, wid, live, [self._last_event])
+        self._run(partition, wid, live, [started])
         return None
 
     def _on_signal(self, partition: int, rec: dict[str, Any]) -> str | None:
@@ -199,8 +200,7 @@ class Engine:
             return f"{event['type']} for unknown workflow {wid!r}"
         if not live.summary.running:
             return f"{event['type']} for workflow {wid!r} that is already {live.summary.status}"
-        self._append(partition, wid, live, event)
-        self._run(partition, wid, live, [self._last_event])
+        self._input(partition, wid, live, event)
         return None
 
     def _pending_activity(self, partition: int, rec: dict[str, Any]) -> tuple[Live | None, str | None]:
@@ -222,9 +222,8 @@ class Engine:
         if live is None:
             return reason
         wid = rec["workflow_id"]
-        self._append(partition, wid, live, {"type": "ActivityCompleted", "activity_seq": rec["activity_seq"],
+        self._input(partition, wid, live, {"type": "ActivityCompleted", "activity_seq": rec["activity_seq"],
                                             "attempt": rec["attempt"], "result": rec["result"]})
-        self._run(partition, wid, live, [self._last_event])
         return None
 
     def _on_activity_failed(self, partition: int, rec: dict[str, Any]) -> str | None:
@@ -236,11 +235,11 @@ class Engine:
 
     def _on_activity_heartbeat(self, partition: int, rec: dict[str, Any]) -> str | None:
         live, reason = self._pending_activity(partition, rec)
-        if live is not None:
-            seq = rec["activity_seq"]
-            timeout = self._scheduled_event(partition, rec["workflow_id"], live, seq).get("heartbeat_timeout_ms")
-            if timeout:  # the heartbeat proves liveness: push the deadline out
-                self._set_timer(partition, rec["workflow_id"], f"h{seq}", self.now_ms + timeout)
+        seq = rec["activity_seq"]
+        # Only an activity with a heartbeat timeout has an h-timer; the others need no decode.
+        if live is not None and self.stores[partition].timer_due(rec["workflow_id"], f"h{seq}") is not None:
+            timeout = self._scheduled_event(partition, rec["workflow_id"], live, seq)["heartbeat_timeout_ms"]
+            self._set_timer(partition, rec["workflow_id"], f"h{seq}", self.now_ms + timeout)
         return reason
 
     def _attempt_failed(self, partition: int, wid: str, live: Live, seq: int, attempt: int,
@@ -252,9 +251,8 @@ class Engine:
                 "type": "ActivityAttemptFailed", "activity_seq": seq, "attempt": attempt, "failure": failure,
                 "next_attempt": attempt + 1, "retry_at_ms": self.now_ms + delay})
             return
-        self._append(partition, wid, live, {"type": "ActivityFailed", "activity_seq": seq, "attempt": attempt,
+        self._input(partition, wid, live, {"type": "ActivityFailed", "activity_seq": seq, "attempt": attempt,
                                             "failure": failure})
-        self._run(partition, wid, live, [self._last_event])
 
     def _scheduled_event(self, partition: int, wid: str, live: Live, seq: int) -> dict[str, Any]:
         sched_seq = live.summary.activities[seq][1]
@@ -299,8 +297,7 @@ class Engine:
             return
         kind, seq = tkey[0], int(tkey[1:])
         if kind == "u":
-            self._append(partition, wid, live, {"type": "TimerFired", "timer_seq": seq})
-            self._run(partition, wid, live, [self._last_event])
+            self._input(partition, wid, live, {"type": "TimerFired", "timer_seq": seq})
             return
         if kind == "w":
             self._append(partition, wid, live, {"type": "WorkflowTimedOut"})
@@ -311,9 +308,8 @@ class Engine:
         if kind == "r":
             self._dispatch(partition, wid, live, self._scheduled_event(partition, wid, live, seq), pending[0])
         elif kind == "c":
-            self._append(partition, wid, live, {"type": "ActivityTimedOut", "activity_seq": seq,
+            self._input(partition, wid, live, {"type": "ActivityTimedOut", "activity_seq": seq,
                                                 "attempt": pending[0], "timeout_type": "schedule_to_close"})
-            self._run(partition, wid, live, [self._last_event])
         elif kind in ("s", "h"):
             which = "start_to_close_timeout" if kind == "s" else "heartbeat_timeout"
             message = f"activity {seq} attempt {pending[0]} exceeded its {which}"
@@ -352,7 +348,6 @@ class Engine:
         store.put_summary(live.summary)
         self.touched.add(wid)
         self.counters.events += 1
-        self._last_event = event
         self._side_effects(partition, wid, live, event)
 
     def _side_effects(self, partition: int, wid: str, live: Live, event: dict[str, Any]) -> None:
@@ -411,6 +406,11 @@ class Engine:
             live.instance.close()
             live.instance = None
 
+    def _input(self, partition: int, wid: str, live: Live, event: dict[str, Any]) -> None:
+        """Append an input event and let the workflow react to it (`_append` fills in its seq)."""
+        self._append(partition, wid, live, event)
+        self._run(partition, wid, live, [event])
+
     def _run(self, partition: int, wid: str, live: Live, events: list[dict[str, Any]]) -> None:
         """Activate the workflow with new input events; append the commands it emits."""
         if live.instance is None:
@@ -454,7 +454,7 @@ class Engine:
         if summary.running and definition is not None:
             self.counters.replays += 1
             instance = WorkflowInstance(definition, wid)
-            history = [self._decode_event(raw) for raw in store.history(wid)]
+            history = [self.codec.decode_typed(raw) for raw in store.history(wid)]
             completion = instance.activate(history)
             if completion.error is not None:
                 instance.close()
@@ -466,11 +466,6 @@ class Engine:
             for command in completion.commands:  # commands a held workflow owed: now recorded
                 self._append(partition, wid, live, dict(command))
         return live
-
-    def _decode_event(self, raw: bytes) -> dict[str, Any]:
-        name, event = self.codec.decode(raw)
-        event["type"] = name.rpartition(".")[2]
-        return event
 
     def _cache_put(self, wid: str, live: Live) -> None:
         self.cache[wid] = live
@@ -510,9 +505,7 @@ class Engine:
         topic = topic or self.topics.commands
         self.counters.dlq += 1
         log.warning("dead-lettered %s[%d]@%d: %s", topic, partition, offset, reason)
-        out = list(headers or [])
-        out += [("dlq.reason", reason.encode()), ("dlq.topic", topic.encode()),
-                ("dlq.partition", str(partition).encode()), ("dlq.offset", str(offset).encode())]
+        out = dlq_headers(headers, reason, topic, partition, offset)
         self.sink.produce(self.topics.dlq, None, key or b"", value, out)
 
     # -- restore -------------------------------------------------------------------------------------
@@ -520,7 +513,7 @@ class Engine:
     def restore_event(self, partition: int, value: bytes) -> None:
         """Apply one committed wf.events record to the partition overlay (idempotent)."""
         store = self.stores[partition]
-        event = self._decode_event(value)
+        event = self.codec.decode_typed(value)
         wid = event["workflow_id"]
         summary = store.summary(wid)
         if summary is not None and event["seq"] <= summary.last_seq:
@@ -532,8 +525,6 @@ class Engine:
         wid, tkey = keys.split_timer_topic_key(key)
         due = None if value is None else self.codec.decode_as(value, "wf.timers.v1.TimerScheduled")["fire_at_ms"]
         self.stores[partition].set_timer(wid, tkey, due)
-
-    _last_event: dict[str, Any]
 
 
 # Timer keys: kind letter + seq. u = workflow sleep (timer_seq); r = activity retry backoff,

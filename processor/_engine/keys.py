@@ -29,7 +29,8 @@ def history_key(workflow_id: str, seq: int) -> bytes:
     return workflow_id.encode() + b"\x00" + _U64.pack(seq)
 
 
-def history_prefix(workflow_id: str) -> bytes:
+def workflow_prefix(workflow_id: str) -> bytes:
+    """The key prefix of one workflow in the history and timer_refs column families."""
     return workflow_id.encode() + b"\x00"
 
 

@@ -26,8 +26,9 @@ import logging
 import signal
 import threading
 import time
+import traceback
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -171,21 +172,27 @@ class ProcessorLoop:
             "isolation.level": "read_committed", "enable.auto.commit": False, "enable.partition.eof": False,
         })
         total = 0
+        topics = ((self.settings.topics.events, EVENTS_NEXT), (self.settings.topics.timers, TIMERS_NEXT))
+        # One probe for every partition being restored (a probe is a client: connection, metadata).
+        highs = {topic: high_watermarks(self.settings.bootstrap, [TopicPartition(topic, p) for p in todo])
+                 for topic, _ in topics}
         try:
             for p in todo:
                 store = PartitionStore(self.settings.state_dir / f"p{p:04d}")
                 self.engine.open_partition(p, store)
-                total += self._restore_topic(restorer, p, store, self.settings.topics.events, EVENTS_NEXT)
-                total += self._restore_topic(restorer, p, store, self.settings.topics.timers, TIMERS_NEXT)
+                for topic, meta in topics:
+                    total += self._restore_topic(restorer, p, store, topic, meta, highs[topic][p])
         finally:
             restorer.close()
         self.consumer.resume([TopicPartition(self.settings.topics.commands, p) for p in todo])
         self._to_resume.extend(todo)
         log.info("restored partitions %s: %d records in %.2fs", todo, total, time.monotonic() - t0)
 
-    def _restore_topic(self, restorer: Consumer, p: int, store: PartitionStore, topic: str, meta: bytes) -> int:
+    def _restore_topic(self, restorer: Consumer, p: int, store: PartitionStore, topic: str, meta: bytes,
+                       high: int) -> int:
+        """Apply `topic`[p] from the stored offset until the position passes `high`, the high
+        watermark taken before the restore began (see high_watermarks)."""
         start = store.offset(meta)
-        high = high_watermarks(self.settings.bootstrap, [TopicPartition(topic, p)])[p]
         if start >= high:
             return 0
         restorer.assign([TopicPartition(topic, p, start)])
@@ -327,28 +334,25 @@ class ProcessorLoop:
                 self.consumer.seek(TopicPartition(self.settings.topics.commands, p, offset))
 
     def _quarantine(self, firing: tuple[int, str, str], now_ms: int) -> None:
-        import traceback
-
         reason = traceback.format_exc(limit=5)
-        self.producer.begin_transaction()
-        self.sink.new_transaction()
-        self.engine.begin(now_ms)
-        self.engine.quarantine_timer(*firing, reason)
-        self.producer.commit_transaction(60)
-        self.engine.committed()
+        self._isolated(now_ms, lambda: self.engine.quarantine_timer(*firing, reason))
 
     def _dead_letter_poison(self, msgs: list[Message], now_ms: int) -> None:
-        import traceback
-
         m = msgs[0]
         p, offset = position(m)
+        reason = "processing raised: " + traceback.format_exc(limit=5)
+        self._isolated(now_ms, lambda: self.engine.dead_letter(m.key(), m.value(), headers(m), p, offset, reason),
+                       [TopicPartition(self.settings.topics.commands, p, offset + 1)])
+
+    def _isolated(self, now_ms: int, work: Callable[[], None], offsets: list[TopicPartition] | None = None) -> None:
+        """A transaction of its own for the one action that takes a failure out of the way (the same
+        steps as _transaction, minus the batch)."""
         self.producer.begin_transaction()
         self.sink.new_transaction()
         self.engine.begin(now_ms)
-        reason = "processing raised: " + traceback.format_exc(limit=5)
-        self.engine.dead_letter(m.key(), m.value(), headers(m), p, offset, reason)
-        offsets = [TopicPartition(self.settings.topics.commands, p, offset + 1)]
-        self.producer.send_offsets_to_transaction(offsets, self.consumer.consumer_group_metadata(), 30)
+        work()
+        if offsets:
+            self.producer.send_offsets_to_transaction(offsets, self.consumer.consumer_group_metadata(), 30)
         self.producer.commit_transaction(60)
         self.engine.committed()
 

@@ -76,7 +76,7 @@ class PartitionStore:
         return Summary.from_bytes(raw) if raw is not None else None
 
     def history(self, workflow_id: str) -> list[bytes]:
-        prefix = keys.history_prefix(workflow_id)
+        prefix = keys.workflow_prefix(workflow_id)
         out: list[bytes] = [v for _, v in self._iter_prefix("history", prefix)]
         out.extend(v for _, v in self.batch.history.get(workflow_id, ()))
         return out
@@ -106,7 +106,7 @@ class PartitionStore:
         return keys.unpack_u64(raw) if raw is not None else None
 
     def timer_keys(self, workflow_id: str) -> list[str]:
-        prefix = keys.history_prefix(workflow_id)
+        prefix = keys.workflow_prefix(workflow_id)
         found = {k[len(prefix):].decode() for k, _ in self._iter_prefix("timer_refs", prefix)}
         for (wid, tkey), due in self.batch.timer_view.items():
             if wid == workflow_id:

@@ -64,9 +64,8 @@ class Record:
 
     def event(self) -> dict[str, Any]:
         """A wf.events record as the runtime sees it: the fields plus "type" = short name."""
-        name, rec = self.decode()
-        rec["type"] = name.rpartition(".")[2]
-        return rec
+        assert self.value is not None, f"tombstone on {self.topic} key {self.key!r}"
+        return CODEC.decode_typed(self.value)
 
 
 class ListSink:
