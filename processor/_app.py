@@ -15,7 +15,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +34,6 @@ class Worker:
     activities: Sequence[Callable[..., Any]] = ()
     task_queue: str = "default"
     max_concurrent_activities: int = 100
-    _names: tuple[str, ...] = field(default=(), init=False, repr=False)
 
     def __post_init__(self) -> None:
         if not self.workflows and not self.activities:
@@ -51,7 +50,6 @@ class Worker:
                               "with @activity.defn(name=...)")
         if self.max_concurrent_activities < 1:
             raise ConfigError("max_concurrent_activities must be at least 1")
-        object.__setattr__(self, "_names", tuple(names))
 
 
 def load_app(spec: str) -> Worker:

@@ -108,13 +108,15 @@ def _print_result(client: Any, workflow_id: str, timeout: float) -> int:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
+    from processor.client import summarize
+
     client = _client(args)
     try:
         history = client.history(args.id)
         if not history:
             print(f"no workflow with id {args.id!r}")
             return 1
-        summary = client.describe(args.id)
+        summary = summarize(history)  # from the history just read: one scan, not two
     finally:
         client.close()
     print(f"workflow {args.id}")

@@ -85,6 +85,17 @@ def _outcome(workflow_id: str, completion: tuple[str, dict[str, Any]], result_ty
     raise WorkflowFailureError(workflow_id, status, rec.get("reason") or "")
 
 
+def summarize(events: list[dict[str, Any]]) -> dict[str, Any]:
+    """What `describe` shows, from a history already read: the processors' own fold of it."""
+    summary: Summary | None = None
+    for ev in events:
+        summary = fold(summary, ev)
+    assert summary is not None, "an empty history has no summary"
+    out = summary.describe()
+    out["history_length"] = len(events)
+    return out
+
+
 class _CompletionWatcher:
     """Background reader of the completion partitions that someone asked about."""
 
@@ -100,7 +111,7 @@ class _CompletionWatcher:
         self.codec = default_codec()
         self.results: dict[str, tuple[str, dict[str, Any]]] = {}
         self.callbacks: dict[str, list[Callable[[tuple[str, dict[str, Any]]], None]]] = {}
-        self.cond = threading.Condition()
+        self.lock = threading.Lock()
         self._watched: set[int] = set()
         self._add: list[int] = []
         self._stop = False
@@ -109,14 +120,14 @@ class _CompletionWatcher:
 
     def watch(self, workflow_id: str) -> None:
         p = partition_for(workflow_id.encode(), self.partitions)
-        with self.cond:
+        with self.lock:
             if p not in self._watched:
                 self._watched.add(p)
                 self._add.append(p)
 
     def _run(self) -> None:
         while not self._stop:
-            with self.cond:
+            with self.lock:
                 add, self._add = self._add, []
             if add:
                 self.consumer.incremental_assign([TopicPartition(self.topic, p, OFFSET_BEGINNING) for p in add])
@@ -133,18 +144,17 @@ class _CompletionWatcher:
                 got.append((rec["workflow_id"], name.rpartition(".")[2], rec))
             if got:
                 fire: list[tuple[Callable[[tuple[str, dict[str, Any]]], None], tuple[str, dict[str, Any]]]] = []
-                with self.cond:
+                with self.lock:
                     for wid, kind, rec in got:
                         self.results[wid] = (kind, rec)
                         fire.extend((fn, (kind, rec)) for fn in self.callbacks.pop(wid, ()))
-                    self.cond.notify_all()
                 for fn, res in fire:
                     fn(res)
 
     def on_result(self, workflow_id: str, fn: Callable[[tuple[str, dict[str, Any]]], None]) -> None:
         """Call `fn(completion)` from the watcher thread once `workflow_id` completes (now, if it has)."""
         self.watch(workflow_id)
-        with self.cond:
+        with self.lock:
             ready = self.results.get(workflow_id)
             if ready is None:
                 self.callbacks.setdefault(workflow_id, []).append(fn)
@@ -152,15 +162,23 @@ class _CompletionWatcher:
             fn(ready)
 
     def wait(self, workflow_id: str, timeout: float | None) -> tuple[str, dict[str, Any]]:
-        self.watch(workflow_id)
-        deadline = None if timeout is None else time.monotonic() + timeout
-        with self.cond:
-            while workflow_id not in self.results:
-                remaining = None if deadline is None else deadline - time.monotonic()
-                if remaining is not None and remaining <= 0:
-                    raise TimeoutError(f"workflow {workflow_id!r} did not complete within {timeout}s")
-                self.cond.wait(remaining if remaining is not None else 1.0)
-            return self.results[workflow_id]
+        """Block until the completion arrives: `on_result` with an Event."""
+        done = threading.Event()
+        box: list[tuple[str, dict[str, Any]]] = []
+
+        def arrived(res: tuple[str, dict[str, Any]]) -> None:
+            box.append(res)
+            done.set()
+
+        self.on_result(workflow_id, arrived)
+        if not done.wait(timeout):
+            with self.lock:
+                waiting = self.callbacks.get(workflow_id, [])
+                if arrived in waiting:
+                    waiting.remove(arrived)
+            if not box:
+                raise TimeoutError(f"workflow {workflow_id!r} did not complete within {timeout}s")
+        return box[0]
 
     def close(self) -> None:
         self._stop = True
@@ -299,8 +317,7 @@ class Client:
                     for m in consumer.consume(1000, timeout=0.2):
                         value, key = m.value(), m.key() or b""
                         if m.error() is None and value is not None and key.startswith(key_prefix):
-                            name, ev = self.codec.decode(value)
-                            ev["type"] = name.rpartition(".")[2]
+                            ev = self.codec.decode_typed(value)
                             events[ev["seq"]] = ev
             return [events[s] for s in sorted(events)]
         except KafkaException as exc:
@@ -312,13 +329,7 @@ class Client:
         events = self.history(workflow_id)
         if not events:
             raise WorkflowNotFoundError(f"no workflow with id {workflow_id!r}")
-        summary: Summary | None = None
-        for ev in events:
-            summary = fold(summary, ev)
-        assert summary is not None
-        out = summary.describe()
-        out["history_length"] = len(events)
-        return out
+        return summarize(events)
 
     def close(self) -> None:
         self.producer.flush(10)

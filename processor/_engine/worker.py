@@ -32,7 +32,7 @@ from processor import activity
 from processor._codec import default_codec
 from processor._engine.settings import Settings
 from processor._failure import failure_from_exception
-from processor._kafka.messages import consume_available, headers, position
+from processor._kafka.messages import consume_available, dlq_headers, headers, position
 from processor._kafka.topics import ensure_topics, task_queue_spec
 from processor._payload import from_payloads, to_payload
 from processor.exceptions import DecodeError
@@ -183,16 +183,21 @@ class ActivityWorker:
         else:
             self.completed += 1
         value = self.codec.encode(name, rec)
+        self._produce(self.settings.topics.commands, task["workflow_id"].encode(), value, self.codec.headers(name),
+                      self._finish_when_acked(p, offset))
+
+    def _finish_when_acked(self, p: int, offset: int) -> Callable[[KafkaError | None, Message], None]:
+        """A delivery callback that makes the task's offset committable once the broker has the
+        record that settles it; unacknowledged, the offset stays uncommitted and the task runs again."""
 
         def acked(err: KafkaError | None, _msg: Message) -> None:
             if err is None:
                 with self._lock:
                     self._finished.append((p, offset))
-            else:  # not acknowledged: leave the offset uncommitted so the task runs again
-                log.error("result of %s/%s not delivered: %s", task["workflow_id"], task["activity_seq"], err)
+            else:
+                log.error("record settling %s[%d]@%d not delivered: %s", self.topic, p, offset, err)
 
-        self._produce(self.settings.topics.commands, task["workflow_id"].encode(), value, self.codec.headers(name),
-                      acked)
+        return acked
 
     def _produce(self, topic: str, key: bytes, value: bytes | None, out_headers: list[tuple[str, bytes]],
                  cb: Callable[[KafkaError | None, Message], None] | None = None) -> None:
@@ -224,12 +229,9 @@ class ActivityWorker:
 
     def _dead_letter(self, m: Message, reason: str) -> None:
         p, offset = position(m)
-        out = (headers(m) or []) + [("dlq.reason", reason.encode()), ("dlq.topic", self.topic.encode()),
-                                    ("dlq.partition", str(p).encode()), ("dlq.offset", str(offset).encode())]
-        self._produce(self.settings.topics.dlq, m.key() or b"", m.value(), out)
-        self.producer.flush(10)
         self.offsets.start(p, offset)
-        self.offsets.finish(p, offset)
+        self._produce(self.settings.topics.dlq, m.key() or b"", m.value(),
+                      dlq_headers(headers(m), reason, self.topic, p, offset), self._finish_when_acked(p, offset))
 
     # -- the loop -------------------------------------------------------------------------------
 

@@ -31,6 +31,13 @@ def headers(m: Message) -> Headers | None:
     return [(str(k), v if isinstance(v, bytes) else (v or "").encode()) for k, v in items]
 
 
+def dlq_headers(original: Headers | None, reason: str, topic: str, partition: int, offset: int) -> Headers:
+    """The record's own headers plus where it came from and why it is dead-lettered (the layout
+    docs/architecture.md promises operators)."""
+    return [*(original or []), ("dlq.reason", reason.encode()), ("dlq.topic", topic.encode()),
+            ("dlq.partition", str(partition).encode()), ("dlq.offset", str(offset).encode())]
+
+
 def consume_available(consumer: Consumer, max_messages: int, timeout: float) -> list[Message]:
     """Wait up to `timeout` for the first message, then take what is already fetched, up to max.
 
