@@ -18,6 +18,7 @@ __all__ = [
     "KafkaUnavailableError",
     "NondeterminismError",
     "PayloadError",
+    "PayloadTooLargeError",
     "ProcessorError",
     "TopicMismatchError",
     "WorkflowAlreadyStartedError",
@@ -48,6 +49,10 @@ class DecodeError(ProcessorError):
 
 class PayloadError(ProcessorError, TypeError):
     """A value that the payload converter cannot serialise or deserialise."""
+
+
+class PayloadTooLargeError(PayloadError, ValueError):
+    """A record would be larger than Kafka accepts (see `processor._limits`); nothing was sent."""
 
 
 class ApplicationError(ProcessorError):

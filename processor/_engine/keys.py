@@ -16,6 +16,15 @@ def event_key(workflow_id: str, seq: int) -> bytes:
     return f"{workflow_id}@{seq:012d}".encode()
 
 
+def split_event_key(key: bytes) -> tuple[str, int] | None:
+    """(workflow id, seq) of a wf.events key, or None if it is not one. Exact: the seq is the
+    last 12 digits after the last '@', so ids that contain '@' or share a prefix never mix."""
+    wid, sep, seq = key.rpartition(b"@")
+    if not sep or len(seq) != 12 or not seq.isdigit():
+        return None
+    return wid.decode(errors="replace"), int(seq)
+
+
 def timer_topic_key(workflow_id: str, timer_key: str) -> bytes:
     return f"{workflow_id}@t{timer_key}".encode()
 
