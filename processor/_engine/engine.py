@@ -16,19 +16,21 @@ from __future__ import annotations
 import logging
 import os
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from processor._codec import Codec
 from processor._codec.partitioner import partition_for
 from processor._engine import keys
+from processor._engine.deadline import ActivationBlocked, Deadline
 from processor._engine.retry import next_retry_delay_ms
 from processor._engine.settings import Settings
 from processor._engine.state import CLOSING_STATUS, Summary, fold
 from processor._engine.store import PartitionStore
 from processor._kafka.messages import dlq_headers
-from processor._runtime import WorkflowInstance
+from processor._limits import MAX_RECORD_BYTES, too_large
+from processor._runtime import Completion, WorkflowInstance, WorkflowTaskError
 from processor.exceptions import DecodeError
 from processor.workflow import WorkflowDefinition
 
@@ -83,6 +85,7 @@ class Engine:
         self.counters = Counters()
         self.now_ms = 0
         self.firing: tuple[int, str, str] | None = None  # the timer being fired, for quarantine
+        self.deadline = Deadline()
         self._handlers = {
             CMD + "StartWorkflow": self._on_start,
             CMD + "SignalWorkflow": self._on_signal,
@@ -148,6 +151,9 @@ class Engine:
         if self._load(partition, wid) is not None:
             self.counters.duplicates += 1  # idempotent by id: the existing run stands
             return None
+        size = sum(len(a["data"]) for a in rec["args"])
+        if size > MAX_RECORD_BYTES:
+            return too_large(f"the input of workflow {wid!r}", size)
         definition = self.definitions.get(rec["workflow_type"])
         started = {
             "type": "WorkflowStarted", "workflow_type": rec["workflow_type"], "args": rec["args"],
@@ -262,12 +268,18 @@ class Engine:
 
     # -- timers --------------------------------------------------------------------------------
 
-    def fire_due_timers(self, now_ms: int) -> int:
-        """Fire committed timers that are due, in due order, within the per-tick budget."""
+    def fire_due_timers(self, now_ms: int, horizons: Mapping[int, int] | None = None) -> int:
+        """Fire committed timers that are due, in due order, within the per-tick budget.
+
+        `horizons` bounds each partition's firing below `now_ms`: the loop passes how far that
+        partition's input has been read (see ProcessorLoop._horizons), so a timer never fires
+        ahead of a command that was already in the log when it fell due -- an activity result
+        that arrived in time beats the timeout that fell due while the processor was down."""
         self.now_ms = now_ms
         fired = 0
         for partition, store in list(self.stores.items()):
-            for due, wid, tkey in store.due_timers(now_ms, self.settings.timers_per_tick - fired):
+            upto = now_ms if horizons is None else min(now_ms, horizons.get(partition, now_ms))
+            for due, wid, tkey in store.due_timers(upto, self.settings.timers_per_tick - fired):
                 # An earlier fire in this tick may have moved or removed this timer (a retry that
                 # deleted its activity's other timers, a cancel): fire only what still stands.
                 if store.timer_due(wid, tkey) != due:
@@ -289,6 +301,15 @@ class Engine:
     def next_due_ms(self) -> int | None:
         dues = [d for d in (s.next_due() for s in self.stores.values()) if d is not None]
         return min(dues) if dues else None
+
+    def has_due(self, now_ms: int, horizons: Mapping[int, int] | None = None) -> bool:
+        """Whether fire_due_timers(now_ms, horizons) would find a timer to fire."""
+        for partition, store in self.stores.items():
+            due = store.next_due()
+            upto = now_ms if horizons is None else min(now_ms, horizons.get(partition, now_ms))
+            if due is not None and due <= upto:
+                return True
+        return False
 
     def _fire(self, partition: int, wid: str, tkey: str) -> None:
         self._set_timer(partition, wid, tkey, None)
@@ -340,6 +361,11 @@ class Engine:
         event["time_ms"] = self.now_ms
         name = EV + event["type"]
         value = self.codec.encode(name, event)
+        if len(value) > MAX_RECORD_BYTES:
+            # Kafka would refuse the record and abort the whole transaction, again after every
+            # restart. The workflow fails instead, once, saying which event and how large.
+            value = self._oversized(wid, event, len(value))
+            name = EV + event["type"]
         self.sink.produce(self.topics.events, partition, keys.event_key(wid, event["seq"]), value,
                           self.codec.headers(name))
         store = self.stores[partition]
@@ -349,6 +375,17 @@ class Engine:
         self.touched.add(wid)
         self.counters.events += 1
         self._side_effects(partition, wid, live, event)
+
+    def _oversized(self, wid: str, event: dict[str, Any], size: int) -> bytes:
+        """Turn an event too large for Kafka into the WorkflowFailed that replaces it (same seq)."""
+        what = f"event {event['type']} (seq {event['seq']}) of workflow {wid!r}"
+        log.error("%s", too_large(what, size))
+        failed = {"type": "WorkflowFailed", "workflow_id": wid, "seq": event["seq"], "time_ms": event["time_ms"],
+                  "failure": {"type": "PayloadTooLarge", "message": too_large(what, size), "stack_trace": "",
+                              "non_retryable": True, "cause": None}}
+        event.clear()
+        event.update(failed)
+        return self.codec.encode(EV + "WorkflowFailed", event)
 
     def _side_effects(self, partition: int, wid: str, live: Live, event: dict[str, Any]) -> None:
         etype = event["type"]
@@ -420,11 +457,13 @@ class Engine:
             self._evict(wid)
             self._load(partition, wid)
             return
-        completion = live.instance.activate(events)
+        completion = self._activate(wid, live.instance, events, replay=False)
         if completion.error is not None:
             self._hold(partition, wid, live, completion.error)
             return
         for command in completion.commands:
+            if not live.summary.running:
+                break  # a command closed it (e.g. an oversized result failed it): the rest is moot
             self._append(partition, wid, live, dict(command))
         if self.settings.always_replay:
             self._evict(wid)
@@ -455,7 +494,7 @@ class Engine:
             self.counters.replays += 1
             instance = WorkflowInstance(definition, wid)
             history = [self.codec.decode_typed(raw) for raw in store.history(wid)]
-            completion = instance.activate(history)
+            completion = self._activate(wid, instance, history, replay=True)
             if completion.error is not None:
                 instance.close()
                 self._hold(partition, wid, live, completion.error)
@@ -464,8 +503,36 @@ class Engine:
             if summary.held is not None:  # the code deployed now replays it: release the hold
                 self._append(partition, wid, live, {"type": "WorkflowTaskRecovered"})
             for command in completion.commands:  # commands a held workflow owed: now recorded
+                if not live.summary.running:
+                    break
                 self._append(partition, wid, live, dict(command))
         return live
+
+    def _activate(self, wid: str, instance: WorkflowInstance, events: list[dict[str, Any]], *,
+                  replay: bool) -> Completion:
+        """`instance.activate(events)` under the activation deadline (see deadline.py). A replay
+        may take longer than one live step (it runs the whole history) but never long enough to
+        overrun the transaction."""
+        limit = self.settings.activation_deadline_ms / 1000
+        if replay:
+            limit = max(limit, self.settings.transaction_timeout_ms / 1000 * 0.4)
+        deadline = self.deadline
+        try:
+            deadline.arm(limit)
+            try:
+                completion = instance.activate(events)
+            finally:
+                deadline.disarm()
+        except ActivationBlocked:
+            deadline.expired = True
+        if not deadline.expired:
+            return completion
+        return Completion([], WorkflowBlockedError(
+            f"workflow {wid!r} blocked the processor's event loop for more than {limit:g}s "
+            f"({'replaying' if replay else 'running'} its code): time.sleep, blocking I/O or a long computation "
+            "in workflow code? Do blocking work in an activity and wait with asyncio.sleep or "
+            "workflow.wait_condition; DP_ACTIVATION_DEADLINE_MS sets the limit. The workflow is held until "
+            "code that does not block is deployed."), False)
 
     def _cache_put(self, wid: str, live: Live) -> None:
         self.cache[wid] = live
@@ -525,6 +592,10 @@ class Engine:
         wid, tkey = keys.split_timer_topic_key(key)
         due = None if value is None else self.codec.decode_as(value, "wf.timers.v1.TimerScheduled")["fire_at_ms"]
         self.stores[partition].set_timer(wid, tkey, due)
+
+
+class WorkflowBlockedError(WorkflowTaskError):
+    """Workflow code overran its activation deadline (the reason a blocked workflow is held)."""
 
 
 # Timer keys: kind letter + seq. u = workflow sleep (timer_seq); r = activity retry backoff,

@@ -26,6 +26,8 @@ class Settings:
     cache_size: int = field(default_factory=lambda: _env_int("DP_CACHE_SIZE", 10_000))
     session_timeout_ms: int = field(default_factory=lambda: _env_int("DP_SESSION_TIMEOUT_MS", 6_000))
     transaction_timeout_ms: int = field(default_factory=lambda: _env_int("DP_TRANSACTION_TIMEOUT_MS", 10_000))
+    # Workflow code that runs this long without yielding is held as blocked (deadline.py).
+    activation_deadline_ms: int = field(default_factory=lambda: _env_int("DP_ACTIVATION_DEADLINE_MS", 2_000))
     timers_per_tick: int = field(default_factory=lambda: _env_int("DP_TIMERS_PER_TICK", 1_000))
     # Evict every instance after each activation so every step replays from history: finds
     # nondeterminism and replay bugs in tests at the cost of speed.

@@ -204,8 +204,10 @@ class EngineHarness:
         commit: bool = True,
         advance_ms: int = 0,
         resume: Sequence[int] = (),
+        horizons: dict[int, int] | None = None,
     ) -> list[Record]:
-        """One transaction: clock reading, resume held, fire due timers, apply commands, commit/abort.
+        """One transaction, in loop.py's order: clock reading, resume held, apply commands, fire the
+        timers due up to each partition's horizon (default: now), commit/abort.
 
         Returns the records produced in it."""
         self.now_ms += advance_ms
@@ -213,11 +215,11 @@ class EngineHarness:
         self.engine.begin(self.now_ms)
         for p in resume:
             self.engine.resume_held(p)
-        self.engine.fire_due_timers(self.now_ms)
         for partition, key, value, headers in commands:
             offset = self.offsets[partition]
             self.offsets[partition] += 1
             self.engine.handle_command(partition, key, value, headers, offset)
+        self.engine.fire_due_timers(self.now_ms, horizons)
         if commit:
             self.engine.committed()
         else:

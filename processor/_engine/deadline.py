@@ -1,0 +1,59 @@
+"""A wall-clock deadline on one activation of workflow code (the processor's deadlock detector).
+
+Workflow code that blocks its event loop (`time.sleep`, blocking I/O, a long computation) blocks the
+processor's single thread: every other workflow of the process waits, and past the transaction
+timeout the broker aborts the open transaction and fences the producer. Left alone, the same
+command is applied again after the restart and blocks again -- a crash loop.
+
+So each activation runs under a deadline: an interval timer (SIGALRM) raises `ActivationBlocked`
+inside the blocked code (a signal interrupts `time.sleep` and pure-Python loops; a C extension that
+never releases the GIL cannot be interrupted, and is not caught). The engine then discards the
+instance and holds the workflow with the reason, as it does for nondeterminism, so a hotfix can
+resume it. If the workflow code swallows the exception, the timer raises again every
+`REPEAT_S` until the activation ends, and the activation counts as blocked all the same.
+
+Signals reach only the main thread: off it (a processor run inside a test thread) the deadline is
+not enforced, and `enforced` says so. Tried and rejected: a watchdog thread cannot interrupt
+the main thread's `time.sleep`, and `sys.settrace` costs ~10x on every workflow step.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+from types import FrameType
+
+REPEAT_S = 0.25
+
+
+class ActivationBlocked(BaseException):  # noqa: N818 - engine control flow, not an error type
+    """Raised inside workflow code that overran its activation deadline. A BaseException so that
+    `except Exception:` in workflow code does not swallow it; a bare `except:` would, and the
+    deadline then raises again."""
+
+
+class Deadline:
+    def __init__(self) -> None:
+        self.enforced = threading.current_thread() is threading.main_thread() and hasattr(signal, "setitimer")
+        self._armed = False
+        self.expired = False
+        if self.enforced:
+            signal.signal(signal.SIGALRM, self._on_alarm)
+
+    def _on_alarm(self, _signum: int, _frame: FrameType | None) -> None:
+        if not self._armed:
+            return
+        self.expired = True
+        signal.setitimer(signal.ITIMER_REAL, REPEAT_S)
+        raise ActivationBlocked
+
+    def arm(self, seconds: float) -> None:
+        self.expired = False
+        if self.enforced and seconds > 0:
+            self._armed = True
+            signal.setitimer(signal.ITIMER_REAL, seconds)
+
+    def disarm(self) -> None:
+        if self._armed:
+            self._armed = False
+            signal.setitimer(signal.ITIMER_REAL, 0)
