@@ -3,18 +3,25 @@
 The commit protocol lives in `ProcessorLoop._transaction` and nowhere else:
 
   Step 1  begin_transaction; the engine takes the batch clock.
-  Step 2  fire due timers, resume held workflows, apply every consumed command; all output
-          (events, timers, tasks, completions, DLQ, forwards) is produced into the transaction and
-          all state changes go to the per-partition overlays.
-  Step 3  send_offsets_to_transaction(next input offsets, consumer group metadata) -- the group
-          metadata fences a zombie that lost its partitions (EOS v2).
+  Step 2  resume held workflows, apply the consumed commands (within a time budget), THEN fire
+          the timers that are due up to each partition's input horizon (commands already in the
+          log when a timer fell due win over it); all output (events, timers, tasks,
+          completions, DLQ, forwards) is produced into the transaction and all state changes go
+          to the per-partition overlays.
+  Step 3  send_offsets_to_transaction(next input offset of EVERY owned partition, consumer group
+          metadata), in every transaction that writes -- also one that only fires timers or
+          resumes: the group metadata is what fences a zombie that lost its partitions (EOS v2).
   Step 4  commit_transaction (it flushes; delivery reports tell the wf.events/wf.timers offsets).
   Step 5  write-after-commit: one RocksDB WriteBatch per touched partition (data + offsets).
 
-Abortable errors in steps 2-4 (a rebalance during the transaction, STALE_MEMBER_EPOCH,
-ILLEGAL_GENERATION, ...): abort, drop the overlays and every instance the batch advanced, and
-seek each partition back to the first offset of the batch. Fenced or fatal: raise, the supervisor
-restarts the process, and the stable transactional.id makes the new process fence its zombie.
+Errors in steps 1-4: retriable ones (the broker is unreachable, a request timed out) retry the
+step until the broker answers again; abortable ones (a rebalance during the transaction,
+STALE_MEMBER_EPOCH, ILLEGAL_GENERATION, ...) abort, drop the overlays and every instance the batch
+advanced, and seek each partition back to its last committed input offset; fatal ones (the
+coordinator timed the transaction out during a long broker outage and bumped the epoch) replace
+the producer in process -- the same stable transactional.id, so the old epoch stays fenced -- and
+rewind the same way. The process therefore rides out a broker outage by itself; it exits only
+when another live process holds its transactional.id.
 
 A transaction never spans two consume() calls, so rebalance callbacks (which run inside
 consume()) never see an open transaction: revoking a partition is always clean.
@@ -40,13 +47,28 @@ from processor._engine.settings import Settings
 from processor._engine.store import EVENTS_NEXT, TIMERS_NEXT, PartitionStore
 from processor._kafka.messages import consume_available, headers, high_watermarks, position
 from processor._kafka.topics import ensure_topics, load_specs, task_queue_spec
-from processor.exceptions import KafkaUnavailableError
+from processor._limits import PRODUCER_MESSAGE_MAX_BYTES
+from processor.exceptions import KafkaUnavailableError, ProcessorError
 
 log = logging.getLogger("processor.loop")
 
 RESTORE_FLUSH_EVERY = 5_000
 SLOW_TRANSACTION_S = 0.2
 STATS_EVERY_S = 60.0
+# A transaction applies commands for at most this share of transaction.timeout.ms, so a batch of
+# slow commands commits long before the broker would abort it.
+BATCH_BUDGET_SHARE = 0.4
+RETRY_BACKOFF_S = 0.5
+OUTAGE_LOG_EVERY_S = 10.0
+# More producer replacements than this within a minute means another live process holds our
+# transactional.id (two processors on one state dir): exit rather than fence each other for ever.
+MAX_PRODUCER_RESETS_PER_MIN = 5
+HEARTBEAT_FILE = "heartbeat"
+HEARTBEAT_EVERY_S = 1.0
+
+
+class _Rewind(Exception):  # noqa: N818 - control flow inside the loop, never leaves it
+    """The open transaction cannot commit; it was aborted and input was rewound."""
 
 
 def _stable_transactional_id(settings: Settings) -> str:
@@ -109,6 +131,10 @@ class _TransactionSink:
     def new_transaction(self) -> None:
         self._tracked.clear()
 
+    def use(self, producer: Producer) -> None:
+        """The loop replaced its producer (after a fatal error)."""
+        self._producer = producer
+
     def task_topic(self, queue: str) -> str:
         name = self._loop.settings.topics.tasks(queue)
         if name not in self._task_topics:
@@ -119,30 +145,52 @@ class _TransactionSink:
 
 
 class ProcessorLoop:
-    def __init__(self, settings: Settings, workflows: Sequence[type]) -> None:
+    def __init__(self, settings: Settings, workflows: Sequence[type], *,
+                 producer_factory: Callable[[dict[str, Any]], Producer] = Producer,
+                 consumer: Consumer | None = None, partitions: int | None = None) -> None:
+        """`producer_factory`, `consumer` and `partitions` let unit tests put in-memory twins in
+        place of the Kafka clients (tests/unit/engine/test_loop_protocol.py)."""
         self.settings = settings
-        specs = load_specs(settings.prefix)
-        ensure_topics(settings.bootstrap, [s for s in specs if not s.name.startswith(settings.topics.tasks(""))],
-                      exact_partitions=False)
+        self._producer_factory = producer_factory
         self.stop_event = threading.Event()
-        common = {"bootstrap.servers": settings.bootstrap, "client.id": "processor"}
-        self.producer = Producer({
-            **common,
-            "transactional.id": _stable_transactional_id(settings),
-            "enable.idempotence": True,
-            "transaction.timeout.ms": settings.transaction_timeout_ms,
-            "linger.ms": 2,
-            "retry.backoff.ms": 10,
-            "partitioner": "murmur2_random",
-        })
-        self.consumer = Consumer(settings.group_consumer_config(settings.processor_group, "processor"))
-        md = self.consumer.list_topics(settings.topics.commands, timeout=30)
-        self.partitions = len(md.topics[settings.topics.commands].partitions)
+        self._transactional_id = _stable_transactional_id(settings)
+        if consumer is None:
+            specs = load_specs(settings.prefix)
+            ensure_topics(settings.bootstrap, [s for s in specs if not s.name.startswith(settings.topics.tasks(""))],
+                          exact_partitions=False)
+            consumer = Consumer(settings.group_consumer_config(settings.processor_group, "processor"))
+        self.consumer = consumer
+        if partitions is None:
+            md = self.consumer.list_topics(settings.topics.commands, timeout=30)
+            partitions = len(md.topics[settings.topics.commands].partitions)
+        self.partitions = partitions
+        self.producer = self._new_producer()
         self.sink = _TransactionSink(self)
         self.engine = Engine(settings, workflows, default_codec(), self.sink, self.partitions)
         self._to_restore: list[int] = []
         self._to_resume: list[int] = []
         self._single_steps = 0  # after a processing error: this many one-command transactions
+        # Per owned partition: the next wf.commands offset (what the open transaction commits and
+        # what a rewind seeks to) and the timestamp of the last command read (the timer horizon).
+        self._input_next: dict[int, int] = {}
+        self._input_ts: dict[int, int] = {}
+        self._resets: list[float] = []
+        self._outage_logged = 0.0
+        self._beat_at = 0.0
+        self._heartbeat = settings.state_dir / HEARTBEAT_FILE
+
+    def _new_producer(self) -> Producer:
+        return self._producer_factory({
+            "bootstrap.servers": self.settings.bootstrap,
+            "client.id": "processor",
+            "transactional.id": self._transactional_id,
+            "enable.idempotence": True,
+            "transaction.timeout.ms": self.settings.transaction_timeout_ms,
+            "message.max.bytes": PRODUCER_MESSAGE_MAX_BYTES,
+            "linger.ms": 2,
+            "retry.backoff.ms": 10,
+            "partitioner": "murmur2_random",
+        })
 
     # -- rebalance callbacks (run inside consume(), never during a transaction) ----------------
 
@@ -155,6 +203,8 @@ class ProcessorLoop:
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         for tp in partitions:
             self.engine.close_partition(tp.partition)
+            self._input_next.pop(tp.partition, None)
+            self._input_ts.pop(tp.partition, None)
             if tp.partition in self._to_restore:
                 self._to_restore.remove(tp.partition)
         consumer.incremental_unassign(partitions)
@@ -182,11 +232,31 @@ class ProcessorLoop:
                 self.engine.open_partition(p, store)
                 for topic, meta in topics:
                     total += self._restore_topic(restorer, p, store, topic, meta, highs[topic][p])
+            self._read_input_offsets(todo)
+        except BaseException:
+            for p in todo:  # half restored: closed, and restored again from scratch on the next turn
+                self.engine.close_partition(p)
+            self._to_restore = todo + self._to_restore
+            raise
         finally:
             restorer.close()
         self.consumer.resume([TopicPartition(self.settings.topics.commands, p) for p in todo])
         self._to_resume.extend(todo)
         log.info("restored partitions %s: %d records in %.2fs", todo, total, time.monotonic() - t0)
+
+    def _read_input_offsets(self, partitions: list[int]) -> None:
+        """Where each partition's input resumes: its committed offset (the start of the log if
+        none was ever committed). Every transaction commits these again, so even a transaction
+        that consumed nothing carries the group metadata that fences a zombie."""
+        commands = self.settings.topics.commands
+        for tp in self.consumer.committed([TopicPartition(commands, p) for p in partitions], timeout=30):
+            offset = tp.offset
+            if tp.error is not None:
+                raise KafkaException(tp.error)
+            if offset < 0:
+                offset = self.consumer.get_watermark_offsets(TopicPartition(commands, tp.partition), timeout=30,
+                                                             cached=False)[0]
+            self._input_next[tp.partition] = offset
 
     def _restore_topic(self, restorer: Consumer, p: int, store: PartitionStore, topic: str, meta: bytes,
                        high: int) -> int:
@@ -233,69 +303,117 @@ class ProcessorLoop:
     # -- the loop -----------------------------------------------------------------------------
 
     def run(self) -> None:
-        self.producer.init_transactions(60)
+        self._retrying("init_transactions", lambda: self.producer.init_transactions(30))
         self.consumer.subscribe([self.settings.topics.commands], on_assign=self._on_assign,
                                 on_revoke=self._on_revoke, on_lost=self._on_revoke)
         max_wait = self.settings.max_wait_ms / 1000
         next_stats = time.monotonic() + STATS_EVERY_S
         try:
             while not self.stop_event.is_set():
+                self._beat()
                 if time.monotonic() >= next_stats:
                     next_stats = time.monotonic() + STATS_EVERY_S
                     log.info("stats: partitions %s, cached workflows %d, %s", sorted(self.engine.stores),
                              len(self.engine.cache), self.engine.counters)
-                self._restore()
+                if not self._restore_or_wait():
+                    continue
                 timeout = max_wait
                 next_due = self.engine.next_due_ms()
                 if next_due is not None:
-                    timeout = min(timeout, max(0.0, (next_due - time.time() * 1000) / 1000))
+                    now_ms = int(time.time() * 1000)
+                    wait = (next_due - now_ms) / 1000
+                    if wait <= 0 and not self.engine.has_due(now_ms, self._horizons(now_ms)):
+                        wait = 0.02  # due, but its partition's input is not read up to it yet
+                    timeout = min(timeout, max(0.0, wait))
                 batch = 1 if self._single_steps else self.settings.max_batch
                 msgs = consume_available(self.consumer, batch, timeout)
-                if self._to_restore:
-                    self._restore()
-                msgs = [m for m in msgs if m.error() is None and position(m)[0] in self.engine.stores]
+                if self._to_restore and not self._restore_or_wait():
+                    continue  # the batch is dropped unapplied: a failed restore rewinds the consumer
+                msgs = self._usable(msgs)
                 now_ms = int(time.time() * 1000)
-                next_due = self.engine.next_due_ms()
-                if msgs or self._to_resume or (next_due is not None and next_due <= now_ms):
+                if msgs or self._to_resume or self.engine.has_due(now_ms, self._horizons(now_ms)):
                     self._transaction(msgs, now_ms)
         finally:
             self.close()
+
+    def _usable(self, msgs: list[Message]) -> list[Message]:
+        out = []
+        for m in msgs:
+            err = m.error()
+            if err is not None:
+                if err.code() != KafkaError._PARTITION_EOF:  # noqa: SLF001 - librdkafka's own code name
+                    self._outage(f"consume: {err}")
+                continue
+            if position(m)[0] in self.engine.stores:
+                out.append(m)
+        return out
+
+    def _restore_or_wait(self) -> bool:
+        """Restore newly assigned partitions; if the broker cannot serve that now, wait a moment
+        and report False (the partitions stay paused and are restored on a later turn)."""
+        try:
+            self._restore()
+            return True
+        except (KafkaException, ProcessorError) as exc:
+            self._outage(f"restoring partitions: {exc}")
+            self._rewind_all()
+            self.stop_event.wait(RETRY_BACKOFF_S)
+            return False
+
+    def _horizons(self, now_ms: int) -> dict[int, int]:
+        """How far each partition's timers may fire: `now` once its input is read to the end of
+        the log, else the timestamp of the last command read -- a timer due at T waits until every
+        command written before T has been applied (after a restart, results that were already
+        waiting beat the timeouts that fell due meanwhile). Cheap: cached watermarks, no I/O."""
+        commands = self.settings.topics.commands
+        out = {}
+        for p in self.engine.stores:
+            nxt = self._input_next.get(p)
+            try:
+                high = self.consumer.get_watermark_offsets(TopicPartition(commands, p), cached=True)[1]
+            except KafkaException:
+                high = -1
+            caught_up = nxt is not None and high >= 0 and nxt >= high
+            out[p] = now_ms if caught_up else self._input_ts.get(p, 0)
+        return out
 
     def _transaction(self, msgs: list[Message], now_ms: int) -> None:
         first: dict[int, int] = {}
         nxt: dict[int, int] = {}
         t0 = time.perf_counter()
-        # Step 1
-        self.producer.begin_transaction()
-        self.sink.new_transaction()
-        self.engine.begin(now_ms)
+        budget = t0 + self.settings.transaction_timeout_ms / 1000 * BATCH_BUDGET_SHARE
         try:
+            # Step 1
+            self._retrying("begin_transaction", self.producer.begin_transaction)
+            self.sink.new_transaction()
+            self.engine.begin(now_ms)
             # Step 2
             resume, self._to_resume = self._to_resume, []
             for p in resume:
                 if p in self.engine.stores:
                     self.engine.resume_held(p)
             self.engine.firing = None
-            self.engine.fire_due_timers(now_ms)
+            applied = 0
             for m in msgs:
                 p, offset = position(m)
                 first.setdefault(p, offset)
                 nxt[p] = offset + 1
                 self.engine.handle_command(p, m.key(), m.value(), headers(m), offset)
+                self._input_ts[p] = m.timestamp()[1]
+                applied += 1
+                if time.perf_counter() > budget and applied < len(msgs):
+                    self._put_back(msgs[applied:])
+                    break
+            self._input_next.update(nxt)
+            self.engine.fire_due_timers(now_ms, self._horizons(now_ms))
             t_applied = time.perf_counter()
             # Step 3
-            if nxt:
-                offsets = [TopicPartition(self.settings.topics.commands, p, o) for p, o in nxt.items()]
-                self.producer.send_offsets_to_transaction(offsets, self.consumer.consumer_group_metadata(), 30)
+            self._retrying("send_offsets_to_transaction", self._send_offsets)
             t_offsets = time.perf_counter()
             # Step 4
-            self.producer.commit_transaction(60)
+            self._retrying("commit_transaction", lambda: self.producer.commit_transaction(30))
         except KafkaException as exc:
-            err = exc.args[0]
-            if not err.txn_requires_abort():
-                raise
-            log.warning("transaction aborted (%s); rewinding %s", err, first)
-            self._abort(first)
+            self._failed(exc.args[0], first)
             return
         except Exception:
             # A bug on one command must not wedge the partition: retry the batch one command per
@@ -326,12 +444,105 @@ class ProcessorLoop:
             log.warning("slow transaction: %d commands in %.0f ms (apply %.0f, offsets %.0f, commit %.0f, "
                         "rocksdb %.0f)", len(msgs), took * 1000, *ms)
 
+    def _send_offsets(self) -> None:
+        """Step 3, in every transaction: the next input offset of every owned partition."""
+        commands = self.settings.topics.commands
+        offsets = [TopicPartition(commands, p, o) for p, o in self._input_next.items() if p in self.engine.stores]
+        if not offsets:
+            raise KafkaUnavailableError("no owned partition has a known input offset: nothing can fence "
+                                        "this transaction")
+        self.producer.send_offsets_to_transaction(offsets, self.consumer.consumer_group_metadata(), 30)
+
+    def _put_back(self, rest: list[Message]) -> None:
+        """Commands consumed but left for the next transaction (the batch ran out of time)."""
+        seek: dict[int, int] = {}
+        for m in rest:
+            p, offset = position(m)
+            seek.setdefault(p, offset)
+        for p, offset in seek.items():
+            self.consumer.seek(TopicPartition(self.settings.topics.commands, p, offset))
+
+    def _retrying(self, what: str, op: Callable[[], object]) -> None:
+        """Run one step of the protocol, retrying while the error is retriable (broker down,
+        request timed out). librdkafka documents every transactional call as safe to retry then."""
+        while True:
+            try:
+                op()
+                return
+            except KafkaException as exc:
+                err = exc.args[0]
+                if not err.retriable() or err.fatal() or err.txn_requires_abort():
+                    raise
+                self._outage(f"{what}: {err}")
+                if self.stop_event.wait(RETRY_BACKOFF_S):
+                    raise
+
+    def _failed(self, err: KafkaError, first: dict[int, int]) -> None:
+        """The open transaction cannot commit: abort it (or replace a fatally failed producer)."""
+        if err.txn_requires_abort() and not err.fatal():
+            log.warning("transaction aborted (%s); rewinding %s", err, first)
+            self._abort(first)
+            return
+        log.warning("producer failed fatally (%s); replacing it and rewinding %s", err, first)
+        self._reset_producer(first)
+
     def _abort(self, first: dict[int, int]) -> None:
-        self.producer.abort_transaction(60)
+        try:
+            self._retrying("abort_transaction", lambda: self.producer.abort_transaction(30))
+        except KafkaException as exc:
+            log.warning("abort failed (%s); replacing the producer", exc.args[0])
+            self._reset_producer(first)
+            return
+        self._rewind(first)
+
+    def _reset_producer(self, first: dict[int, int]) -> None:
+        now = time.monotonic()
+        self._resets = [t for t in self._resets if now - t < 60] + [now]
+        if len(self._resets) > MAX_PRODUCER_RESETS_PER_MIN:
+            raise KafkaUnavailableError(
+                f"the transactional producer was fenced {len(self._resets)} times in a minute: another live "
+                f"process uses transactional.id {self._transactional_id!r} (two processors on one state dir?)")
+        try:
+            self.producer.flush(0)
+        except KafkaException:
+            pass
+        self.producer = self._new_producer()
+        self.sink.use(self.producer)
+        self._retrying("init_transactions", lambda: self.producer.init_transactions(30))
+        self._rewind(first)
+
+    def _rewind(self, first: dict[int, int]) -> None:
+        """Forget the aborted batch: overlays, advanced instances, and input positions."""
         self.engine.aborted()
         for p, offset in first.items():
+            self._input_next[p] = offset
+        self._rewind_all()
+
+    def _rewind_all(self) -> None:
+        commands = self.settings.topics.commands
+        for p, offset in self._input_next.items():
             if p in self.engine.stores:
-                self.consumer.seek(TopicPartition(self.settings.topics.commands, p, offset))
+                try:
+                    self.consumer.seek(TopicPartition(commands, p, offset))
+                except KafkaException as exc:  # not fetching yet: it starts at the committed offset anyway
+                    log.debug("seek %s[%d] to %d: %s", commands, p, offset, exc)
+
+    def _outage(self, what: str) -> None:
+        now = time.monotonic()
+        if now - self._outage_logged >= OUTAGE_LOG_EVERY_S:
+            self._outage_logged = now
+            log.warning("Kafka at %s is not answering (%s); retrying until it is back", self.settings.bootstrap,
+                        what)
+
+    def _beat(self) -> None:
+        """Touch the heartbeat file: the supervisor restarts a child whose loop stopped turning."""
+        now = time.monotonic()
+        if now - self._beat_at >= HEARTBEAT_EVERY_S:
+            self._beat_at = now
+            try:
+                self._heartbeat.touch()
+            except OSError:
+                pass
 
     def _quarantine(self, firing: tuple[int, str, str], now_ms: int) -> None:
         reason = traceback.format_exc(limit=5)
@@ -342,19 +553,34 @@ class ProcessorLoop:
         p, offset = position(m)
         reason = "processing raised: " + traceback.format_exc(limit=5)
         self._isolated(now_ms, lambda: self.engine.dead_letter(m.key(), m.value(), headers(m), p, offset, reason),
-                       [TopicPartition(self.settings.topics.commands, p, offset + 1)])
+                       (p, offset))
 
-    def _isolated(self, now_ms: int, work: Callable[[], None], offsets: list[TopicPartition] | None = None) -> None:
+    def _isolated(self, now_ms: int, work: Callable[[], None], skip: tuple[int, int] | None = None) -> None:
         """A transaction of its own for the one action that takes a failure out of the way (the same
-        steps as _transaction, minus the batch)."""
-        self.producer.begin_transaction()
-        self.sink.new_transaction()
-        self.engine.begin(now_ms)
-        work()
-        if offsets:
-            self.producer.send_offsets_to_transaction(offsets, self.consumer.consumer_group_metadata(), 30)
-        self.producer.commit_transaction(60)
+        steps as _transaction, minus the batch). `skip` = (partition, offset) of a command that this
+        transaction consumes: committed as offset + 1, and the consumer moves past it."""
+        before = dict(self._input_next)
+        try:
+            self._retrying("begin_transaction", self.producer.begin_transaction)
+            self.sink.new_transaction()
+            self.engine.begin(now_ms)
+            work()
+            if skip is not None:
+                self._input_next[skip[0]] = skip[1] + 1
+            self._retrying("send_offsets_to_transaction", self._send_offsets)
+            self._retrying("commit_transaction", lambda: self.producer.commit_transaction(30))
+        except KafkaException as exc:
+            self._input_next = before
+            self._failed(exc.args[0], {})
+            return
+        except Exception:
+            log.exception("isolating a failure failed; it is retried on the next turn")
+            self._input_next = before
+            self._abort({})
+            return
         self.engine.committed()
+        if skip is not None:
+            self.consumer.seek(TopicPartition(self.settings.topics.commands, skip[0], skip[1] + 1))
 
     def close(self) -> None:
         try:

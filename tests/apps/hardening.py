@@ -78,8 +78,8 @@ class Paused:
     """One activity of `seconds` under a start-to-close timeout of `timeout` s, no retries."""
 
     @workflow.run
-    async def run(self, seconds: float, timeout: float) -> str:
-        result: str = await workflow.execute_activity(pause, seconds, start_to_close_timeout=timedelta(seconds=timeout),
+    async def run(self, seconds: float, limit: float) -> str:
+        result: str = await workflow.execute_activity(pause, seconds, start_to_close_timeout=timedelta(seconds=limit),
                                                       retry_policy=ONCE)
         return result
 

@@ -1,0 +1,227 @@
+"""The commit protocol of ProcessorLoop, over in-memory twins of the Kafka clients.
+
+What is pinned here (issue 6): every transaction that writes is fenced with the group metadata,
+also one that only fires timers; a dead-lettered poison command is consumed once and the consumer
+moves past it; retriable errors are retried, a fatal one replaces the producer and rewinds.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from confluent_kafka import KafkaError, KafkaException, TopicPartition
+from engine_harness import CMD, CODEC, ids_on_partition
+
+from processor import _payload
+from processor._engine.loop import ProcessorLoop
+from processor._engine.settings import Settings
+from processor._engine.store import PartitionStore
+from tests.apps.hardening import Sleeper
+
+PREFIX = "t"
+COMMANDS = f"{PREFIX}.commands"
+T0 = 1_700_000_000_000
+
+
+@dataclass
+class FakeMessage:
+    _partition: int
+    _offset: int
+    _key: bytes
+    _value: bytes
+    _ts: int
+    _headers: list[tuple[str, bytes]] = field(default_factory=list)
+
+    def error(self) -> None:
+        return None
+
+    def partition(self) -> int:
+        return self._partition
+
+    def offset(self) -> int:
+        return self._offset
+
+    def key(self) -> bytes:
+        return self._key
+
+    def value(self) -> bytes:
+        return self._value
+
+    def headers(self) -> list[tuple[str, bytes]]:
+        return self._headers
+
+    def timestamp(self) -> tuple[int, int]:
+        return (1, self._ts)
+
+    def topic(self) -> str:
+        return COMMANDS
+
+
+class FakeProducer:
+    """Records the transactional calls; `fail` maps a call name to errors raised on its next calls."""
+
+    def __init__(self, log: list[tuple[str, Any]], fail: dict[str, list[KafkaError]]) -> None:
+        self.log = log
+        self.fail = fail
+        self.produced: list[tuple[str, Any]] = []
+
+    def _call(self, name: str, arg: Any = None) -> None:
+        errors = self.fail.get(name)
+        if errors:
+            raise KafkaException(errors.pop(0))
+        self.log.append((name, arg))
+
+    def init_transactions(self, _timeout: float) -> None:
+        self._call("init")
+
+    def begin_transaction(self) -> None:
+        self._call("begin")
+
+    def produce(self, topic: str, **kwargs: Any) -> None:
+        self.produced.append((topic, kwargs))
+
+    def send_offsets_to_transaction(self, offsets: list[TopicPartition], metadata: Any, _timeout: float) -> None:
+        self._call("send_offsets", ({tp.partition: tp.offset for tp in offsets}, metadata))
+
+    def commit_transaction(self, _timeout: float) -> None:
+        self._call("commit")
+
+    def abort_transaction(self, _timeout: float) -> None:
+        self._call("abort")
+
+    def flush(self, _timeout: float) -> int:
+        return 0
+
+    def poll(self, _timeout: float) -> int:
+        return 0
+
+
+class FakeConsumer:
+    def __init__(self, high: dict[int, int]) -> None:
+        self.high = high
+        self.seeks: list[tuple[int, int]] = []
+
+    def committed(self, tps: list[TopicPartition], timeout: float) -> list[TopicPartition]:
+        return [TopicPartition(tp.topic, tp.partition, 0) for tp in tps]
+
+    def get_watermark_offsets(self, tp: TopicPartition, timeout: float = 0, cached: bool = False) -> tuple[int, int]:
+        return 0, self.high.get(tp.partition, 0)
+
+    def consumer_group_metadata(self) -> str:
+        return "group-metadata"
+
+    def seek(self, tp: TopicPartition) -> None:
+        self.seeks.append((tp.partition, tp.offset))
+
+
+class Rig:
+    def __init__(self, root: Path, fail: dict[str, list[KafkaError]] | None = None) -> None:
+        self.log: list[tuple[str, Any]] = []
+        self.fail = fail or {}
+        self.producers: list[FakeProducer] = []
+        self.consumer = FakeConsumer({0: 0, 1: 0})
+        settings = Settings(bootstrap="unused:9092", prefix=PREFIX, state_dir=root)
+
+        def factory(_config: dict[str, Any]) -> Any:
+            producer = FakeProducer(self.log, self.fail)
+            self.producers.append(producer)
+            return producer
+
+        self.loop = ProcessorLoop(settings, [Sleeper], producer_factory=factory,
+                                  consumer=self.consumer, partitions=2)  # type: ignore[arg-type]
+        for p in (0, 1):
+            self.loop.engine.open_partition(p, PartitionStore(root / f"p{p}"))
+        self.loop._read_input_offsets([0, 1])  # noqa: SLF001 - what _restore does after restoring
+        self.offsets = {0: 0, 1: 0}
+
+    def start(self, wid: str, seconds: float, p: int) -> FakeMessage:
+        rec = {"workflow_id": wid, "workflow_type": "Sleeper", "args": _payload.to_payloads([seconds])}
+        m = FakeMessage(p, self.offsets[p], wid.encode(), CODEC.encode(CMD + "StartWorkflow", rec), T0)
+        self.offsets[p] += 1
+        self.consumer.high[p] = self.offsets[p]
+        return m
+
+    def close(self) -> None:
+        for p in list(self.loop.engine.stores):
+            self.loop.engine.close_partition(p)
+
+    def calls(self) -> list[str]:
+        return [name for name, _ in self.log]
+
+
+@pytest.fixture
+def rig(tmp_path: Path) -> Any:
+    r = Rig(tmp_path)
+    yield r
+    r.close()
+
+
+def test_a_transaction_that_only_fires_timers_is_fenced(rig: Rig) -> None:
+    (wid,) = ids_on_partition(0, 1, stem="sleep")
+    rig.loop._transaction([rig.start(wid, 5.0, 0)], T0)  # noqa: SLF001
+    rig.log.clear()
+    assert rig.loop.engine.has_due(T0 + 5_000, rig.loop._horizons(T0 + 5_000))  # noqa: SLF001
+    rig.loop._transaction([], T0 + 5_000)  # noqa: SLF001 - a timer-only transaction
+    assert rig.calls() == ["begin", "send_offsets", "commit"]
+    offsets, metadata = rig.log[1][1]
+    assert metadata == "group-metadata"
+    assert offsets == {0: 1, 1: 0}, "every owned partition's next input offset"
+    produced = [topic for topic, _ in rig.producers[-1].produced]
+    assert f"{PREFIX}.completions" in produced
+
+
+def test_a_timer_waits_for_input_not_yet_read(rig: Rig) -> None:
+    (wid,) = ids_on_partition(0, 1, stem="sleep")
+    rig.loop._transaction([rig.start(wid, 5.0, 0)], T0)  # noqa: SLF001
+    rig.consumer.high[0] = 7  # six more commands are in the log, not read yet
+    horizons = rig.loop._horizons(T0 + 5_000)  # noqa: SLF001
+    assert horizons[0] == T0, "the timestamp of the last command read"
+    assert not rig.loop.engine.has_due(T0 + 5_000, horizons)
+    rig.consumer.high[0] = 1
+    assert rig.loop.engine.has_due(T0 + 5_000, rig.loop._horizons(T0 + 5_000))  # noqa: SLF001
+
+
+def test_retriable_commit_errors_are_retried(tmp_path: Path) -> None:
+    timeout = KafkaError(KafkaError._TIMED_OUT, "broker down", retriable=True)  # noqa: SLF001
+    rig = Rig(tmp_path, {"commit": [timeout, timeout]})
+    try:
+        (wid,) = ids_on_partition(1, 1, stem="sleep")
+        rig.loop._transaction([rig.start(wid, 5.0, 1)], T0)  # noqa: SLF001
+        assert rig.calls() == ["begin", "send_offsets", "commit"]
+        assert rig.loop._input_next == {0: 0, 1: 1}  # noqa: SLF001
+    finally:
+        rig.close()
+
+
+def test_a_fatal_error_replaces_the_producer_and_rewinds(tmp_path: Path) -> None:
+    fenced = KafkaError(KafkaError._FENCED, "epoch bumped", fatal=True)  # noqa: SLF001
+    rig = Rig(tmp_path, {"commit": [fenced]})
+    try:
+        (wid,) = ids_on_partition(1, 1, stem="sleep")
+        rig.loop._transaction([rig.start(wid, 5.0, 1)], T0)  # noqa: SLF001
+        assert len(rig.producers) == 2, "a new producer (same transactional.id) replaced the fatal one"
+        assert rig.calls() == ["begin", "send_offsets", "init"]
+        assert (1, 0) in rig.consumer.seeks, "input rewound to the last committed offset"
+        assert rig.loop._input_next[1] == 0  # noqa: SLF001
+        assert rig.loop.engine.stores[1].summary(wid) is None, "nothing of the aborted batch was kept"
+    finally:
+        rig.close()
+
+
+def test_a_poison_command_is_dead_lettered_once_and_skipped(rig: Rig, monkeypatch: pytest.MonkeyPatch) -> None:
+    (wid,) = ids_on_partition(0, 1, stem="poison")
+    m = rig.start(wid, 5.0, 0)
+
+    def boom(*_args: Any) -> None:
+        raise RuntimeError("a bug on this command")
+
+    monkeypatch.setitem(rig.loop.engine._handlers, CMD + "StartWorkflow", boom)  # noqa: SLF001
+    rig.loop._transaction([m], T0)  # noqa: SLF001
+    assert rig.calls() == ["begin", "abort", "begin", "send_offsets", "commit"]
+    assert rig.log[3][1][0][0] == 1, "the dead-letter transaction commits the offset past the poison"
+    assert rig.consumer.seeks[-1] == (0, 1), "and the consumer moves past it"
+    dlq = [kw for topic, kw in rig.producers[-1].produced if topic == f"{PREFIX}.dlq"]
+    assert len(dlq) == 1
