@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import time
 import tomllib
 from collections.abc import Iterable
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, ConfigResource  # type: ignore[attr-defined]
@@ -16,6 +18,7 @@ from processor._resources import topics_dir
 from processor.exceptions import KafkaUnavailableError, TopicMismatchError
 
 DEFAULT_PREFIX = "wf"
+VISIBLE_WITHIN_S = 30.0  # how long created topics may take to show in the broker's metadata
 
 
 @dataclass(frozen=True)
@@ -99,61 +102,134 @@ def admin_client(bootstrap: str) -> AdminClient:
     return AdminClient({"bootstrap.servers": bootstrap, "log_level": 4})
 
 
-def _live_partitions(admin: AdminClient, timeout: float = 10.0) -> dict[str, int]:
+class AdminPort(Protocol):
+    """The part of confluent_kafka's AdminClient this module uses; tests/unit/test_topics.py has
+    an in-memory twin of it that can lag the way a loaded broker's metadata does."""
+
+    def list_topics(self, *args: Any, **kwargs: Any) -> Any: ...
+
+    def create_topics(self, new_topics: list[NewTopic], **kwargs: Any) -> dict[str, Future[Any]]: ...
+
+    def describe_configs(self, resources: list[ConfigResource], **kwargs: Any) -> dict[ConfigResource, Future[Any]]: ...
+
+
+def _live_partitions(admin: AdminPort, timeout: float = 10.0) -> dict[str, int]:
+    """Partition count of every topic the broker's metadata lists without error."""
     try:
         md = admin.list_topics(timeout=timeout)
     except KafkaException as exc:
-        raise KafkaUnavailableError(f"cannot list topics: {exc.args[0]}") from exc
-    return {name: len(t.partitions) for name, t in md.topics.items() if t.error is None}
+        raise KafkaUnavailableError(f"cannot list topics: {exc.args[0]} (is Kafka running and reachable?)") from exc
+    return {name: len(t.partitions) for name, t in md.topics.items() if t.error is None and t.partitions}
 
 
-def live_configs(admin: AdminClient, names: Iterable[str]) -> dict[str, dict[str, str]]:
-    resources = [ConfigResource(ConfigResource.Type.TOPIC, n) for n in names]
-    if not resources:
-        return {}
+def live_configs(admin: AdminPort, names: Iterable[str], within: float = VISIBLE_WITHIN_S) -> dict[str, dict[str, str]]:
+    """Configs of the named topics. A topic the broker does not know yet (metadata lag right after
+    its creation) is asked for again until `within` seconds have passed."""
+    deadline = time.monotonic() + within
+    pending = list(names)
     out: dict[str, dict[str, str]] = {}
-    for res, fut in admin.describe_configs(resources).items():
-        entries = fut.result(timeout=10)
-        out[res.name] = {k: v.value for k, v in entries.items()}
+    while pending:
+        futures = admin.describe_configs([ConfigResource(ConfigResource.Type.TOPIC, n) for n in pending])
+        pending = []
+        for res, fut in futures.items():
+            try:
+                entries = fut.result(timeout=10)
+            except KafkaException as exc:
+                err = exc.args[0]
+                if err.code() == KafkaError.UNKNOWN_TOPIC_OR_PART and time.monotonic() < deadline:
+                    pending.append(res.name)
+                    continue
+                raise KafkaUnavailableError(f"cannot read the configs of topic {res.name}: {err}") from exc
+            except TimeoutError:
+                raise KafkaUnavailableError(f"reading the configs of topic {res.name} timed out") from None
+            out[res.name] = {k: v.value for k, v in entries.items()}
+        if pending:
+            time.sleep(0.1)
     return out
 
 
-def ensure_topics(bootstrap: str, specs: list[TopicSpec], *, exact_partitions: bool = True) -> list[str]:
-    """Create the missing topics; verify the existing ones. Returns the names created.
+def ensure_topics(bootstrap: str, specs: list[TopicSpec], *, exact_partitions: bool = True,
+                  visible_within: float = VISIBLE_WITHIN_S) -> list[str]:
+    """Create the missing topics; verify them all. Returns the names created. See `ensure_with`."""
+    return ensure_with(admin_client(bootstrap), specs, exact_partitions=exact_partitions,
+                       visible_within=visible_within)
 
-    Raises TopicMismatchError, naming topic and difference, if an existing topic's cleanup.policy
-    disagrees with its declaration, co-partitioned topics differ in partition count, or (with
+
+def ensure_with(admin: AdminPort, specs: list[TopicSpec], *, exact_partitions: bool = True,
+                visible_within: float = VISIBLE_WITHIN_S) -> list[str]:
+    """Create the missing topics; verify every declared one. Returns the names created.
+
+    Raises TopicMismatchError, naming topic and difference, if a topic's cleanup.policy disagrees
+    with its declaration, co-partitioned topics differ in partition count, or (with
     `exact_partitions`, what `processor topics create` uses) the partition count differs from the
     declared one. Processes that merely run on existing topics pass exact_partitions=False: the
-    live count is the truth once topics exist.
+    live count is the truth once topics exist. Raises KafkaUnavailableError if a topic is still
+    not in the broker's metadata `visible_within` seconds after the creates.
+
+    Why it waits: the metadata a broker lists lags topic creation, by seconds on a loaded
+    machine. A topic created a moment ago -- by this call, or by whoever made this call's create
+    fail with TOPIC_ALREADY_EXISTS (a concurrent create, or a topic that existed but was not
+    listed yet) -- can be missing from the listing right after, and a topic that is not listed
+    would escape verification. So after any create, the listing is polled until every declared
+    topic is in it, and then all of them are verified, including the ones created here.
     """
-    admin = admin_client(bootstrap)
     live = _live_partitions(admin)
     missing = [s for s in specs if s.name not in live]
     created: list[str] = []
     if missing:
-        futures = admin.create_topics(
-            [NewTopic(s.name, s.partitions, s.replication_factor, config=s.configs) for s in missing],
-            operation_timeout=30,
-        )
-        for name, fut in futures.items():
-            try:
-                fut.result(timeout=60)
-                created.append(name)
-            except KafkaException as exc:
-                if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:  # lost a race: verify below
-                    raise KafkaUnavailableError(f"creating topic {name} failed: {exc.args[0]}") from exc
-        live = _live_partitions(admin)
-    verify(admin, specs, live, exact_partitions=exact_partitions)
+        created = _create(admin, missing)
+        live = _await_listed(admin, [s.name for s in specs], visible_within)
+    verify(admin, specs, live, exact_partitions=exact_partitions, within=visible_within)
     return created
 
 
-def verify(admin: AdminClient, specs: list[TopicSpec], live: dict[str, int] | None = None, *,
-           exact_partitions: bool = True) -> None:
+def _create(admin: AdminPort, missing: list[TopicSpec]) -> list[str]:
+    """Create `missing`; the names this call created (TOPIC_ALREADY_EXISTS is left to verification)."""
+    futures = admin.create_topics(
+        [NewTopic(s.name, s.partitions, s.replication_factor, config=s.configs) for s in missing],
+        operation_timeout=30,
+    )
+    created = []
+    for name, fut in futures.items():
+        try:
+            fut.result(timeout=60)
+            created.append(name)
+        except KafkaException as exc:
+            if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+                raise KafkaUnavailableError(f"creating topic {name} failed: {exc.args[0]}") from exc
+        except TimeoutError:
+            raise KafkaUnavailableError(f"creating topic {name} timed out; is the broker overloaded?") from None
+    return created
+
+
+def _await_listed(admin: AdminPort, names: list[str], within: float) -> dict[str, int]:
+    """Poll the topic listing until every name in `names` is in it with its partitions."""
+    deadline = time.monotonic() + within
+    pause = 0.05
+    while True:
+        live = _live_partitions(admin)
+        absent = [n for n in names if n not in live]
+        if not absent:
+            return live
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise KafkaUnavailableError(
+                f"topic(s) {', '.join(absent)} still not visible in the broker's metadata {within:.0f}s after "
+                "being created, so they could not be verified; is the broker overloaded? Run "
+                "`processor topics create` again to verify them."
+            )
+        time.sleep(min(pause, left))
+        pause = min(pause * 2, 1.0)
+
+
+def verify(admin: AdminPort, specs: list[TopicSpec], live: dict[str, int] | None = None, *,
+           exact_partitions: bool = True, within: float = VISIBLE_WITHIN_S) -> None:
+    """Check the listed topics among `specs` against their declarations (unlisted ones are skipped:
+    `ensure_with` makes sure every declared topic is listed before it calls this)."""
     live = live if live is not None else _live_partitions(admin)
     problems = []
     existing = [s for s in specs if s.name in live]
-    configs = live_configs(admin, [s.name for s in existing])
+    configs = live_configs(admin, [s.name for s in existing], within)
     for s in existing:
         if exact_partitions and live[s.name] != s.partitions:
             problems.append(f"{s.name} has {live[s.name]} partitions, declared {s.partitions}")
