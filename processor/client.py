@@ -24,6 +24,7 @@ from processor._engine.state import Summary, fold
 from processor._failure import exception_from_failure
 from processor._kafka.messages import consume_available, high_watermarks
 from processor._kafka.topics import DEFAULT_PREFIX, TopicNames
+from processor._names import task_queue_problem
 from processor._payload import from_payload, to_payloads
 from processor.exceptions import (
     ConfigError,
@@ -253,6 +254,8 @@ class Client:
     @staticmethod
     def start_record(workflow: type | Callable[..., Any] | str, args: tuple[Any, ...], task_queue: str,
                       execution_timeout: timedelta | float | None) -> dict[str, Any]:
+        if (problem := task_queue_problem(task_queue)) is not None:
+            raise ConfigError(problem)
         return {"workflow_type": _workflow_type(workflow), "args": to_payloads(args), "task_queue": task_queue,
                 "execution_timeout_ms": _ms(execution_timeout), "request_id": uuid.uuid4().hex}
 

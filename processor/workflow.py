@@ -36,6 +36,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, TypedDict, TypeVar, overload
 
 from processor import _payload
+from processor._names import task_queue_problem
 from processor._payload import Payload
 from processor.activity import ActivityDefinition
 from processor.exceptions import ConfigError
@@ -348,6 +349,8 @@ async def execute_activity(
         activity_type, hint = definition.name, definition.return_hint
     if retry_policy is not None and not isinstance(retry_policy, RetryPolicy):
         raise ConfigError(f"retry_policy must be a workflow.RetryPolicy; got {type(retry_policy).__name__}")
+    if task_queue is not None and (problem := task_queue_problem(task_queue)) is not None:
+        raise ConfigError(problem)
     future = runtime.workflow_schedule_activity(
         activity_type,
         _payload.to_payloads(args),

@@ -30,6 +30,7 @@ from processor._engine.state import CLOSING_STATUS, Summary, fold
 from processor._engine.store import PartitionStore
 from processor._kafka.messages import dlq_headers
 from processor._limits import MAX_RECORD_BYTES, too_large
+from processor._names import task_queue_problem
 from processor._runtime import Completion, WorkflowInstance, WorkflowTaskError
 from processor.exceptions import DecodeError
 from processor.workflow import WorkflowDefinition
@@ -123,7 +124,7 @@ class Engine:
             self.dead_letter(key, value, headers, partition, offset, "empty value (tombstone) on the commands topic")
             return
         try:
-            name, rec = self.codec.decode(value)
+            name, rec = self.codec.decode_checked(value, headers)
         except DecodeError as exc:
             self.dead_letter(key, value, headers, partition, offset, f"undecodable command: {exc}")
             return
@@ -151,6 +152,9 @@ class Engine:
         if self._load(partition, wid) is not None:
             self.counters.duplicates += 1  # idempotent by id: the existing run stands
             return None
+        queue_problem = task_queue_problem(rec.get("task_queue") or "default")
+        if queue_problem is not None:
+            return f"StartWorkflow of {wid!r}: {queue_problem}"
         size = sum(len(a["data"]) for a in rec["args"])
         if size > MAX_RECORD_BYTES:
             return too_large(f"the input of workflow {wid!r}", size)

@@ -79,3 +79,11 @@ def test_blocking_workflow_code_is_held_and_the_rest_of_its_partition_runs(tmp_p
     h.run_activities()
     assert h.result(other) == [2, 3, 4]
     assert h.completions(blocked) == []
+
+
+def test_a_start_with_an_unusable_task_queue_name_is_dead_lettered_once(tmp_path: Path) -> None:
+    h = EngineHarness(tmp_path, APPS)
+    h.start("q-1", "ThreeSteps", 1, task_queue="bad queue!")
+    assert h.events("q-1") == []
+    (reason,) = h.dlq_reasons()
+    assert "'bad queue!' is not usable as a Kafka topic name" in reason
