@@ -148,6 +148,25 @@ class Codec:
             )
         return entry.full_name, record
 
+    def decode_checked(
+        self, data: bytes, headers: Sequence[tuple[str, bytes | None]] | None
+    ) -> tuple[str, dict[str, Any]]:
+        """`decode`, and refuse a record whose `type` header names another record than the
+        fingerprint in its body does (a record without a `type` header is not refused).
+
+        Consumers route by the header before decoding (docs/protocol.md), so a record whose
+        header and body disagree would be handled as one thing by them and as another by us:
+        it is an error of its producer, reported, not guessed at."""
+        claimed = self.type_from_headers(headers)
+        name, record = self.decode(data)
+        if claimed is not None and claimed != name:
+            raise DecodeError(
+                f"the type header says {claimed} but the body's schema fingerprint is that of {name}: "
+                "the producer set a wrong type header (or copied the headers of another record); "
+                f"fix it to send type={name}"
+            )
+        return name, record
+
     def decode_typed(self, data: bytes) -> dict[str, Any]:
         """Decode a top-level record and put its short record name under "type" (e.g.
         "ActivityScheduled"): the shape the runtime, the engine's fold and the client use."""

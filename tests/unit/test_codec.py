@@ -205,6 +205,22 @@ def test_headers_round_trip(codec: Codec) -> None:
         codec.headers("wf.nope.v1.X")
 
 
+def test_decode_checked_refuses_a_type_header_that_names_another_record(codec: Codec) -> None:
+    cancel = "wf.commands.v1.CancelWorkflow"
+    value = codec.encode(cancel, {"workflow_id": "w", "reason": "r"})
+    assert codec.decode_checked(value, codec.headers(cancel)) == (cancel, {"workflow_id": "w", "reason": "r"})
+    assert codec.decode_checked(value, None)[0] == cancel  # a header-less producer is not refused
+    assert codec.decode_checked(value, [("traceparent", b"00-1")])[0] == cancel
+    with pytest.raises(DecodeError, match=r"^the type header says wf\.commands\.v1\.TerminateWorkflow but the "
+                       r"body's schema fingerprint is that of wf\.commands\.v1\.CancelWorkflow: .*"
+                       r"fix it to send type=wf\.commands\.v1\.CancelWorkflow$"):
+        codec.decode_checked(value, codec.headers("wf.commands.v1.TerminateWorkflow"))
+    with pytest.raises(DecodeError, match="type header is not UTF-8"):
+        codec.decode_checked(value, [("type", b"\xff")])
+    with pytest.raises(DecodeError, match="not an Avro single-object"):  # a body that does not parse says so
+        codec.decode_checked(b"{}", codec.headers(cancel))
+
+
 def test_default_codec_is_shared() -> None:
     assert default_codec() is default_codec()
 
