@@ -206,14 +206,33 @@ def start(
     current = running(home)
     if current is not None:
         return current, False
-    java = _require("java", "a Java 17+ runtime (e.g. `apt-get install openjdk-17-jre-headless`)")
-    libs = ensure_jars(log=log)
     previous = read_info(home)
+    if previous is not None and _is_broker_of(previous.pid, home):
+        raise KafkaUnavailableError(
+            f"the broker of {home} (pid {previous.pid}) is running but does not answer on port {previous.port}; "
+            f"wait for it, or stop it with `processor kafka stop{_dir_flag(home)}` and start again"
+        )
     # Reuse the previous ports so clients keep their bootstrap address across restarts.
     if port == 0:  # explicitly "any free port"
         port = free_port()
+    asked = port is not None
     port = port or (previous.port if previous else None) or _preferred_port(9092)
+    if previous is not None and not controller_port and not _port_free(previous.controller_port):
+        controller_port = free_port()  # only the client port is part of what users configure
     controller_port = controller_port or (previous.controller_port if previous else None) or free_port()
+    # A broker that cannot bind its port exits at once, while whatever holds that port may answer
+    # the readiness probe: check up front, and check who answers below (_wait_ready).
+    if not _port_free(port):
+        how = "" if asked else f" (the port this broker home used before; {home}/broker.json)"
+        raise KafkaUnavailableError(
+            f"port {port}{how} is already in use on 127.0.0.1, so the broker cannot listen there: stop "
+            "what uses it, or pick another with `processor kafka start --port N` (--port 0: any free port)"
+        )
+    if not _port_free(controller_port):
+        raise KafkaUnavailableError(f"the controller port {controller_port} is already in use on 127.0.0.1; "
+                                    "free it and start again")
+    java = _require("java", "a Java 17+ runtime (e.g. `apt-get install openjdk-17-jre-headless`)")
+    libs = ensure_jars(log=log)
     cluster_file = home / "cluster.id"
     if not cluster_file.exists():
         cluster_file.write_text(base64.urlsafe_b64encode(os.urandom(16)).decode().rstrip("="))
@@ -249,11 +268,33 @@ def start(
 
 
 def _preferred_port(port: int) -> int:
-    return port if not _port_open(port) and _bindable(port) else free_port()
+    return port if _port_free(port) else free_port()
+
+
+def _port_free(port: int) -> bool:
+    return not _port_open(port) and _bindable(port)
+
+
+def _is_broker_of(pid: int, home: Path) -> bool:
+    """Whether `pid` is alive and is a Kafka broker run from `home` (not a recycled pid)."""
+    if not _pid_alive(pid):
+        return False
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False  # no /proc (or gone): cannot tell, so do not block a start on it
+    return b"kafka.Kafka" in cmdline and str(home).encode() in cmdline
+
+
+def _dir_flag(home: Path) -> str:
+    return "" if home == default_home().resolve() else f" --dir {home}"
 
 
 def _bindable(port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        # As the broker binds: SO_REUSEADDR, so connections of a broker just stopped (TIME_WAIT)
+        # do not make its own port look taken on a restart.
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind(("127.0.0.1", port))
         except OSError:
@@ -267,17 +308,55 @@ def _wait_ready(info: BrokerInfo, proc: subprocess.Popen[bytes], timeout: float)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            tail = (Path(info.home) / "broker.out").read_text(errors="replace")[-3000:]
-            raise KafkaUnavailableError(f"the Kafka broker exited with {proc.returncode} while starting:\n{tail}")
+            raise KafkaUnavailableError(f"the Kafka broker exited with {proc.returncode} while starting: "
+                                        f"{_startup_error(Path(info.home))}; see {info.home}/broker.log")
         if _port_open(info.port):
             admin = AdminClient({"bootstrap.servers": info.bootstrap, "logger": _quiet_logger(), "log_level": 0})
             try:
-                if admin.list_topics(timeout=2).brokers:
+                md = admin.list_topics(timeout=2)
+            except Exception:  # noqa: BLE001 - not ready yet; any client error means "retry"
+                md = None
+            if md is not None and md.brokers:
+                # Whoever answers must be the broker just started: same cluster id, still alive.
+                if md.cluster_id != info.cluster_id:
+                    _end(proc)
+                    raise KafkaUnavailableError(
+                        f"port {info.port} is answered by another Kafka (cluster {md.cluster_id}), not by the "
+                        f"broker started in {info.home}; pick a free port with --port N (--port 0: any)"
+                    )
+                if proc.poll() is None:
                     return
-            except Exception:  # noqa: BLE001, S110 - not ready yet; any client error means "retry"
-                pass
         time.sleep(0.2)
+    _end(proc)
     raise KafkaUnavailableError(f"the Kafka broker did not answer within {timeout:.0f}s; see {info.home}/broker.log")
+
+
+def _startup_error(home: Path) -> str:
+    """The first exception message the broker logged (broker.log, else broker.out), in one line."""
+    for name in ("broker.log", "broker.out"):
+        try:
+            lines = (home / name).read_text(errors="replace").splitlines()
+        except OSError:
+            continue
+        for line in lines:
+            head, sep, message = line.partition("Exception: ")
+            if sep and not head.startswith(("\t", " ")):
+                return message.strip()
+        errors = [line for line in lines if " ERROR " in line]
+        if errors:
+            return errors[0].strip()
+    return "it logged no error"
+
+
+def _end(proc: subprocess.Popen[bytes]) -> None:
+    """Stop a broker that failed to start, so no half-started broker stays behind."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 def _quiet_logger() -> Any:
