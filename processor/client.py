@@ -239,7 +239,20 @@ class Client:
 
         self._produce(short_name, workflow_id, rec, acked)
         if not acknowledged.wait(30):
-            raise KafkaUnavailableError(f"{short_name} for {workflow_id!r} was not acknowledged within 30s")
+            # What the engine does with a repeat (processor/_engine/engine.py): a start of an
+            # existing id is a no-op, a cancel or terminate already applied changes nothing, but a
+            # signal is applied again (its request_id is recorded, not de-duplicated).
+            resend = {
+                "StartWorkflow": "resending is safe: starts are idempotent by workflow id (a second start of "
+                                 "the same id is the same run)",
+                "CancelWorkflow": "resending is safe: a repeated cancel changes nothing",
+                "TerminateWorkflow": "resending is safe: a repeated terminate changes nothing",
+            }.get(short_name, "resending may deliver it twice: signals are not de-duplicated, so check the "
+                              "workflow's history first")
+            raise KafkaUnavailableError(
+                f"{short_name} for {workflow_id!r} was not acknowledged by Kafka within 30s; it may still arrive "
+                f"(the client keeps trying until it is closed); {resend}"
+            )
         if errors:
             raise KafkaUnavailableError(f"{short_name} for {workflow_id!r} failed: {errors[0]}")
 
