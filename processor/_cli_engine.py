@@ -6,6 +6,7 @@ import argparse
 import json
 import logging
 import os
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -20,18 +21,30 @@ Sub = argparse._SubParsersAction  # noqa: SLF001 - argparse exposes no public na
 
 def _settings(args: argparse.Namespace) -> Any:
     from processor._engine.settings import Settings
-    from processor.cli import resolve_bootstrap
+    from processor.cli import reachable_bootstrap
 
     explicit = getattr(args, "state_dir", None)
     state_dir = Path(explicit) if explicit else Path(os.environ.get("DP_STATE_DIR", ".state"))
-    return Settings(bootstrap=resolve_bootstrap(args.bootstrap), prefix=args.prefix, state_dir=state_dir)
+    return Settings(bootstrap=reachable_bootstrap(args.bootstrap), prefix=args.prefix, state_dir=state_dir)
 
 
 def _client(args: argparse.Namespace) -> Any:
-    from processor.cli import resolve_bootstrap
+    """A Client on a broker known to answer and to hold this prefix's topics: without the checks
+    a Client's first send would wait 30 s, librdkafka logging each failed connect."""
+    from processor._kafka.topics import TopicNames, require_reachable
+    from processor.cli import prog, resolve_bootstrap
     from processor.client import Client
 
-    return Client(resolve_bootstrap(args.bootstrap), prefix=args.prefix)
+    bootstrap = resolve_bootstrap(args.bootstrap)
+    listed = require_reachable(bootstrap)
+    names = TopicNames(args.prefix)
+    missing = [t for t in (names.commands, names.events, names.completions) if t not in listed]
+    if missing:
+        raise ProcessorError(
+            f"Kafka at {bootstrap} has no topic {', '.join(missing)}: run `{prog()} topics create` first "
+            f"(or pass the --prefix the topics were created with; this was --prefix {args.prefix})"
+        )
+    return Client(bootstrap, prefix=args.prefix)
 
 
 def _json_args(text: str | None) -> list[Any]:
@@ -79,17 +92,20 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def _on_signals(fn: Callable[[], None]) -> None:
+    """Ctrl-C, SIGTERM and a closed terminal (SIGHUP) all stop a supervisor the same way: its
+    children run in their own process groups (processor/_app.py), so only it hears the terminal."""
     import signal
 
-    for sig in (signal.SIGTERM, signal.SIGINT):
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(sig, lambda *_: fn())
 
 
 def cmd_start(args: argparse.Namespace) -> int:
+    args_list = _json_args(args.input)  # a bad --input fails before anything is sent
     client = _client(args)
     try:
-        handle = client.start_workflow(args.type, *_json_args(args.input), id=args.id, task_queue=args.task_queue)
-        print(f"started {args.type} {handle.id}")
+        handle = client.start_workflow(args.type, *args_list, id=args.id, task_queue=args.task_queue)
+        print(f"started {args.type} {handle.id}", flush=True)
         if args.wait:
             return _print_result(client, args.id, args.timeout)
     finally:
@@ -98,11 +114,17 @@ def cmd_start(args: argparse.Namespace) -> int:
 
 
 def _print_result(client: Any, workflow_id: str, timeout: float) -> int:
+    from processor.cli import EXIT_STILL_RUNNING, prog
+
     try:
         result = client.result(workflow_id, timeout=timeout)
     except WorkflowFailureError as exc:
         print(f"{workflow_id}: {exc}")
         return 1
+    except TimeoutError:
+        print(f"workflow {workflow_id} still running after {timeout:g}s; it goes on; check with "
+              f"`{prog()} show {workflow_id}`", file=sys.stderr)
+        return EXIT_STILL_RUNNING
     print(f"{workflow_id}: completed -> {json.dumps(result)}")
     return 0
 
@@ -203,36 +225,61 @@ def cmd_cancel(args: argparse.Namespace) -> int:
 
 
 def cmd_dev(args: argparse.Namespace) -> int:
+    """Kafka, topics, one processor and one worker, and a demo. The broker is left running when
+    dev ends (Ctrl-C or --once), so the next run starts at once and `processor show` can still
+    read what the demo did; dev says so and how to stop it. The children are always stopped."""
     from processor._app import Child, child_argv, load_app, supervise
     from processor._kafka import local
     from processor._kafka.topics import ensure_topics, load_specs
+    from processor.cli import EXIT_INTERRUPTED, prog
     from processor.client import Client
 
-    info, started = local.start(Path(args.dir) if args.dir else local.default_home())
+    load_app(args.app)  # fail fast, in this process and before Kafka starts, on a bad --app
+    home = (Path(args.dir) if args.dir else local.default_home()).resolve()
+    stop_hint = f"`{prog()} kafka stop" + ("" if home == local.default_home().resolve() else f" --dir {home}") + "`"
+    try:
+        info, started = local.start(home)
+    except KeyboardInterrupt:
+        print(f"interrupted while Kafka was starting; it may still be coming up in the background (data in {home}); "
+              f"stop it with {stop_hint}", file=sys.stderr)
+        return EXIT_INTERRUPTED
     print(f"Kafka {'started' if started else 'already running'} at {info.bootstrap} (data in {info.home})", flush=True)
     ensure_topics(info.bootstrap, load_specs(args.prefix), exact_partitions=False)
-    load_app(args.app)  # fail fast, in this process, on a bad --app
     state = Path(args.state_dir or Path(info.home).parent / "state")
     children = [Child("processor", 0, child_argv(args.app, "processor", 0, info.bootstrap, args.prefix, state)),
                 Child("worker", 0, child_argv(args.app, "worker", 0, info.bootstrap, args.prefix, state))]
     stop = threading.Event()
     _on_signals(stop.set)
-    runner = threading.Thread(target=supervise, args=(children, stop.is_set), daemon=True)
+    runner = threading.Thread(target=supervise, args=(children, stop.is_set), kwargs={"grace": 10.0}, daemon=True)
     runner.start()
     code = 0
     if args.demo:
-        code = _demo(Client(info.bootstrap, prefix=args.prefix), args.demo)
-    if args.once:
-        stop.set()
-    else:
-        print("processor and worker running; start more with `processor start OrderWorkflow --id ... "
+        client = Client(info.bootstrap, prefix=args.prefix)
+        try:
+            code = _demo(client, args.demo, stop.is_set)
+        finally:
+            client.close()
+    if not args.once and not stop.is_set():
+        print(f"processor and worker running; start more with `{prog()} start OrderWorkflow --id ... "
               "--input '{...}' --wait` -- Ctrl-C to stop", flush=True)
-    while runner.is_alive():
-        runner.join(0.5)
+        while not stop.wait(0.5):
+            pass
+    interrupted = stop.is_set()
+    stop.set()
+    runner.join()
+    kept = f"Kafka keeps running at {info.bootstrap} (data in {info.home}); stop it with {stop_hint}"
+    if interrupted:
+        print(f"interrupted: stopped the processor and the worker; {kept}", file=sys.stderr, flush=True)
+        return EXIT_INTERRUPTED
+    print(f"stopped the processor and the worker; {kept}", flush=True)
     return code
 
 
-def _demo(client: Any, count: int) -> int:
+def _demo(client: Any, count: int, stopped: Callable[[], bool]) -> int:
+    """Start `count` orders and print how each ends. Waits in short slices so that a Ctrl-C
+    (which sets `stopped`) ends it at once; returns EXIT_INTERRUPTED then."""
+    from processor.cli import EXIT_INTERRUPTED, prog
+
     run = datetime.now(UTC).strftime("%H%M%S")
     ids = []
     t0 = time.monotonic()
@@ -244,19 +291,25 @@ def _demo(client: Any, count: int) -> int:
     client.flush()
     print(f"started {count} OrderWorkflow runs (every 5th with a card that is declined)", flush=True)
     completed = 0
+    deadline = time.monotonic() + 120
     for wid in ids:
-        try:
-            print(f"  {wid}: completed -> {json.dumps(client.result(wid, timeout=120))}", flush=True)
-            completed += 1
-        except WorkflowFailureError as exc:
-            print(f"  {wid}: {exc}", flush=True)
-        except TimeoutError as exc:
-            print(f"  {wid}: {exc}", flush=True)
-            client.close()
-            return 1
+        while True:
+            if stopped():
+                return EXIT_INTERRUPTED
+            try:
+                print(f"  {wid}: completed -> {json.dumps(client.result(wid, timeout=0.5))}", flush=True)
+                completed += 1
+            except WorkflowFailureError as exc:
+                print(f"  {wid}: {exc}", flush=True)
+            except TimeoutError:
+                if time.monotonic() < deadline:
+                    continue
+                print(f"  {wid}: still running after 120s; check the processor's output above, and the "
+                      f"workflow with `{prog()} show {wid}`", flush=True)
+                return 1
+            break
     print(f"{completed} completed, {count - completed} failed as designed, in {time.monotonic() - t0:.1f}s; "
-          f"inspect one with `processor show {ids[0]}`", flush=True)
-    client.close()
+          f"inspect one with `{prog()} show {ids[0]}`", flush=True)
     return 0
 
 
@@ -289,7 +342,8 @@ def register(sub: Sub[argparse.ArgumentParser], add_common: Callable[[argparse.A
     p.add_argument("--input", help="JSON: one argument, or a JSON list of arguments")
     p.add_argument("--task-queue", default="default")
     p.add_argument("--wait", action="store_true", help="wait for the result")
-    p.add_argument("--timeout", type=float, default=300)
+    p.add_argument("--timeout", type=float, default=300,
+                   help="with --wait: seconds to wait (default 300); past it, exit 3 -- the workflow goes on")
     p.set_defaults(func=cmd_start)
 
     p = sub.add_parser("show", help="a workflow's summary and full history")

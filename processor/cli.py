@@ -6,12 +6,31 @@ import argparse
 import os
 import sys
 import time
+import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from confluent_kafka import KafkaException
+
 from processor._kafka import local
-from processor._kafka.topics import DEFAULT_PREFIX, describe, ensure_topics, load_specs
+from processor._kafka.topics import DEFAULT_PREFIX, describe, ensure_topics, load_specs, require_reachable
 from processor.exceptions import ProcessorError
+
+# Exit codes: 0 done; 1 a negative answer (the workflow failed, no such workflow, not running);
+# 2 an error the message explains; 3 `start --wait` gave up while the workflow still runs;
+# 70 a bug of ours (one line; DP_TRACEBACK=1 shows the traceback); 130 interrupted (Ctrl-C).
+EXIT_ERROR = 2
+EXIT_STILL_RUNNING = 3
+EXIT_BUG = 70
+EXIT_INTERRUPTED = 130
+
+
+def prog() -> str:
+    """The command as the user typed it, for hints: `.venv/bin/processor` when run by that path."""
+    argv0 = sys.argv[0] if sys.argv else ""
+    if Path(argv0).name == "processor" and os.sep in argv0:
+        return argv0
+    return "processor"
 
 
 def resolve_bootstrap(explicit: str | None) -> str:
@@ -25,8 +44,15 @@ def resolve_bootstrap(explicit: str | None) -> str:
     if info is not None:
         return info.bootstrap
     raise ProcessorError(
-        "no Kafka broker: pass --bootstrap HOST:PORT, set KAFKA_BOOTSTRAP, or run `processor kafka start`"
+        f"no Kafka broker: pass --bootstrap HOST:PORT, set KAFKA_BOOTSTRAP, or run `{prog()} kafka start`"
     )
+
+
+def reachable_bootstrap(explicit: str | None) -> str:
+    """`resolve_bootstrap`, checked: a broker that does not answer is one line within seconds."""
+    bootstrap = resolve_bootstrap(explicit)
+    require_reachable(bootstrap)
+    return bootstrap
 
 
 def _home(args: argparse.Namespace) -> Path:
@@ -63,7 +89,7 @@ def cmd_kafka_status(args: argparse.Namespace) -> int:
 
 
 def cmd_topics_create(args: argparse.Namespace) -> int:
-    bootstrap = resolve_bootstrap(args.bootstrap)
+    bootstrap = reachable_bootstrap(args.bootstrap)
     specs = load_specs(args.prefix, args.partitions)
     created = ensure_topics(bootstrap, specs)
     for s in specs:
@@ -73,7 +99,7 @@ def cmd_topics_create(args: argparse.Namespace) -> int:
 
 
 def cmd_topics_describe(args: argparse.Namespace) -> int:
-    bootstrap = resolve_bootstrap(args.bootstrap)
+    bootstrap = reachable_bootstrap(args.bootstrap)
     rows = describe(bootstrap, load_specs(args.prefix, args.partitions))
     print(f"{'topic':32} {'partitions declared/live':>26}  config: declared / live")
     for r in rows:
@@ -135,14 +161,27 @@ def _register_engine_commands(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one verb. Whatever it raises ends as one line on stderr and an exit code, never a
+    traceback: ours say what to do; a vendor error or a bug of ours is named as such."""
     args = build_parser().parse_args(argv)
     try:
         code: int = args.func(args)
     except ProcessorError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_ERROR
     except KeyboardInterrupt:
-        return 130
+        print("interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except KafkaException as exc:
+        print(f"error: Kafka: {exc.args[0] if exc.args else exc} (is the broker healthy? "
+              f"`{prog()} kafka status`)", file=sys.stderr)
+        return EXIT_ERROR
+    except Exception as exc:  # noqa: BLE001 - the last line of defence against a traceback
+        if os.environ.get("DP_TRACEBACK"):
+            traceback.print_exc()
+        print(f"error: unexpected {type(exc).__name__}: {exc} -- a bug in durable-processor; "
+              "run again with DP_TRACEBACK=1 for the traceback and report it", file=sys.stderr)
+        return EXIT_BUG
     return code
 
 

@@ -1,7 +1,10 @@
-"""Declared topics (topics/topics.toml): load, create idempotently, verify, describe."""
+"""Declared topics (topics/topics.toml): load, create idempotently, verify, describe; and the
+probe that tells a user at once that no broker answers."""
 
 from __future__ import annotations
 
+import logging
+import socket
 import time
 import tomllib
 from collections.abc import Iterable
@@ -19,6 +22,7 @@ from processor.exceptions import KafkaUnavailableError, TopicMismatchError
 
 DEFAULT_PREFIX = "wf"
 VISIBLE_WITHIN_S = 30.0  # how long created topics may take to show in the broker's metadata
+REACH_TIMEOUT_S = 8.0  # how long `require_reachable` waits for a broker's answer
 
 
 @dataclass(frozen=True)
@@ -111,6 +115,74 @@ class AdminPort(Protocol):
     def create_topics(self, new_topics: list[NewTopic], **kwargs: Any) -> dict[str, Future[Any]]: ...
 
     def describe_configs(self, resources: list[ConfigResource], **kwargs: Any) -> dict[ConfigResource, Future[Any]]: ...
+
+
+def unreachable_message(bootstrap: str, detail: str = "") -> str:
+    why = f": {detail}" if detail else ""
+    return (f"cannot reach Kafka at {bootstrap}{why} (is it running? `processor kafka start`, "
+            "or set --bootstrap/KAFKA_BOOTSTRAP)")
+
+
+def require_reachable(bootstrap: str, timeout: float = REACH_TIMEOUT_S) -> set[str]:
+    """The names of the topics a Kafka broker at `bootstrap` lists; KafkaUnavailableError, in
+    seconds and without librdkafka's log lines, when none answers.
+
+    Why a probe of its own: a librdkafka client pointed at nothing retries for as long as its
+    caller waits (30 s and more) and prints a line per failed connect. A refused TCP connect is
+    known at once, so that is tried first; a port that accepts but does not answer Kafka's
+    metadata request fails after `timeout`.
+    """
+    addresses = _addresses(bootstrap)
+    failures = [f for f in (_tcp_failure(host, port, min(2.0, timeout)) for host, port in addresses) if f]
+    if addresses and len(failures) == len(addresses):
+        raise KafkaUnavailableError(unreachable_message(bootstrap, "; ".join(failures)))
+    conf: dict[str, Any] = {"bootstrap.servers": bootstrap, "logger": _silent_logger(), "log_level": 0,
+                            "socket.connection.setup.timeout.ms": int(timeout * 1000)}
+    admin = AdminClient(conf)
+    try:
+        md = admin.list_topics(timeout=timeout)
+    except KafkaException:
+        raise KafkaUnavailableError(
+            unreachable_message(bootstrap, f"no Kafka broker answered within {timeout:.0f}s")) from None
+    if not md.brokers:
+        raise KafkaUnavailableError(unreachable_message(bootstrap, "the cluster reports no brokers"))
+    return {name for name, t in md.topics.items() if t.error is None}
+
+
+def _addresses(bootstrap: str) -> list[tuple[str, int]]:
+    """host:port pairs of a bootstrap list; [] when one does not parse (then only the Kafka probe runs)."""
+    out = []
+    for item in bootstrap.split(","):
+        item = item.strip().rpartition("://")[2]
+        host, _, port = item.rpartition(":")
+        host = host.strip("[]")
+        if not host or not port.isdigit():
+            return []
+        out.append((host, int(port)))
+    return out
+
+
+def _tcp_failure(host: str, port: int, timeout: float) -> str | None:
+    """Why a TCP connect to host:port fails, or None when it connects."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return None
+    except socket.gaierror:
+        return f"unknown host {host!r}"
+    except TimeoutError:
+        return f"{host}:{port} did not answer within {timeout:.0f}s"
+    except ConnectionRefusedError:
+        return f"connection to {host}:{port} refused"
+    except OSError as exc:
+        return f"{host}:{port}: {exc.strerror or exc}"
+
+
+def _silent_logger() -> logging.Logger:
+    # A `logger` makes librdkafka hand its log lines to Python instead of printing them to stderr.
+    logger = logging.getLogger("processor.kafka.probe")
+    logger.addHandler(logging.NullHandler())
+    logger.propagate = False
+    return logger
 
 
 def _live_partitions(admin: AdminPort, timeout: float = 10.0) -> dict[str, int]:
