@@ -12,7 +12,7 @@ import asyncio
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from datetime import timedelta
 from typing import Any, cast
 
@@ -20,6 +20,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaExcepti
 
 from processor._codec import default_codec
 from processor._codec.partitioner import partition_for
+from processor._engine.keys import split_event_key
 from processor._engine.state import Summary, fold
 from processor._failure import exception_from_failure
 from processor._kafka.messages import consume_available, high_watermarks
@@ -84,6 +85,25 @@ def _outcome(workflow_id: str, completion: tuple[str, dict[str, Any]], result_ty
         cause = exception_from_failure(rec["failure"])
         raise WorkflowFailureError(workflow_id, status, str(cause)) from cause
     raise WorkflowFailureError(workflow_id, status, rec.get("reason") or "")
+
+
+def history_events(workflow_id: str, records: Iterable[tuple[bytes | None, bytes | None]],
+                   decode: Callable[[bytes], dict[str, Any]]) -> list[dict[str, Any]]:
+    """The events of exactly `workflow_id` among (key, value) records of wf.events, in seq order.
+
+    Exact, not by key prefix: `col2` and `col2@000000000001` share a partition and a prefix, and
+    a prefix match gave one the other's history. The key is parsed (id before the last '@', seq
+    after it) and the id compared whole; the decoded event must name the same workflow too.
+    """
+    events: dict[int, dict[str, Any]] = {}
+    for key, value in records:
+        parsed = split_event_key(key or b"")
+        if value is None or parsed is None or parsed[0] != workflow_id:
+            continue
+        ev = decode(value)
+        if ev.get("workflow_id") == workflow_id:
+            events[ev["seq"]] = ev
+    return [events[s] for s in sorted(events)]
 
 
 def summarize(events: list[dict[str, Any]]) -> dict[str, Any]:
@@ -315,27 +335,26 @@ class Client:
 
     def history(self, workflow_id: str, timeout: float = 30) -> list[dict[str, Any]]:
         """Every event of the workflow, in order, read from the events topic."""
-        key_prefix = _check_id(workflow_id) + b"@"
+        _check_id(workflow_id)
         consumer = Consumer({"bootstrap.servers": self.bootstrap, "group.id": f"client-{uuid.uuid4().hex}",
                              "isolation.level": "read_committed", "enable.auto.commit": False})
+
+        def records(tp: TopicPartition, high: int) -> Iterator[tuple[bytes | None, bytes | None]]:
+            consumer.assign([TopicPartition(tp.topic, tp.partition, OFFSET_BEGINNING)])
+            deadline = time.monotonic() + timeout
+            while consumer.position([tp])[0].offset < high:
+                if time.monotonic() > deadline:
+                    raise KafkaUnavailableError(f"reading history of {workflow_id!r} timed out")
+                yield from ((m.key(), m.value()) for m in consumer.consume(1000, timeout=0.2) if m.error() is None)
+
         try:
             md = consumer.list_topics(self.topics.events, timeout=timeout)
             p = partition_for(workflow_id.encode(), len(md.topics[self.topics.events].partitions))
             tp = TopicPartition(self.topics.events, p)
             high = high_watermarks(self.bootstrap, [tp], timeout)[p]
-            events: dict[int, dict[str, Any]] = {}
-            if high > 0:
-                consumer.assign([TopicPartition(self.topics.events, p, OFFSET_BEGINNING)])
-                deadline = time.monotonic() + timeout
-                while consumer.position([tp])[0].offset < high:
-                    if time.monotonic() > deadline:
-                        raise KafkaUnavailableError(f"reading history of {workflow_id!r} timed out")
-                    for m in consumer.consume(1000, timeout=0.2):
-                        value, key = m.value(), m.key() or b""
-                        if m.error() is None and value is not None and key.startswith(key_prefix):
-                            ev = self.codec.decode_typed(value)
-                            events[ev["seq"]] = ev
-            return [events[s] for s in sorted(events)]
+            if high == 0:
+                return []
+            return history_events(workflow_id, records(tp, high), self.codec.decode_typed)
         except KafkaException as exc:
             raise KafkaUnavailableError(f"reading history of {workflow_id!r} failed: {exc.args[0]}") from exc
         finally:
