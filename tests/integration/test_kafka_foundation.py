@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 import uuid
 
@@ -63,6 +64,30 @@ def test_mismatched_existing_topic_is_refused(kafka_bootstrap: str, prefix: str)
     f[f"{wrong}.events"].result(30)
     with pytest.raises(TopicMismatchError, match=r"cleanup.policy=delete, declared compact"):
         ensure_topics(kafka_bootstrap, load_specs(wrong, partitions=2))
+
+
+def test_concurrent_creates_each_create_once_and_all_verify(kafka_bootstrap: str, prefix: str) -> None:
+    # Two of the three lose every creation race (TOPIC_ALREADY_EXISTS) and must still verify all
+    # topics once the broker's metadata lists them.
+    specs = load_specs(prefix, partitions=2)
+    created: list[list[str]] = []
+    errors: list[BaseException] = []
+
+    def create() -> None:
+        try:
+            created.append(ensure_topics(kafka_bootstrap, specs))
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=create) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert errors == []
+    assert sorted(name for names in created for name in names) == sorted(s.name for s in specs)
+    with pytest.raises(TopicMismatchError, match=rf"{prefix}\.events has 2 partitions, declared 3"):
+        ensure_topics(kafka_bootstrap, load_specs(prefix, partitions=3))
 
 
 def test_compaction_drops_superseded_records_and_tombstones(kafka_bootstrap: str, prefix: str) -> None:

@@ -59,3 +59,16 @@ def test_start_is_idempotent_and_data_survives_restart(tmp_path: Path) -> None:
         assert got == b"survives"
     finally:
         _cli("kafka", "stop", "--dir", str(home))
+
+
+def test_start_on_the_port_of_a_running_broker_is_refused(kafka_bootstrap: str, tmp_path: Path) -> None:
+    host, _, port = kafka_bootstrap.rpartition(":")
+    if host not in ("127.0.0.1", "localhost"):
+        pytest.skip("the session broker is not on this machine's loopback")
+    proc = _cli("kafka", "start", "--dir", str(tmp_path / "home"), "--port", port)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stderr and proc.stdout == ""
+    assert proc.stderr.strip() == (
+        f"error: port {port} is already in use on 127.0.0.1, so the broker cannot listen there: stop what uses "
+        "it, or pick another with `processor kafka start --port N` (--port 0: any free port)")
+    assert not (tmp_path / "home" / "broker.json").exists()
