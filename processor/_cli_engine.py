@@ -239,12 +239,13 @@ def cmd_dev(args: argparse.Namespace) -> int:
     stop_hint = f"`{prog()} kafka stop" + ("" if home == local.default_home().resolve() else f" --dir {home}") + "`"
     try:
         info, started = local.start(home)
+        print(f"Kafka {'started' if started else 'already running'} at {info.bootstrap} (data in {info.home})",
+              flush=True)
+        ensure_topics(info.bootstrap, load_specs(args.prefix), exact_partitions=False)
     except KeyboardInterrupt:
-        print(f"interrupted while Kafka was starting; it may still be coming up in the background (data in {home}); "
-              f"stop it with {stop_hint}", file=sys.stderr)
+        print(f"interrupted before the processor started; Kafka may be running or still coming up in the "
+              f"background (data in {home}); stop it with {stop_hint}", file=sys.stderr)
         return EXIT_INTERRUPTED
-    print(f"Kafka {'started' if started else 'already running'} at {info.bootstrap} (data in {info.home})", flush=True)
-    ensure_topics(info.bootstrap, load_specs(args.prefix), exact_partitions=False)
     state = Path(args.state_dir or Path(info.home).parent / "state")
     children = [Child("processor", 0, child_argv(args.app, "processor", 0, info.bootstrap, args.prefix, state)),
                 Child("worker", 0, child_argv(args.app, "worker", 0, info.bootstrap, args.prefix, state))]
