@@ -25,11 +25,14 @@ from processor._engine.state import Summary, fold
 from processor._failure import exception_from_failure
 from processor._kafka.messages import consume_available, high_watermarks
 from processor._kafka.topics import DEFAULT_PREFIX, TopicNames
+from processor._limits import PRODUCER_MESSAGE_MAX_BYTES, check_size, too_large
 from processor._names import task_queue_problem
 from processor._payload import from_payload, to_payloads
 from processor.exceptions import (
     ConfigError,
     KafkaUnavailableError,
+    PayloadTooLargeError,
+    ProcessorError,
     WorkflowFailureError,
     WorkflowNotFoundError,
 )
@@ -215,7 +218,8 @@ class Client:
         self.topics = TopicNames(prefix)
         self.codec = default_codec()
         self.producer = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True, "linger.ms": 1,
-                                  "partitioner": "murmur2_random", "client.id": "processor-client"})
+                                  "message.max.bytes": PRODUCER_MESSAGE_MAX_BYTES, "partitioner": "murmur2_random",
+                                  "client.id": "processor-client"})
         self._watcher: _CompletionWatcher | None = None
         self._watcher_lock = threading.Lock()
         # One thread serves delivery reports, so senders wait on an Event instead of each
@@ -232,10 +236,16 @@ class Client:
 
     def _produce(self, short_name: str, workflow_id: str, rec: dict[str, Any],
                  on_ack: Callable[[KafkaError | None], None] | None) -> None:
-        """Encode and enqueue one command; `on_ack(error)` runs on the delivery thread."""
+        """Encode and enqueue one command; `on_ack(error)` runs on the delivery thread.
+
+        Every command (sync and async client, start, signal, cancel, terminate) passes here, so
+        this is where the size is checked: an oversized command raises PayloadTooLargeError
+        before anything is sent, instead of librdkafka's raw error (or the processor's DLQ).
+        """
         key = _check_id(workflow_id)
         name = "wf.commands.v1." + short_name
-        value = self.codec.encode(name, {"workflow_id": workflow_id, **rec})
+        what = f"the {short_name} command of workflow {workflow_id!r}"
+        value = check_size(what, self.codec.encode(name, {"workflow_id": workflow_id, **rec}))
         callback = (lambda err, _m: on_ack(err)) if on_ack is not None else None
         while True:
             try:
@@ -244,6 +254,12 @@ class Client:
                 return
             except BufferError:
                 time.sleep(0.01)  # local queue full: the delivery thread is draining it
+            except KafkaException as exc:  # refused locally; vendor errors do not reach users
+                err = exc.args[0]
+                if err.code() == KafkaError.MSG_SIZE_TOO_LARGE:
+                    raise PayloadTooLargeError(too_large(f"{what} (with its key)", len(value) + len(key),
+                                                         PRODUCER_MESSAGE_MAX_BYTES)) from None
+                raise KafkaUnavailableError(f"{short_name} for {workflow_id!r} was not sent: {err}") from None
 
     def _send(self, short_name: str, workflow_id: str, rec: dict[str, Any], wait: bool = True) -> None:
         if not wait:
@@ -274,7 +290,7 @@ class Client:
                 f"(the client keeps trying until it is closed); {resend}"
             )
         if errors:
-            raise KafkaUnavailableError(f"{short_name} for {workflow_id!r} failed: {errors[0]}")
+            raise _not_delivered(short_name, workflow_id, errors[0])
 
     def start_workflow(self, workflow: type | Callable[..., Any] | str, *args: Any, id: str,  # noqa: A002
                        task_queue: str = "default", execution_timeout: timedelta | float | None = None,
@@ -470,7 +486,16 @@ def _settle(fut: asyncio.Future[None], err: KafkaError | None, short_name: str, 
     if err is None:
         fut.set_result(None)
     else:
-        fut.set_exception(KafkaUnavailableError(f"{short_name} for {workflow_id!r} failed: {err}"))
+        fut.set_exception(_not_delivered(short_name, workflow_id, err))
+
+
+def _not_delivered(short_name: str, workflow_id: str, err: KafkaError) -> ProcessorError:
+    """A delivery error as one of ours: a broker whose record limit is below ours says so."""
+    if err.code() in (KafkaError.MSG_SIZE_TOO_LARGE, KafkaError.RECORD_LIST_TOO_LARGE):
+        return PayloadTooLargeError(f"the {short_name} command of workflow {workflow_id!r} was refused by the broker "
+                                    f"as too large ({err}): set DP_MAX_RECORD_BYTES below the broker's / topic's "
+                                    "max.message.bytes, or pass large data by reference")
+    return KafkaUnavailableError(f"{short_name} for {workflow_id!r} failed: {err}")
 
 
 def _resolve(fut: asyncio.Future[tuple[str, dict[str, Any]]], res: tuple[str, dict[str, Any]]) -> None:

@@ -10,6 +10,10 @@ Hours-long activities do not get the worker evicted: the poll loop never blocks 
 concurrency bound, fetched tasks wait in a local backlog; only a large backlog pauses the
 partitions, because pause() throws librdkafka's prefetched messages away and resuming refetches
 them (measured: pausing at the bound cut throughput from 208 to 88 workflows/s).
+
+Every task offset is settled by exactly one record (the attempt's ActivityCompleted or
+ActivityFailed, or the task's DLQ copy), made to fit the record limit where it is made, and whose
+delivery failure has a decided outcome (`_redeliver`) -- an offset is never left stuck silently.
 """
 
 from __future__ import annotations
@@ -21,26 +25,170 @@ import signal
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, cast
+from typing import Any, Literal, cast
 
-from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
 from processor import activity
 from processor._codec import default_codec
+from processor._codec.codec import Codec
 from processor._engine.settings import Settings
-from processor._failure import failure_from_exception
-from processor._kafka.messages import consume_available, dlq_headers, headers, position
+from processor._failure import Failure, failure_from_exception
+from processor._kafka.messages import Headers, consume_available, dlq_headers, headers, position
 from processor._kafka.topics import ensure_topics, task_queue_spec
+from processor._limits import (
+    MAX_RECORD_BYTES,
+    PAYLOAD_TOO_LARGE,
+    PRODUCER_MESSAGE_MAX_BYTES,
+    clip,
+    dlq_value,
+    too_large,
+)
 from processor._payload import from_payloads, to_payload
-from processor.exceptions import DecodeError
+from processor.exceptions import ApplicationError, DecodeError, KafkaUnavailableError
 
 log = logging.getLogger("processor.worker")
 
 TASK = "wf.tasks.v1.ActivityTask"
+COMPLETED = "wf.commands.v1.ActivityCompleted"
+FAILED = "wf.commands.v1.ActivityFailed"
+HEARTBEAT = "wf.commands.v1.ActivityHeartbeat"
 HEARTBEAT_EVERY_S = 1.0
+# A record whose delivery failed with a retriable error is produced again this many times in all
+# (each try already spans librdkafka's own retries, up to message.timeout.ms), then given up.
+MAX_DELIVERY_ATTEMPTS = 5
+# librdkafka codes after which producing the same record again cannot succeed.
+_TOO_LARGE = {KafkaError.MSG_SIZE_TOO_LARGE, KafkaError.RECORD_LIST_TOO_LARGE, KafkaError.INVALID_MSG_SIZE}
+_PERMANENT = _TOO_LARGE | {KafkaError.TOPIC_AUTHORIZATION_FAILED, KafkaError.CLUSTER_AUTHORIZATION_FAILED,
+                           KafkaError.INVALID_RECORD, KafkaError._INVALID_ARG, KafkaError._BAD_MSG}  # noqa: SLF001
+_DLQ_REASON_CHARS = 4_000  # dlq.reason is a header: it must leave the value its room in the record
+
+
+# -- pure rules (unit-tested without Kafka) ------------------------------------------------------
+
+
+def _what(task: Mapping[str, Any]) -> str:
+    return (f"activity {task['activity_type']!r} (seq {task['activity_seq']}, attempt {task['attempt']}) "
+            f"of workflow {task['workflow_id']!r}")
+
+
+def _base(task: Mapping[str, Any]) -> dict[str, Any]:
+    return {"workflow_id": task["workflow_id"], "activity_seq": task["activity_seq"], "attempt": task["attempt"]}
+
+
+def _clip_failure(failure: Failure, max_chars: int, depth: int) -> Failure:
+    cause = failure.get("cause")
+    return {"type": clip(failure["type"], 200), "message": clip(failure["message"], max_chars),
+            "stack_trace": clip(failure["stack_trace"], max_chars), "non_retryable": failure["non_retryable"],
+            "cause": _clip_failure(cause, max_chars, depth - 1) if cause is not None and depth > 1 else None}
+
+
+def failure_value(codec: Codec, task: Mapping[str, Any], failure: Failure) -> bytes:
+    """ActivityFailed for `failure`, cut to fit the record limit: a huge exception message,
+    traceback or cause chain must not make the failure itself undeliverable."""
+    value = codec.encode(FAILED, {**_base(task), "failure": failure})
+    max_chars, depth = 100_000, 20
+    while len(value) > MAX_RECORD_BYTES:
+        value = codec.encode(FAILED, {**_base(task), "failure": _clip_failure(failure, max_chars, depth)})
+        max_chars, depth = max_chars // 4, max(1, depth // 2)
+    return value
+
+
+def settle_value(codec: Codec, task: Mapping[str, Any], result: Any,
+                 exc: BaseException | None) -> tuple[str, bytes]:
+    """The record that settles an attempt: ActivityCompleted, or ActivityFailed when the activity
+    raised, its result cannot be serialised, or its result would not fit in a record. The last is
+    non-retryable (type PayloadTooLarge): another attempt would compute the same result."""
+    if exc is None:
+        try:
+            payload = to_payload(result)
+        except Exception as conv:  # noqa: BLE001 - an unserialisable result fails the attempt
+            exc = conv
+        else:
+            value = codec.encode(COMPLETED, {**_base(task), "result": payload})
+            if len(value) <= MAX_RECORD_BYTES:
+                return COMPLETED, value
+            message = too_large(f"the result of {_what(task)}", len(value))
+            log.error("%s; reporting the attempt as failed", message)
+            exc = ApplicationError(message, type=PAYLOAD_TOO_LARGE, non_retryable=True)
+    return FAILED, failure_value(codec, task, failure_from_exception(exc))
+
+
+def refused_value(codec: Codec, task: Mapping[str, Any], size: int, err: KafkaError) -> bytes:
+    """The ActivityFailed that replaces a result the broker refused for good. Too large for the
+    broker (its limit is below ours) is non-retryable like our own size check; anything else may
+    be a broker-side condition, so the retry policy decides."""
+    what = f"the result of {_what(task)} ({size:,} bytes encoded)"
+    if err.code() in _TOO_LARGE:
+        exc = ApplicationError(f"{what} was refused by the broker as too large ({err}): set DP_MAX_RECORD_BYTES "
+                               "below the broker's / topic's max.message.bytes, or pass large data by reference",
+                               type=PAYLOAD_TOO_LARGE, non_retryable=True)
+    else:
+        exc = ApplicationError(f"{what} was refused by the broker: {err}", type="ResultNotDelivered")
+    return failure_value(codec, task, failure_from_exception(exc))
+
+
+def heartbeat_value(codec: Codec, task: Mapping[str, Any], details: tuple[Any, ...]) -> bytes:
+    """ActivityHeartbeat; details that would not fit are dropped (with a log line), the beat is
+    still sent: it is what keeps the heartbeat timeout from firing, the details are extra."""
+    rec = {**_base(task), "details": to_payload(list(details)) if details else None}
+    value = codec.encode(HEARTBEAT, rec)
+    if len(value) > MAX_RECORD_BYTES:
+        log.warning("%s; heartbeat sent without details", too_large(f"the heartbeat details of {_what(task)}",
+                                                                     len(value)))
+        value = codec.encode(HEARTBEAT, {**rec, "details": None})
+    return value
+
+
+Kind = Literal["result", "failure", "dlq"]
+Action = Literal["stop", "replace", "retry", "give_up"]
+
+
+def delivery_action(code: int, kind: Kind, attempts: int) -> Action:
+    """What to do when the record that settles a task offset was not delivered.
+
+    - stop: the idempotent producer hit a fatal error and is unusable. The offset stays
+      uncommitted and the worker stops, so its supervisor restarts it with a new producer and the
+      task runs again: at least once, as for a crash.
+    - replace: the broker refused the result record itself (too large for its limit, or invalid):
+      report ActivityFailed instead, which is small and says why. The workflow hears of it now
+      instead of at its timeout (or never, with no timeout).
+    - retry: a retriable error (timeout, broker unavailable): produce the same record again, up to
+      MAX_DELIVERY_ATTEMPTS in all. A duplicate delivery is harmless, the processor ignores it.
+    - give_up: a failure or DLQ record refused for good, or retries exhausted: log loudly and mark
+      the offset finished without a delivered record. This is the one place at-least-once is
+      given up, for that one attempt, on purpose: re-running the task after a restart would make
+      the same refused record, while the partition's committed offset could not pass it -- every
+      later task of the partition would run again after any restart (issue 6: 30 re-runs). The
+      attempt is not lost to the workflow: its start-to-close or heartbeat timer re-dispatches it,
+      maybe to a healthy worker; an activity with neither timeout waits for an operator, whom the
+      error log tells which workflow and activity.
+    """
+    if code == KafkaError._FATAL:  # noqa: SLF001 - librdkafka's code name
+        return "stop"
+    if code in _PERMANENT:
+        return "replace" if kind == "result" else "give_up"
+    return "retry" if attempts < MAX_DELIVERY_ATTEMPTS else "give_up"
+
+
+@dataclass
+class _Settle:
+    """A record whose delivery settles one task offset."""
+
+    p: int
+    offset: int
+    kind: Kind
+    topic: str
+    key: bytes
+    value: bytes | None
+    headers: Headers
+    task: Mapping[str, Any] | None  # the task, for result and failure records
+    attempts: int = 1
+    not_before: float = 0.0
 
 
 class _Offsets:
@@ -89,7 +237,7 @@ class ActivityWorker:
         # read_committed: a task is visible only once the processor's transaction committed.
         self.consumer = Consumer(settings.group_consumer_config(settings.worker_group(task_queue), common["client.id"]))
         self.producer = Producer({**common, "enable.idempotence": True, "linger.ms": 2,
-                                  "partitioner": "murmur2_random"})
+                                  "message.max.bytes": PRODUCER_MESSAGE_MAX_BYTES, "partitioner": "murmur2_random"})
         self.pool = ThreadPoolExecutor(max_workers=max_concurrent, thread_name_prefix="activity")
         self.aio = asyncio.new_event_loop()
         self._aio_thread = threading.Thread(target=self.aio.run_forever, name="activity-aio", daemon=True)
@@ -97,10 +245,14 @@ class ActivityWorker:
         self._assigned: set[int] = set()
         self.backlog: deque[Message] = deque()  # fetched, not started (offsets not committed)
         self.max_backlog = max(1_000, 4 * max_concurrent)
-        self._finished: list[tuple[int, int]] = []  # (partition, offset) acked by the broker
+        self._finished: list[tuple[int, int]] = []  # (partition, offset) settled: acked or given up
+        self._undelivered: list[tuple[_Settle, KafkaError]] = []  # settling records the broker did not take
+        self._retries: list[_Settle] = []  # to produce again at their not_before (poll thread only)
         self._lock = threading.Lock()
+        self._fatal: KafkaError | None = None
         self.completed = 0
         self.failed = 0
+        self.given_up = 0  # settling records that could not be delivered (delivery_action)
 
     # -- rebalance ------------------------------------------------------------------------------
 
@@ -167,50 +319,92 @@ class ActivityWorker:
             activity._reset_context(token)  # noqa: SLF001
 
     def _done(self, p: int, offset: int, task: dict[str, Any], fut: Future[Any]) -> None:
+        if fut.cancelled():  # shut down before it ran: unsettled, the task runs again
+            return
         exc = fut.exception()
         self._report(p, offset, task, None if exc is not None else fut.result(), exc)
 
     def _report(self, p: int, offset: int, task: dict[str, Any], result: Any, exc: BaseException | None) -> None:
-        base = {"workflow_id": task["workflow_id"], "activity_seq": task["activity_seq"], "attempt": task["attempt"]}
-        if exc is None:
-            try:
-                name, rec = "wf.commands.v1.ActivityCompleted", {**base, "result": to_payload(result)}
-            except Exception as conv:  # noqa: BLE001 - an unserialisable result fails the attempt
-                exc = conv
-        if exc is not None:
-            name, rec = "wf.commands.v1.ActivityFailed", {**base, "failure": failure_from_exception(exc)}
-            self.failed += 1
-        else:
+        name, value = settle_value(self.codec, task, result, exc)
+        if name == COMPLETED:
             self.completed += 1
-        value = self.codec.encode(name, rec)
-        self._produce(self.settings.topics.commands, task["workflow_id"].encode(), value, self.codec.headers(name),
-                      self._finish_when_acked(p, offset))
+        else:
+            self.failed += 1
+        self._settle(_Settle(p, offset, "result" if name == COMPLETED else "failure", self.settings.topics.commands,
+                             task["workflow_id"].encode(), value, self.codec.headers(name), task))
 
-    def _finish_when_acked(self, p: int, offset: int) -> Callable[[KafkaError | None, Message], None]:
-        """A delivery callback that makes the task's offset committable once the broker has the
-        record that settles it; unacknowledged, the offset stays uncommitted and the task runs again."""
+    def _settle(self, s: _Settle) -> None:
+        """Produce a record that settles a task offset; its delivery report decides what next."""
 
         def acked(err: KafkaError | None, _msg: Message) -> None:
+            self._delivered(s, err)
+
+        try:
+            self._produce(s.topic, s.key, s.value, s.headers, acked)
+        except KafkaException as exc:  # refused before sending (fatal producer, bad record): same path
+            self._delivered(s, exc.args[0])
+
+    def _delivered(self, s: _Settle, err: KafkaError | None) -> None:
+        with self._lock:
             if err is None:
-                with self._lock:
-                    self._finished.append((p, offset))
+                self._finished.append((s.p, s.offset))
             else:
-                log.error("record settling %s[%d]@%d not delivered: %s", self.topic, p, offset, err)
+                self._undelivered.append((s, err))
 
-        return acked
+    def _redeliver(self) -> None:
+        """Decide, for each settling record not delivered, what happens to its offset
+        (`delivery_action`), and produce the retries that are due. Runs on the poll thread, never
+        inside a delivery callback (producing from one could wait on a queue only poll drains)."""
+        now = time.monotonic()
+        due = [s for s in self._retries if s.not_before <= now]
+        if due:
+            self._retries = [s for s in self._retries if s.not_before > now]
+            for s in due:
+                self._settle(s)
+        with self._lock:
+            undelivered, self._undelivered = self._undelivered, []
+        for s, err in undelivered:
+            where = f"{s.kind} record settling {self.topic}[{s.p}]@{s.offset}"
+            action = delivery_action(err.code(), s.kind, s.attempts)
+            if action == "stop":
+                log.critical("%s not delivered, the producer failed for good (%s): stopping the worker; the task "
+                             "runs again after the restart", where, err)
+                self._fatal = err
+                self.stop_event.set()
+            elif action == "retry":
+                log.warning("%s not delivered (%s), attempt %d of %d: producing it again", where, err, s.attempts,
+                            MAX_DELIVERY_ATTEMPTS)
+                s.not_before = now + min(30.0, 0.5 * 2 ** s.attempts)
+                s.attempts += 1
+                self._retries.append(s)
+            elif action == "replace" and s.task is not None:
+                log.error("%s refused (%s): reporting the attempt as failed instead", where, err)
+                self.completed -= 1
+                self.failed += 1
+                self._settle(_Settle(s.p, s.offset, "failure", s.topic, s.key,
+                                     refused_value(self.codec, s.task, len(s.value or b""), err),
+                                     self.codec.headers(FAILED), s.task))
+            else:
+                what = _what(s.task) if s.task is not None else "an undecodable task"
+                log.error("GIVING UP on the %s of %s: %s (after %d attempt(s)); its offset is committed without "
+                          "it, the processor's timeouts must retry the attempt", where, what, err, s.attempts)
+                self.given_up += 1
+                with self._lock:
+                    self._finished.append((s.p, s.offset))
 
-    def _produce(self, topic: str, key: bytes, value: bytes | None, out_headers: list[tuple[str, bytes]],
+    def _produce(self, topic: str, key: bytes, value: bytes | None, out_headers: Headers,
                  cb: Callable[[KafkaError | None, Message], None] | None = None) -> None:
         while True:
             try:
                 self.producer.produce(topic, value, key, headers=cast(Any, out_headers), on_delivery=cb)
                 return
             except BufferError:
-                time.sleep(0.01)
+                # Local queue full: serve delivery reports (they free it) rather than only sleep;
+                # the callbacks are thread-safe, so any thread may serve them.
+                self.producer.poll(0.01)
 
     def _heartbeater(self, task: dict[str, Any]) -> Callable[[tuple[Any, ...]], None]:
         last = [0.0]
-        name = "wf.commands.v1.ActivityHeartbeat"
         # Throttled so a tight loop cannot flood the commands topic, yet several beats fit in
         # the activity's heartbeat timeout.
         every = min(HEARTBEAT_EVERY_S, (task.get("heartbeat_timeout_ms") or 3_000) / 3_000)
@@ -220,26 +414,36 @@ class ActivityWorker:
             if now - last[0] < every:
                 return
             last[0] = now
-            rec = {"workflow_id": task["workflow_id"], "activity_seq": task["activity_seq"],
-                   "attempt": task["attempt"], "details": to_payload(list(details)) if details else None}
-            self._produce(self.settings.topics.commands, task["workflow_id"].encode(),
-                          self.codec.encode(name, rec), self.codec.headers(name))
+            value = heartbeat_value(self.codec, task, details)
+            try:
+                self._produce(self.settings.topics.commands, task["workflow_id"].encode(), value,
+                              self.codec.headers(HEARTBEAT))
+            except KafkaException as exc:  # a lost beat costs at most a heartbeat timeout, never the activity
+                log.warning("heartbeat of %s not sent: %s", _what(task), exc.args[0])
 
         return beat
 
     def _dead_letter(self, m: Message, reason: str) -> None:
         p, offset = position(m)
         self.offsets.start(p, offset)
-        self._produce(self.settings.topics.dlq, m.key() or b"", m.value(),
-                      dlq_headers(headers(m), reason, self.topic, p, offset), self._finish_when_acked(p, offset))
+        original = m.value()
+        value, out_headers = dlq_value(original, dlq_headers(headers(m), clip(reason, _DLQ_REASON_CHARS),
+                                                             self.topic, p, offset))
+        if original is not None and len(original) > MAX_RECORD_BYTES:
+            log.warning("DLQ copy of %s[%d]@%d truncated from %d to %d bytes (dlq.truncated header)", self.topic, p,
+                        offset, len(original), MAX_RECORD_BYTES)
+        self._settle(_Settle(p, offset, "dlq", self.settings.topics.dlq, m.key() or b"", value, out_headers, None))
 
     # -- the loop -------------------------------------------------------------------------------
 
-    def _commit(self) -> None:
+    def _collect_finished(self) -> None:
         with self._lock:
             finished, self._finished = self._finished, []
         for p, offset in finished:
             self.offsets.finish(p, offset)
+
+    def _commit(self) -> None:
+        self._collect_finished()
         offsets = [TopicPartition(self.topic, p, o) for p, o in self.offsets.committable().items()
                    if p in self._assigned]
         if offsets:
@@ -271,12 +475,16 @@ class ActivityWorker:
                         else:
                             self.backlog.append(m)
                 self.producer.poll(0)
+                self._redeliver()
                 now = time.monotonic()
                 if now - last_commit > 0.1:
                     self._commit()
                     last_commit = now
         finally:
             self.close()
+        if self._fatal is not None:
+            raise KafkaUnavailableError(f"activity worker of {self.queue!r} stopped: its producer failed for good "
+                                        f"({self._fatal}); restart it")
 
     def close(self) -> None:
         self.pool.shutdown(wait=False, cancel_futures=True)

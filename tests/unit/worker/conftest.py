@@ -1,0 +1,14 @@
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import pytest
+from worker_twins import worker_factory
+
+from processor._engine.worker import ActivityWorker
+
+
+@pytest.fixture
+def make_worker(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., ActivityWorker]]:
+    with worker_factory(monkeypatch) as make:
+        yield make
