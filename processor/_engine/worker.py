@@ -14,6 +14,7 @@ them (measured: pausing at the bound cut throughput from 208 to 88 workflows/s).
 Every task offset is settled by exactly one record (the attempt's ActivityCompleted or
 ActivityFailed, or the task's DLQ copy), made to fit the record limit where it is made, and whose
 delivery failure has a decided outcome (`_redeliver`) -- an offset is never left stuck silently.
+Attempts that the processor has already timed out are skipped, not run (`stale_attempt`).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
+import os
 import signal
 import threading
 import time
@@ -68,7 +70,36 @@ _PERMANENT = _TOO_LARGE | {KafkaError.TOPIC_AUTHORIZATION_FAILED, KafkaError.CLU
 _DLQ_REASON_CHARS = 4_000  # dlq.reason is a header: it must leave the value its room in the record
 
 
+def _env_ms(name: str, default: int) -> int:
+    value = os.environ.get(name)
+    return int(value) if value else default
+
+
 # -- pure rules (unit-tested without Kafka) ------------------------------------------------------
+
+
+def stale_attempt(task: Mapping[str, Any], now_ms: int, clock_skew_ms: int) -> str | None:
+    """Which timeout the processor has already fired (or fires at once) for this attempt, or None
+    if the attempt may still be live and must run.
+
+    The processor starts an attempt's start-to-close and heartbeat timers when it dispatches the
+    task (`scheduled_time_ms`, its clock), not when a worker starts it. So a task taken from the
+    backlog or the topic after `scheduled + heartbeat_timeout` is an attempt whose heartbeat timer
+    has fired unless somebody else runs and heartbeats it (a previous owner of the partition):
+    either way running it here only makes a result the processor ignores. Same past
+    `scheduled + start_to_close_timeout`. In every case a processor timer covers the attempt, so
+    skipping never leaves an activity without a next attempt.
+
+    `clock_skew_ms` widens the deadline, never narrows it: a worker clock that runs ahead of the
+    processors' by up to the margin must not skip a live attempt. A clock that runs behind only
+    skips less, which is today's behaviour.
+    """
+    scheduled = int(task["scheduled_time_ms"])
+    for field in ("heartbeat_timeout_ms", "start_to_close_timeout_ms"):
+        timeout = task.get(field)
+        if timeout and now_ms > scheduled + int(timeout) + clock_skew_ms:
+            return field[: -len("_ms")]
+    return None
 
 
 def _what(task: Mapping[str, Any]) -> str:
@@ -192,7 +223,11 @@ class _Settle:
 
 
 class _Offsets:
-    """In-flight offsets per partition; the committable offset is just below the oldest one."""
+    """In-flight offsets per partition; the committable offset is just below the oldest one.
+
+    Tasks start in offset order per partition (the backlog is FIFO), so everything below the
+    highest finished offset that is not in flight is settled.
+    """
 
     def __init__(self) -> None:
         self.inflight: dict[int, set[int]] = {}
@@ -202,8 +237,11 @@ class _Offsets:
         self.inflight.setdefault(p, set()).add(offset)
 
     def finish(self, p: int, offset: int) -> None:
+        # Only an offset started in the current assignment counts: a task of a partition that was
+        # revoked (and maybe assigned back, from its committed offset) can finish late, and its
+        # offset must not move the commit past tasks of the new assignment still in the backlog.
         s = self.inflight.get(p)
-        if s is not None:
+        if s is not None and offset in s:
             s.discard(offset)
             self.done_max[p] = max(self.done_max.get(p, -1), offset)
 
@@ -213,6 +251,9 @@ class _Offsets:
             pending = self.inflight.get(p)
             out[p] = min(pending) if pending else done + 1
         return out
+
+    def busy(self, partitions: set[int] | None = None) -> bool:
+        return any(s for p, s in self.inflight.items() if partitions is None or p in partitions)
 
     def drop(self, p: int) -> None:
         self.inflight.pop(p, None)
@@ -224,11 +265,20 @@ class _Offsets:
 
 class ActivityWorker:
     def __init__(self, settings: Settings, activities: Sequence[Callable[..., Any]], task_queue: str = "default",
-                 max_concurrent: int = 100) -> None:
+                 max_concurrent: int = 100, *, clock_skew_ms: int | None = None,
+                 shutdown_grace_s: float | None = None, revoke_grace_s: float | None = None) -> None:
         self.settings = settings
         self.queue = task_queue
         self.topic = settings.topics.tasks(task_queue)
         self.max_concurrent = max_concurrent
+        # How far this worker's clock may run ahead of the processors' (see stale_attempt).
+        self.clock_skew_ms = clock_skew_ms if clock_skew_ms is not None else _env_ms("DP_CLOCK_SKEW_MS", 1_000)
+        # A graceful stop waits this long for running activities (see close).
+        self.shutdown_grace_s = (shutdown_grace_s if shutdown_grace_s is not None
+                                 else _env_ms("DP_WORKER_SHUTDOWN_GRACE_MS", 10_000) / 1000)
+        # A revoked partition's running tasks get this long to settle before it moves (see _on_revoke).
+        self.revoke_grace_s = (revoke_grace_s if revoke_grace_s is not None
+                               else _env_ms("DP_WORKER_REVOKE_GRACE_MS", 1_000) / 1000)
         self.definitions = {d.name: d for d in (activity.ActivityDefinition.of(fn) for fn in activities)}
         self.codec = default_codec()
         self.stop_event = threading.Event()
@@ -245,13 +295,16 @@ class ActivityWorker:
         self._assigned: set[int] = set()
         self.backlog: deque[Message] = deque()  # fetched, not started (offsets not committed)
         self.max_backlog = max(1_000, 4 * max_concurrent)
-        self._finished: list[tuple[int, int]] = []  # (partition, offset) settled: acked or given up
+        self._finished: list[tuple[int, int]] = []  # (partition, offset) settled: acked, skipped or given up
         self._undelivered: list[tuple[_Settle, KafkaError]] = []  # settling records the broker did not take
         self._retries: list[_Settle] = []  # to produce again at their not_before (poll thread only)
+        self._closing = False
         self._lock = threading.Lock()
+        self._running = 0  # activities executing now, revoked partitions' included
         self._fatal: KafkaError | None = None
         self.completed = 0
         self.failed = 0
+        self.skipped = 0  # stale attempts not run (stale_attempt)
         self.given_up = 0  # settling records that could not be delivered (delivery_action)
 
     # -- rebalance ------------------------------------------------------------------------------
@@ -260,13 +313,31 @@ class ActivityWorker:
         self._assigned.update(tp.partition for tp in partitions)
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        self._commit()
+        """A partition moves to another member (cooperative: the others keep running here).
+
+        Its backlog is dropped (not started, not committed: the next owner runs it). Its running
+        tasks get `revoke_grace_s` to finish and have their results acknowledged, then what is
+        settled is committed synchronously while this member still owns the partition: without
+        that, every task running at a rebalance also ran on the new owner. Tasks still running
+        after the grace go on here and report their results (the processor takes the first one
+        of an attempt); the new owner runs them again unless `stale_attempt` says it need not.
+        """
         gone = {tp.partition for tp in partitions}
+        self.backlog = deque(m for m in self.backlog if position(m)[0] not in gone)
+        self._settle_running(gone, 0.0 if self._closing else self.revoke_grace_s)
+        self._commit(sync=True)
+        self._forget(gone)
+
+    def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        """The partitions already belong to someone else (session timed out): nothing to commit."""
+        gone = {tp.partition for tp in partitions}
+        self.backlog = deque(m for m in self.backlog if position(m)[0] not in gone)
+        self._forget(gone)
+
+    def _forget(self, gone: set[int]) -> None:
         for p in gone:
             self._assigned.discard(p)
             self.offsets.drop(p)
-        # Not started, not committed: the partition's next owner runs them.
-        self.backlog = deque(m for m in self.backlog if position(m)[0] not in gone)
 
     # -- running one task -----------------------------------------------------------------------
 
@@ -278,6 +349,12 @@ class ActivityWorker:
             self._dead_letter(m, f"undecodable activity task: {exc}")
             return
         self.offsets.start(p, offset)
+        stale = stale_attempt(task, int(time.time() * 1000), self.clock_skew_ms)
+        if stale is not None:
+            self.skipped += 1
+            log.debug("skipped %s: its %s passed before it was started; the processor retries it", _what(task), stale)
+            self.offsets.finish(p, offset)
+            return
         definition = self.definitions.get(task["activity_type"])
         if definition is None:
             names = ", ".join(sorted(self.definitions)) or "none"
@@ -295,7 +372,14 @@ class ActivityWorker:
         except Exception as exc:  # noqa: BLE001 - a bad argument is the activity's failure, reported
             self._report(p, offset, task, None, exc)
             return
+        if task.get("heartbeat_timeout_ms"):
+            # The heartbeat timer runs from dispatch: a task that waited in the backlog would have
+            # little of it left for the activity's first beat. A beat at start gives it all of it
+            # (the processor ignores it if the timer already fired).
+            ctx.heartbeat_fn(())
         fut: Future[Any]
+        with self._lock:
+            self._running += 1
         if definition.is_async:
             fut = asyncio.run_coroutine_threadsafe(self._run_async(ctx, definition.fn, args), self.aio)
         else:
@@ -319,6 +403,8 @@ class ActivityWorker:
             activity._reset_context(token)  # noqa: SLF001
 
     def _done(self, p: int, offset: int, task: dict[str, Any], fut: Future[Any]) -> None:
+        with self._lock:
+            self._running -= 1
         if fut.cancelled():  # shut down before it ran: unsettled, the task runs again
             return
         exc = fut.exception()
@@ -442,25 +528,44 @@ class ActivityWorker:
         for p, offset in finished:
             self.offsets.finish(p, offset)
 
-    def _commit(self) -> None:
+    def _busy(self) -> int:
+        # Revoked partitions' tasks leave `offsets` but still hold a pool thread.
+        return max(self.offsets.count(), self._running)
+
+    def _settle_running(self, partitions: set[int] | None, grace_s: float) -> None:
+        """Serve delivery reports until no task of `partitions` (None: any) is in flight, for at
+        most `grace_s`."""
+        deadline = time.monotonic() + grace_s
+        while True:
+            self._redeliver()
+            self._collect_finished()
+            left = deadline - time.monotonic()
+            if not self.offsets.busy(partitions) or left <= 0:
+                return
+            self.producer.poll(min(0.05, left))
+
+    def _commit(self, *, sync: bool = False) -> None:
         self._collect_finished()
         offsets = [TopicPartition(self.topic, p, o) for p, o in self.offsets.committable().items()
                    if p in self._assigned]
         if offsets:
             try:
-                self.consumer.commit(offsets=offsets, asynchronous=True)
+                if sync:
+                    self.consumer.commit(offsets=offsets, asynchronous=False)
+                else:
+                    self.consumer.commit(offsets=offsets, asynchronous=True)
             except Exception as exc:  # noqa: BLE001 - a failed commit only means re-running tasks
                 log.warning("offset commit failed: %s", exc)
 
     def run(self) -> None:
         self._aio_thread.start()
         self.consumer.subscribe([self.topic], on_assign=self._on_assign, on_revoke=self._on_revoke,
-                                on_lost=self._on_revoke)
+                                on_lost=self._on_lost)
         paused = False
         last_commit = 0.0
         try:
             while not self.stop_event.is_set():
-                while self.backlog and self.offsets.count() < self.max_concurrent:
+                while self.backlog and self._busy() < self.max_concurrent:
                     self._start(self.backlog.popleft())
                 if len(self.backlog) >= self.max_backlog and not paused:
                     self.consumer.pause(self.consumer.assignment())
@@ -470,7 +575,7 @@ class ActivityWorker:
                     paused = False
                 for m in consume_available(self.consumer, 100, 0.05 if not self.backlog else 0.005):
                     if m.error() is None:
-                        if self.offsets.count() < self.max_concurrent and not self.backlog:
+                        if self._busy() < self.max_concurrent and not self.backlog:
                             self._start(m)
                         else:
                             self.backlog.append(m)
@@ -487,10 +592,29 @@ class ActivityWorker:
                                         f"({self._fatal}); restart it")
 
     def close(self) -> None:
-        self.pool.shutdown(wait=False, cancel_futures=True)
-        self.producer.flush(10)
-        self._commit()
+        """Graceful stop (SIGTERM / SIGINT, or the end of `run`), in this order:
+
+        Step 1: the poll loop has stopped taking tasks; the backlog is dropped (never started, so
+                never committed: the partitions' next owner runs it).
+        Step 2: wait up to `shutdown_grace_s` for running activities and the delivery of what
+                settles them (retries and replacements included). Without it every activity
+                running at a stop ran again on the next owner, however short.
+        Step 3: commit, synchronously, while still in the group.
+        Step 4: close the consumer: it leaves the group, so the partitions move now, not after
+                the session timeout.
+        Step 5: stop the pool and the event loop. An activity still running is abandoned: its
+                offset is not committed, the next owner runs it again (at least once).
+        """
+        self.backlog.clear()
+        self._settle_running(None, 0.0 if self._fatal is not None else self.shutdown_grace_s)
+        if self.offsets.busy():
+            log.warning("stopping with %d task(s) unsettled after %.1f s: they run again on the next owner",
+                        self.offsets.count(), self.shutdown_grace_s)
+        self._commit(sync=True)
+        self._closing = True  # close() revokes everything once more: no second grace
         self.consumer.close()
+        self.pool.shutdown(wait=False, cancel_futures=True)
+        self.producer.flush(1)
         self.aio.call_soon_threadsafe(self.aio.stop)
 
 

@@ -10,5 +10,5 @@ from processor._engine.worker import ActivityWorker
 
 @pytest.fixture
 def make_worker(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., ActivityWorker]]:
-    with worker_factory(monkeypatch) as make:
+    with worker_factory(monkeypatch, shutdown_grace_s=0.0, revoke_grace_s=0.0) as make:
         yield make
