@@ -2,6 +2,7 @@
 
 Pure by construction: nothing here imports Kafka, RocksDB or Avro, reads the clock or draws
 randomness except from history, so every replay and nondeterminism test is a fast unit test.
+Workflow code that calls the clock, `random` or `uuid` itself is refused at the call (`_guard`).
 """
 
 from __future__ import annotations

@@ -23,6 +23,7 @@ import collections
 import contextvars
 import inspect
 import random
+import sys
 from asyncio.events import _get_running_loop, _set_running_loop
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
@@ -32,6 +33,8 @@ from typing import Any, ClassVar
 from processor import _payload, workflow
 from processor._failure import exception_from_failure, failure_from_exception
 from processor._payload import Payload
+from processor._runtime import _guard
+from processor._runtime._guard import NondeterministicCall, NondeterministicCallError
 from processor._runtime._history import (
     CLOSING_COMMANDS,
     COMMAND_TYPES,
@@ -64,6 +67,9 @@ class WorkflowInstance(WorkflowEventLoop, _Runtime):
 
     def __init__(self, definition: workflow.WorkflowDefinition, workflow_id: str) -> None:
         super().__init__()
+        # The workflow's own module first: its `from uuid import uuid4` aliases are rebound too.
+        module = sys.modules.get(definition.cls.__module__)
+        _guard.install(definition.cls, [vars(module)] if module is not None else [])
         self._definition = definition
         self._workflow_id = workflow_id
         self._info: workflow.WorkflowInfo | None = None
@@ -79,6 +85,7 @@ class WorkflowInstance(WorkflowEventLoop, _Runtime):
         self._activating = False
         self._event_seq = 0  # history seq of the event being applied, for error messages
         self._error: ProcessorError | None = None
+        self._refused_call: str | None = None  # the first clock/random/uuid call of workflow code
         self._internal_error: BaseException | None = None
         self._cancel_reason: str | None = None
         self._object: Any = None
@@ -96,6 +103,7 @@ class WorkflowInstance(WorkflowEventLoop, _Runtime):
             return Completion([], self._error, self._closed)
         previous = _get_running_loop()
         _set_running_loop(self)
+        outer_guard = _guard.enter(self._refuse_call)
         self._activating = True
         try:
             last = len(events) - 1
@@ -118,6 +126,7 @@ class WorkflowInstance(WorkflowEventLoop, _Runtime):
         finally:
             self._activating = False
             self._replaying = False
+            _guard.leave(outer_guard)
             _set_running_loop(previous)
         self._unmatched.clear()
         return Completion([], self._error, self._closed)
@@ -136,7 +145,13 @@ class WorkflowInstance(WorkflowEventLoop, _Runtime):
                 return  # late input for a closed workflow: nothing can observe it
             self._now_ms = event["time_ms"]
             applier(self, event)
-            self.run_until_quiescent()
+            try:
+                self.run_until_quiescent()
+            except NondeterministicCall:
+                pass  # raised in a wait_condition predicate, outside any task: recorded all the same
+            # Checked even if workflow code swallowed the exception: see _guard's docstring.
+            if self._refused_call is not None:
+                raise NondeterministicCallError(self._refused_call)
             if self._internal_error is not None:
                 raise self._internal_error
         elif kind in COMMAND_TYPES:
@@ -161,6 +176,16 @@ class WorkflowInstance(WorkflowEventLoop, _Runtime):
             self._carry_unmatched = False
         if recorded["type"] in CLOSING_COMMANDS:
             self._closed = True
+
+    def _refuse_call(self, api: str, fix: str, where: str) -> str:
+        message = (
+            f"{api}() inside workflow {self._definition.name!r} is nondeterministic (workflow {self._workflow_id!r}, "
+            f"called at {where}, history seq {self._event_seq}): {fix}. The workflow is held until code "
+            "without the call is deployed."
+        )
+        if self._refused_call is None:
+            self._refused_call = message
+        return message
 
     def _nondeterminism(self, expected: str, recorded: str) -> NondeterminismError:
         return NondeterminismError(self._workflow_id, self._event_seq, expected, recorded)
