@@ -109,6 +109,11 @@ HINT_AFTER = 3  # quick deaths in a row before the supervisor says why and backs
 MAX_BACKOFF_S = 30.0
 
 
+# A processor whose loop has not touched its heartbeat file for this long is wedged (a call that
+# never returns): it is killed and restarted like one that died.
+STALL_TIMEOUT_S = float(os.environ.get("DP_STALL_TIMEOUT_S") or 60)
+
+
 @dataclass
 class Child:
     role: str
@@ -121,10 +126,21 @@ class Child:
     restart_at: float = 0.0
     last_line: str = ""  # the last line it wrote to stderr: what its last error said
     reader: threading.Thread | None = None
+    heartbeat: Path | None = None  # touched by the child's loop (processor/_engine/loop.py)
 
     @property
     def name(self) -> str:
         return f"{self.role}-{self.index}"
+
+    def stalled(self) -> float | None:
+        """Seconds since the child last showed progress, if that is past STALL_TIMEOUT_S."""
+        if self.heartbeat is None or time.monotonic() - self.started < STALL_TIMEOUT_S:
+            return None
+        try:
+            idle = time.time() - self.heartbeat.stat().st_mtime
+        except OSError:
+            idle = time.monotonic() - self.started
+        return idle if idle > STALL_TIMEOUT_S else None
 
     def spawn(self) -> None:
         # Its own process group: a Ctrl-C in the terminal reaches the supervisor only, which stops
@@ -167,6 +183,11 @@ def supervise(children: list[Child], stop: Callable[[], bool], restart: bool = T
                         c.spawn()
                     continue
                 code = c.proc.poll()
+                idle = c.stalled() if code is None else None
+                if idle is not None:  # alive but wedged: as good as dead
+                    log.warning("%s made no progress for %.0fs; killing it to restart it", c.name, idle)
+                    c.proc.kill()
+                    code = c.proc.wait()
                 if code is None or not restart:
                     continue
                 _restart_later(c, code, now)

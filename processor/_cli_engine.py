@@ -64,12 +64,13 @@ def _logging(verbose: bool) -> None:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from processor._app import Child, child_argv, load_app, supervise
+    from processor._engine.loop import HEARTBEAT_FILE, state_dir_for
 
     _logging(args.verbose)
     app = load_app(args.app)
     settings = _settings(args)
     if args.role == "processor":
-        from processor._engine.loop import run_processor, state_dir_for
+        from processor._engine.loop import run_processor
 
         run_processor(settings.with_state_dir(state_dir_for(settings.state_dir, args.index)), app.workflows)
         return 0
@@ -79,7 +80,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         run_worker(settings, app.activities, app.task_queue, app.max_concurrent_activities)
         return 0
     children = [Child("processor", i, child_argv(args.app, "processor", i, settings.bootstrap, settings.prefix,
-                                                 settings.state_dir)) for i in range(args.processors)]
+                                                 settings.state_dir),
+                      heartbeat=state_dir_for(settings.state_dir, i) / HEARTBEAT_FILE) for i in range(args.processors)]
     if app.activities:
         children += [Child("worker", i, child_argv(args.app, "worker", i, settings.bootstrap, settings.prefix,
                                                    settings.state_dir)) for i in range(args.workers)]

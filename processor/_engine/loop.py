@@ -277,6 +277,7 @@ class ProcessorLoop:
                 raise KafkaUnavailableError(
                     f"restore of {topic}[{p}] stuck at offset {reached} < {high}: an open transaction on it "
                     "neither committed nor aborted in time")
+            self._beat()  # a long restore is progress too
             for m in restorer.consume(2_000, timeout=0.5):
                 value = m.value()
                 if m.error() or (is_events and value is None):
@@ -474,6 +475,7 @@ class ProcessorLoop:
                 if not err.retriable() or err.fatal() or err.txn_requires_abort():
                     raise
                 self._outage(f"{what}: {err}")
+                self._beat()  # waiting for the broker is not a wedged loop
                 if self.stop_event.wait(RETRY_BACKOFF_S):
                     raise
 
