@@ -50,6 +50,10 @@ class Sink(Protocol):
 
     def task_topic(self, queue: str) -> str: ...
 
+    def task_partitions(self, queue: str) -> int:
+        """The live partition count of the queue's task topic (after task_topic(queue))."""
+        ...
+
 
 @dataclass
 class Live:
@@ -424,8 +428,16 @@ class Engine:
             "workflow_type": live.summary.workflow_type,
         }
         name = "wf.tasks.v1.ActivityTask"
-        self.sink.produce(self.sink.task_topic(queue), None, wid.encode(), self.codec.encode(name, task),
-                          self.codec.headers(name))
+        topic = self.sink.task_topic(queue)
+        task_partition: int | None = None  # attempt 1: where its key (the workflow id) puts it
+        if attempt > 1:
+            # A retry goes one partition further per attempt: the partition of the attempt that
+            # timed out may belong to a worker that died, and stays with it until the group's
+            # session timeout; there the retry would wait, and time out, again.
+            n = self.sink.task_partitions(queue)
+            if n > 1:
+                task_partition = (partition_for(wid.encode(), n) + attempt - 1) % n
+        self.sink.produce(topic, task_partition, wid.encode(), self.codec.encode(name, task), self.codec.headers(name))
         seq = scheduled["activity_seq"]
         if scheduled.get("start_to_close_timeout_ms"):
             self._set_timer(partition, wid, f"s{seq}", self.now_ms + scheduled["start_to_close_timeout_ms"])

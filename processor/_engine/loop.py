@@ -90,7 +90,7 @@ class _TransactionSink:
         self._producer = loop.producer
         self._events = loop.settings.topics.events
         self._timers = loop.settings.topics.timers
-        self._task_topics: set[str] = set()
+        self._task_topics: dict[str, int] = {}  # task topic -> live partition count
         # (topic, partition) that already carry a delivery callback in the open transaction.
         self._tracked: set[tuple[str, int]] = set()
 
@@ -140,8 +140,12 @@ class _TransactionSink:
         if name not in self._task_topics:
             ensure_topics(self._loop.settings.bootstrap, [task_queue_spec(queue, self._loop.settings.prefix)],
                           exact_partitions=False)
-            self._task_topics.add(name)
+            md = self._producer.list_topics(name, timeout=30)
+            self._task_topics[name] = max(1, len(md.topics[name].partitions))
         return name
+
+    def task_partitions(self, queue: str) -> int:
+        return self._task_topics[self._loop.settings.topics.tasks(queue)]
 
 
 class ProcessorLoop:

@@ -82,6 +82,11 @@ class ListSink:
     def task_topic(self, queue: str) -> str:
         return f"{PREFIX}.tasks.{queue}"
 
+    def task_partitions(self, queue: str) -> int:
+        return self.task_partition_count
+
+    task_partition_count = 1
+
     def on(self, topic: str, since: int = 0) -> list[Record]:
         return [r for r in self.records[since:] if r.topic == topic]
 

@@ -87,3 +87,24 @@ def test_a_start_with_an_unusable_task_queue_name_is_dead_lettered_once(tmp_path
     assert h.events("q-1") == []
     (reason,) = h.dlq_reasons()
     assert "'bad queue!' is not usable as a Kafka topic name" in reason
+
+
+def test_each_retry_goes_one_task_partition_further(tmp_path: Path) -> None:
+    """Issue 6 defect 7: a retry must not wait on the partition of a worker that died."""
+    from engine_harness import TASKS_DEFAULT, retryable
+
+    from processor._codec.partitioner import partition_for
+    from tests.apps.basic import Retrying
+
+    h = EngineHarness(tmp_path, (Retrying,))
+    h.sink.task_partition_count = 4
+    h.start("retry-1", "Retrying", 2)
+    h.run_activities(lambda task: ("fail", retryable()) if task["attempt"] <= 2 else ("ok", "done"),
+                     advance_ms=200)
+    for _ in range(20):
+        h.tick(1_000)
+        h.run_activities(lambda task: ("fail", retryable()) if task["attempt"] <= 2 else ("ok", "done"))
+    base = partition_for(b"retry-1", 4)
+    placed = [(r.decode()[1]["attempt"], r.partition) for r in h.records(TASKS_DEFAULT)]
+    assert placed == [(1, None), (2, (base + 1) % 4), (3, (base + 2) % 4)]
+    assert h.result("retry-1") == "done"
