@@ -67,8 +67,10 @@ HEARTBEAT_FILE = "heartbeat"
 HEARTBEAT_EVERY_S = 1.0
 
 
-class _Rewind(Exception):  # noqa: N818 - control flow inside the loop, never leaves it
-    """The open transaction cannot commit; it was aborted and input was rewound."""
+# Abortable errors that only mean the group moved on: the producer itself is fine.
+_REBALANCE_CODES = {KafkaError.ILLEGAL_GENERATION, KafkaError.UNKNOWN_MEMBER_ID, KafkaError.REBALANCE_IN_PROGRESS,
+                    KafkaError.FENCED_INSTANCE_ID, KafkaError.STALE_MEMBER_EPOCH}
+
 
 
 def _stable_transactional_id(settings: Settings) -> str:
@@ -237,6 +239,7 @@ class ProcessorLoop:
                 for topic, meta in topics:
                     total += self._restore_topic(restorer, p, store, topic, meta, highs[topic][p])
             self._read_input_offsets(todo)
+            self._rewind_all()  # after an in-process restart the consumer may be past them
         except BaseException:
             for p in todo:  # half restored: closed, and restored again from scratch on the next turn
                 self.engine.close_partition(p)
@@ -308,7 +311,7 @@ class ProcessorLoop:
     # -- the loop -----------------------------------------------------------------------------
 
     def run(self) -> None:
-        self._retrying("init_transactions", lambda: self.producer.init_transactions(30))
+        self._init_producer()
         self.consumer.subscribe([self.settings.topics.commands], on_assign=self._on_assign,
                                 on_revoke=self._on_revoke, on_lost=self._on_revoke)
         max_wait = self.settings.max_wait_ms / 1000
@@ -389,7 +392,7 @@ class ProcessorLoop:
         budget = t0 + self.settings.transaction_timeout_ms / 1000 * BATCH_BUDGET_SHARE
         try:
             # Step 1
-            self._retrying("begin_transaction", self.producer.begin_transaction)
+            self.producer.begin_transaction()
             self.sink.new_transaction()
             self.engine.begin(now_ms)
             # Step 2
@@ -413,10 +416,10 @@ class ProcessorLoop:
             self.engine.fire_due_timers(now_ms, self._horizons(now_ms))
             t_applied = time.perf_counter()
             # Step 3
-            self._retrying("send_offsets_to_transaction", self._send_offsets)
+            self._send_offsets()
             t_offsets = time.perf_counter()
             # Step 4
-            self._retrying("commit_transaction", lambda: self.producer.commit_transaction(30))
+            self.producer.commit_transaction(30)
         except KafkaException as exc:
             self._failed(exc.args[0], first)
             return
@@ -467,55 +470,74 @@ class ProcessorLoop:
         for p, offset in seek.items():
             self.consumer.seek(TopicPartition(self.settings.topics.commands, p, offset))
 
-    def _retrying(self, what: str, op: Callable[[], object]) -> None:
-        """Run one step of the protocol, retrying while the error is retriable (broker down,
-        request timed out). librdkafka documents every transactional call as safe to retry then."""
-        while True:
-            try:
-                op()
-                return
-            except KafkaException as exc:
-                err = exc.args[0]
-                if not err.retriable() or err.fatal() or err.txn_requires_abort():
-                    raise
-                self._outage(f"{what}: {err}")
-                self._beat()  # waiting for the broker is not a wedged loop
-                if self.stop_event.wait(RETRY_BACKOFF_S):
-                    raise
-
     def _failed(self, err: KafkaError, first: dict[int, int]) -> None:
-        """The open transaction cannot commit: abort it (or replace a fatally failed producer)."""
-        if err.txn_requires_abort() and not err.fatal():
+        """The open transaction cannot commit. A rebalance: abort and rewind. Anything else (the
+        broker unreachable, records refused, a fatal producer): restart in process."""
+        if err.txn_requires_abort() and not err.fatal() and err.code() in _REBALANCE_CODES:
             log.warning("transaction aborted (%s); rewinding %s", err, first)
             self._abort(first)
             return
-        log.warning("producer failed fatally (%s); replacing it and rewinding %s", err, first)
-        self._reset_producer(first)
+        self._restart_in_process(f"transaction failed: {err}")
 
     def _abort(self, first: dict[int, int]) -> None:
         try:
-            self._retrying("abort_transaction", lambda: self.producer.abort_transaction(30))
+            self.producer.abort_transaction(10)
         except KafkaException as exc:
-            log.warning("abort failed (%s); replacing the producer", exc.args[0])
-            self._reset_producer(first)
+            self._restart_in_process(f"abort failed: {exc.args[0]}")
             return
         self._rewind(first)
 
-    def _reset_producer(self, first: dict[int, int]) -> None:
+    def _restart_in_process(self, why: str) -> None:
+        """What a restart of the process would do, without leaving the group: a fresh producer
+        (same transactional.id: its init_transactions fences the old epoch and aborts whatever
+        it left open) and every owned partition restored again from the log.
+
+        Retrying a timed-out send_offsets_to_transaction or commit_transaction was tried first:
+        measured, after a broker outage the retried call could hang far past its timeout; and a
+        commit that timed out may have committed, so local state must be rebuilt from the log and
+        the committed input offsets, never rewound to the batch's first offset."""
         now = time.monotonic()
         self._resets = [t for t in self._resets if now - t < 60] + [now]
         if len(self._resets) > MAX_PRODUCER_RESETS_PER_MIN:
             raise KafkaUnavailableError(
-                f"the transactional producer was fenced {len(self._resets)} times in a minute: another live "
-                f"process uses transactional.id {self._transactional_id!r} (two processors on one state dir?)")
+                f"the transactional producer failed {len(self._resets)} times in a minute ({why}); if the broker "
+                f"is up, another live process uses transactional.id {self._transactional_id!r} (two processors on "
+                "one state dir?)")
+        owned = sorted(self.engine.stores)
+        log.warning("%s; replacing the producer and restoring partitions %s from the log", why, owned)
+        self.engine.aborted()
+        for p in owned:
+            self.engine.close_partition(p)
+            self._input_next.pop(p, None)
+            self._input_ts.pop(p, None)
         try:
-            self.producer.flush(0)
-        except KafkaException:
-            pass
+            self.consumer.pause([TopicPartition(self.settings.topics.commands, p) for p in owned])
+        except KafkaException as exc:  # not assigned any more: the revoke callback follows
+            log.debug("pause %s: %s", owned, exc)
+        self._to_restore.extend(p for p in owned if p not in self._to_restore)
+        self._to_resume.clear()
         self.producer = self._new_producer()
         self.sink.use(self.producer)
-        self._retrying("init_transactions", lambda: self.producer.init_transactions(30))
-        self._rewind(first)
+        self._init_producer()
+
+    def _init_producer(self) -> None:
+        """init_transactions, until the broker answers; a producer whose init failed is replaced."""
+        while True:
+            try:
+                self.producer.init_transactions(30)
+                return
+            except KafkaException as exc:
+                err = exc.args[0]
+                if err.fatal() and not err.retriable() and err.code() == KafkaError._FENCED:  # noqa: SLF001
+                    raise KafkaUnavailableError(
+                        f"fenced at start: another live process uses transactional.id {self._transactional_id!r}"
+                    ) from exc
+                self._outage(f"init_transactions: {err}")
+                self._beat()  # waiting for the broker is not a wedged loop
+                if self.stop_event.wait(RETRY_BACKOFF_S):
+                    raise
+                self.producer = self._new_producer()
+                self.sink.use(self.producer)
 
     def _rewind(self, first: dict[int, int]) -> None:
         """Forget the aborted batch: overlays, advanced instances, and input positions."""
@@ -567,14 +589,14 @@ class ProcessorLoop:
         transaction consumes: committed as offset + 1, and the consumer moves past it."""
         before = dict(self._input_next)
         try:
-            self._retrying("begin_transaction", self.producer.begin_transaction)
+            self.producer.begin_transaction()
             self.sink.new_transaction()
             self.engine.begin(now_ms)
             work()
             if skip is not None:
                 self._input_next[skip[0]] = skip[1] + 1
-            self._retrying("send_offsets_to_transaction", self._send_offsets)
-            self._retrying("commit_transaction", lambda: self.producer.commit_transaction(30))
+            self._send_offsets()
+            self.producer.commit_transaction(30)
         except KafkaException as exc:
             self._input_next = before
             self._failed(exc.args[0], {})

@@ -116,6 +116,9 @@ class FakeConsumer:
     def seek(self, tp: TopicPartition) -> None:
         self.seeks.append((tp.partition, tp.offset))
 
+    def pause(self, tps: list[TopicPartition]) -> None:
+        self.paused = sorted(tp.partition for tp in tps)
+
 
 class Rig:
     def __init__(self, root: Path, fail: dict[str, list[KafkaError]] | None = None) -> None:
@@ -184,28 +187,37 @@ def test_a_timer_waits_for_input_not_yet_read(rig: Rig) -> None:
     assert rig.loop.engine.has_due(T0 + 5_000, rig.loop._horizons(T0 + 5_000))  # noqa: SLF001
 
 
-def test_retriable_commit_errors_are_retried(tmp_path: Path) -> None:
-    timeout = KafkaError(KafkaError._TIMED_OUT, "broker down", retriable=True)  # noqa: SLF001
-    rig = Rig(tmp_path, {"commit": [timeout, timeout]})
+@pytest.mark.parametrize("error", [
+    KafkaError(KafkaError._TIMED_OUT, "broker down", retriable=True),  # noqa: SLF001
+    KafkaError(KafkaError._FENCED, "epoch bumped", fatal=True),  # noqa: SLF001
+    KafkaError(KafkaError._INCONSISTENT, "records refused", txn_requires_abort=True),  # noqa: SLF001
+], ids=["timed-out", "fatal", "records-refused"])
+def test_a_failed_commit_restarts_in_process(tmp_path: Path, error: KafkaError) -> None:
+    """Not a rebalance: the commit may even have happened. A fresh producer (same transactional.id)
+    and every owned partition restored again from the log, as a process restart would do."""
+    rig = Rig(tmp_path, {"commit": [error]})
     try:
         (wid,) = ids_on_partition(1, 1, stem="sleep")
         rig.loop._transaction([rig.start(wid, 5.0, 1)], T0)  # noqa: SLF001
-        assert rig.calls() == ["begin", "send_offsets", "commit"]
-        assert rig.loop._input_next == {0: 0, 1: 1}  # noqa: SLF001
+        assert len(rig.producers) == 2, "a new producer replaced the failed one"
+        assert rig.calls()[-1] == "init"
+        assert "commit" not in rig.calls()
+        assert rig.loop.engine.stores == {}, "local state is rebuilt from the log"
+        assert sorted(rig.loop._to_restore) == [0, 1]  # noqa: SLF001
+        assert rig.loop.sink._producer is rig.producers[-1]  # noqa: SLF001
     finally:
         rig.close()
 
 
-def test_a_fatal_error_replaces_the_producer_and_rewinds(tmp_path: Path) -> None:
-    fenced = KafkaError(KafkaError._FENCED, "epoch bumped", fatal=True)  # noqa: SLF001
-    rig = Rig(tmp_path, {"commit": [fenced]})
+def test_a_rebalance_during_the_transaction_aborts_and_rewinds(tmp_path: Path) -> None:
+    stale = KafkaError(KafkaError.ILLEGAL_GENERATION, "group moved on", txn_requires_abort=True)
+    rig = Rig(tmp_path, {"send_offsets": [stale]})
     try:
         (wid,) = ids_on_partition(1, 1, stem="sleep")
         rig.loop._transaction([rig.start(wid, 5.0, 1)], T0)  # noqa: SLF001
-        assert len(rig.producers) == 2, "a new producer (same transactional.id) replaced the fatal one"
-        assert rig.calls() == ["begin", "send_offsets", "init"]
-        assert (1, 0) in rig.consumer.seeks, "input rewound to the last committed offset"
-        assert rig.loop._input_next[1] == 0  # noqa: SLF001
+        assert rig.calls() == ["begin", "abort"]
+        assert len(rig.producers) == 1
+        assert (1, 0) in rig.consumer.seeks, "input rewound to the batch's first offset"
         assert rig.loop.engine.stores[1].summary(wid) is None, "nothing of the aborted batch was kept"
     finally:
         rig.close()
