@@ -7,7 +7,6 @@ moves past it; retriable errors are retried, a fatal one replaces the producer a
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -20,44 +19,11 @@ from processor._engine.loop import ProcessorLoop
 from processor._engine.settings import Settings
 from processor._engine.store import PartitionStore
 from tests.apps.hardening import Sleeper
+from tests.kafka_twins import FakeMessage
 
 PREFIX = "t"
 COMMANDS = f"{PREFIX}.commands"
 T0 = 1_700_000_000_000
-
-
-@dataclass
-class FakeMessage:
-    _partition: int
-    _offset: int
-    _key: bytes
-    _value: bytes
-    _ts: int
-    _headers: list[tuple[str, bytes]] = field(default_factory=list)
-
-    def error(self) -> None:
-        return None
-
-    def partition(self) -> int:
-        return self._partition
-
-    def offset(self) -> int:
-        return self._offset
-
-    def key(self) -> bytes:
-        return self._key
-
-    def value(self) -> bytes:
-        return self._value
-
-    def headers(self) -> list[tuple[str, bytes]]:
-        return self._headers
-
-    def timestamp(self) -> tuple[int, int]:
-        return (1, self._ts)
-
-    def topic(self) -> str:
-        return COMMANDS
 
 
 class FakeProducer:
@@ -142,7 +108,7 @@ class Rig:
 
     def start(self, wid: str, seconds: float, p: int) -> FakeMessage:
         rec = {"workflow_id": wid, "workflow_type": "Sleeper", "args": _payload.to_payloads([seconds])}
-        m = FakeMessage(p, self.offsets[p], wid.encode(), CODEC.encode(CMD + "StartWorkflow", rec), T0)
+        m = FakeMessage(p, self.offsets[p], CODEC.encode(CMD + "StartWorkflow", rec), wid.encode(), [], T0, COMMANDS)
         self.offsets[p] += 1
         self.consumer.high[p] = self.offsets[p]
         return m

@@ -19,6 +19,7 @@ from processor._engine import worker as worker_module
 from processor._engine.settings import Settings
 from processor._engine.worker import TASK, ActivityWorker
 from processor._payload import to_payloads
+from tests.kafka_twins import FakeMessage as KafkaMessage
 
 CODEC = default_codec()
 PREFIX = "t"
@@ -40,30 +41,10 @@ def gated(tag: str) -> str:
 
 
 @dataclass
-class FakeMessage:
-    _partition: int
-    _offset: int
-    _value: bytes
-    _key: bytes = b"w-1"
+class FakeMessage(KafkaMessage):
+    """A task record: the type header of an ActivityTask unless told otherwise."""
+
     _headers: list[tuple[str, bytes]] = field(default_factory=lambda: [("type", TASK.encode())])
-
-    def error(self) -> None:
-        return None
-
-    def partition(self) -> int:
-        return self._partition
-
-    def offset(self) -> int:
-        return self._offset
-
-    def key(self) -> bytes:
-        return self._key
-
-    def value(self) -> bytes:
-        return self._value
-
-    def headers(self) -> list[tuple[str, bytes]]:
-        return self._headers
 
 
 @dataclass

@@ -1,0 +1,42 @@
+"""In-memory twins of confluent_kafka objects that unit tests share (no broker)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class FakeMessage:
+    """A consumed record: what the loops read off a confluent_kafka.Message."""
+
+    _partition: int
+    _offset: int
+    _value: bytes
+    _key: bytes = b"w-1"
+    _headers: list[tuple[str, bytes]] = field(default_factory=list)
+    _ts: int = 0
+    _topic: str = ""
+
+    def error(self) -> None:
+        return None
+
+    def partition(self) -> int:
+        return self._partition
+
+    def offset(self) -> int:
+        return self._offset
+
+    def key(self) -> bytes:
+        return self._key
+
+    def value(self) -> bytes:
+        return self._value
+
+    def headers(self) -> list[tuple[str, bytes]]:
+        return self._headers
+
+    def timestamp(self) -> tuple[int, int]:
+        return (1, self._ts)
+
+    def topic(self) -> str:
+        return self._topic
