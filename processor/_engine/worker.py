@@ -22,7 +22,6 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
-import os
 import signal
 import threading
 import time
@@ -31,179 +30,49 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Literal, cast
+from typing import Any, cast
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
 from processor import activity
 from processor._codec import default_codec
-from processor._codec.codec import Codec
 from processor._engine.settings import Settings
-from processor._failure import Failure, failure_from_exception
+from processor._engine.settle import (  # noqa: F401 - re-exported for tests and callers
+    _DLQ_REASON_CHARS,
+    _PERMANENT,
+    _TOO_LARGE,
+    COMPLETED,
+    FAILED,
+    HEARTBEAT,
+    HEARTBEAT_EVERY_S,
+    MAX_DELIVERY_ATTEMPTS,
+    TASK,
+    Action,
+    Kind,
+    _base,
+    _clip_failure,
+    _env_ms,
+    _what,
+    delivery_action,
+    failure_value,
+    heartbeat_value,
+    refused_value,
+    settle_value,
+    stale_attempt,
+)
 from processor._kafka.messages import Headers, consume_available, dlq_headers, headers, position
 from processor._kafka.topics import ensure_topics, task_queue_spec
 from processor._limits import (
     MAX_RECORD_BYTES,
-    PAYLOAD_TOO_LARGE,
     PRODUCER_MESSAGE_MAX_BYTES,
     clip,
     dlq_value,
-    too_large,
 )
-from processor._payload import from_payloads, to_payload
-from processor.exceptions import ApplicationError, DecodeError, KafkaUnavailableError
+from processor._payload import from_payloads
+from processor.exceptions import DecodeError, KafkaUnavailableError
 
 log = logging.getLogger("processor.worker")
 
-TASK = "wf.tasks.v1.ActivityTask"
-COMPLETED = "wf.commands.v1.ActivityCompleted"
-FAILED = "wf.commands.v1.ActivityFailed"
-HEARTBEAT = "wf.commands.v1.ActivityHeartbeat"
-HEARTBEAT_EVERY_S = 1.0
-# A record whose delivery failed with a retriable error is produced again this many times in all
-# (each try already spans librdkafka's own retries, up to message.timeout.ms), then given up.
-MAX_DELIVERY_ATTEMPTS = 5
-# librdkafka codes after which producing the same record again cannot succeed.
-_TOO_LARGE = {KafkaError.MSG_SIZE_TOO_LARGE, KafkaError.RECORD_LIST_TOO_LARGE, KafkaError.INVALID_MSG_SIZE}
-_PERMANENT = _TOO_LARGE | {KafkaError.TOPIC_AUTHORIZATION_FAILED, KafkaError.CLUSTER_AUTHORIZATION_FAILED,
-                           KafkaError.INVALID_RECORD, KafkaError._INVALID_ARG, KafkaError._BAD_MSG}  # noqa: SLF001
-_DLQ_REASON_CHARS = 4_000  # dlq.reason is a header: it must leave the value its room in the record
-
-
-def _env_ms(name: str, default: int) -> int:
-    value = os.environ.get(name)
-    return int(value) if value else default
-
-
-# -- pure rules (unit-tested without Kafka) ------------------------------------------------------
-
-
-def stale_attempt(task: Mapping[str, Any], now_ms: int, clock_skew_ms: int) -> str | None:
-    """Which timeout the processor has already fired (or fires at once) for this attempt, or None
-    if the attempt may still be live and must run.
-
-    The processor starts an attempt's start-to-close and heartbeat timers when it dispatches the
-    task (`scheduled_time_ms`, its clock), not when a worker starts it. So a task taken from the
-    backlog or the topic after `scheduled + heartbeat_timeout` is an attempt whose heartbeat timer
-    has fired unless somebody else runs and heartbeats it (a previous owner of the partition):
-    either way running it here only makes a result the processor ignores. Same past
-    `scheduled + start_to_close_timeout`. In every case a processor timer covers the attempt, so
-    skipping never leaves an activity without a next attempt.
-
-    `clock_skew_ms` widens the deadline, never narrows it: a worker clock that runs ahead of the
-    processors' by up to the margin must not skip a live attempt. A clock that runs behind only
-    skips less, which is today's behaviour.
-    """
-    scheduled = int(task["scheduled_time_ms"])
-    for field in ("heartbeat_timeout_ms", "start_to_close_timeout_ms"):
-        timeout = task.get(field)
-        if timeout and now_ms > scheduled + int(timeout) + clock_skew_ms:
-            return field[: -len("_ms")]
-    return None
-
-
-def _what(task: Mapping[str, Any]) -> str:
-    return (f"activity {task['activity_type']!r} (seq {task['activity_seq']}, attempt {task['attempt']}) "
-            f"of workflow {task['workflow_id']!r}")
-
-
-def _base(task: Mapping[str, Any]) -> dict[str, Any]:
-    return {"workflow_id": task["workflow_id"], "activity_seq": task["activity_seq"], "attempt": task["attempt"]}
-
-
-def _clip_failure(failure: Failure, max_chars: int, depth: int) -> Failure:
-    cause = failure.get("cause")
-    return {"type": clip(failure["type"], 200), "message": clip(failure["message"], max_chars),
-            "stack_trace": clip(failure["stack_trace"], max_chars), "non_retryable": failure["non_retryable"],
-            "cause": _clip_failure(cause, max_chars, depth - 1) if cause is not None and depth > 1 else None}
-
-
-def failure_value(codec: Codec, task: Mapping[str, Any], failure: Failure) -> bytes:
-    """ActivityFailed for `failure`, cut to fit the record limit: a huge exception message,
-    traceback or cause chain must not make the failure itself undeliverable."""
-    value = codec.encode(FAILED, {**_base(task), "failure": failure})
-    max_chars, depth = 100_000, 20
-    while len(value) > MAX_RECORD_BYTES:
-        value = codec.encode(FAILED, {**_base(task), "failure": _clip_failure(failure, max_chars, depth)})
-        max_chars, depth = max_chars // 4, max(1, depth // 2)
-    return value
-
-
-def settle_value(codec: Codec, task: Mapping[str, Any], result: Any,
-                 exc: BaseException | None) -> tuple[str, bytes]:
-    """The record that settles an attempt: ActivityCompleted, or ActivityFailed when the activity
-    raised, its result cannot be serialised, or its result would not fit in a record. The last is
-    non-retryable (type PayloadTooLarge): another attempt would compute the same result."""
-    if exc is None:
-        try:
-            payload = to_payload(result)
-        except Exception as conv:  # noqa: BLE001 - an unserialisable result fails the attempt
-            exc = conv
-        else:
-            value = codec.encode(COMPLETED, {**_base(task), "result": payload})
-            if len(value) <= MAX_RECORD_BYTES:
-                return COMPLETED, value
-            message = too_large(f"the result of {_what(task)}", len(value))
-            log.error("%s; reporting the attempt as failed", message)
-            exc = ApplicationError(message, type=PAYLOAD_TOO_LARGE, non_retryable=True)
-    return FAILED, failure_value(codec, task, failure_from_exception(exc))
-
-
-def refused_value(codec: Codec, task: Mapping[str, Any], size: int, err: KafkaError) -> bytes:
-    """The ActivityFailed that replaces a result the broker refused for good. Too large for the
-    broker (its limit is below ours) is non-retryable like our own size check; anything else may
-    be a broker-side condition, so the retry policy decides."""
-    what = f"the result of {_what(task)} ({size:,} bytes encoded)"
-    if err.code() in _TOO_LARGE:
-        exc = ApplicationError(f"{what} was refused by the broker as too large ({err}): set DP_MAX_RECORD_BYTES "
-                               "below the broker's / topic's max.message.bytes, or pass large data by reference",
-                               type=PAYLOAD_TOO_LARGE, non_retryable=True)
-    else:
-        exc = ApplicationError(f"{what} was refused by the broker: {err}", type="ResultNotDelivered")
-    return failure_value(codec, task, failure_from_exception(exc))
-
-
-def heartbeat_value(codec: Codec, task: Mapping[str, Any], details: tuple[Any, ...]) -> bytes:
-    """ActivityHeartbeat; details that would not fit are dropped (with a log line), the beat is
-    still sent: it is what keeps the heartbeat timeout from firing, the details are extra."""
-    rec = {**_base(task), "details": to_payload(list(details)) if details else None}
-    value = codec.encode(HEARTBEAT, rec)
-    if len(value) > MAX_RECORD_BYTES:
-        log.warning("%s; heartbeat sent without details", too_large(f"the heartbeat details of {_what(task)}",
-                                                                     len(value)))
-        value = codec.encode(HEARTBEAT, {**rec, "details": None})
-    return value
-
-
-Kind = Literal["result", "failure", "dlq"]
-Action = Literal["stop", "replace", "retry", "give_up"]
-
-
-def delivery_action(code: int, kind: Kind, attempts: int) -> Action:
-    """What to do when the record that settles a task offset was not delivered.
-
-    - stop: the idempotent producer hit a fatal error and is unusable. The offset stays
-      uncommitted and the worker stops, so its supervisor restarts it with a new producer and the
-      task runs again: at least once, as for a crash.
-    - replace: the broker refused the result record itself (too large for its limit, or invalid):
-      report ActivityFailed instead, which is small and says why. The workflow hears of it now
-      instead of at its timeout (or never, with no timeout).
-    - retry: a retriable error (timeout, broker unavailable): produce the same record again, up to
-      MAX_DELIVERY_ATTEMPTS in all. A duplicate delivery is harmless, the processor ignores it.
-    - give_up: a failure or DLQ record refused for good, or retries exhausted: log loudly and mark
-      the offset finished without a delivered record. This is the one place at-least-once is
-      given up, for that one attempt, on purpose: re-running the task after a restart would make
-      the same refused record, while the partition's committed offset could not pass it -- every
-      later task of the partition would run again after any restart (issue 6: 30 re-runs). The
-      attempt is not lost to the workflow: its start-to-close or heartbeat timer re-dispatches it,
-      maybe to a healthy worker; an activity with neither timeout waits for an operator, whom the
-      error log tells which workflow and activity.
-    """
-    if code == KafkaError._FATAL:  # noqa: SLF001 - librdkafka's code name
-        return "stop"
-    if code in _PERMANENT:
-        return "replace" if kind == "result" else "give_up"
-    return "retry" if attempts < MAX_DELIVERY_ATTEMPTS else "give_up"
 
 
 @dataclass
