@@ -21,7 +21,11 @@ from __future__ import annotations
 
 import signal
 import threading
+from collections.abc import Mapping, Sequence
 from types import FrameType
+from typing import Any
+
+from processor._runtime import Completion, WorkflowInstance, WorkflowTaskError
 
 REPEAT_S = 0.25
 
@@ -30,6 +34,10 @@ class ActivationBlocked(BaseException):  # noqa: N818 - engine control flow, not
     """Raised inside workflow code that overran its activation deadline. A BaseException so that
     `except Exception:` in workflow code does not swallow it; a bare `except:` would, and the
     deadline then raises again."""
+
+
+class WorkflowBlockedError(WorkflowTaskError):
+    """Workflow code overran its activation deadline (the reason a blocked workflow is held)."""
 
 
 class Deadline:
@@ -57,3 +65,23 @@ class Deadline:
         if self._armed:
             self._armed = False
             signal.setitimer(signal.ITIMER_REAL, 0)
+
+    def activate(self, instance: WorkflowInstance, events: Sequence[Mapping[str, Any]], limit: float, who: str,
+                 doing: str) -> Completion:
+        """`instance.activate(events)` with at most `limit` seconds of blocking; past it, a
+        Completion whose error holds the workflow with the reason."""
+        try:
+            self.arm(limit)
+            try:
+                completion = instance.activate(events)
+            finally:
+                self.disarm()
+        except ActivationBlocked:
+            self.expired = True
+        if not self.expired:
+            return completion
+        return Completion([], WorkflowBlockedError(
+            f"{who} blocked the processor's event loop for more than {limit:g}s ({doing} its code): time.sleep, "
+            "blocking I/O or a long computation in workflow code? Do blocking work in an activity and wait with "
+            "asyncio.sleep or workflow.wait_condition; DP_ACTIVATION_DEADLINE_MS sets the limit. The workflow is "
+            "held until code that does not block is deployed."), False)

@@ -23,7 +23,7 @@ from typing import Any, Protocol
 from processor._codec import Codec
 from processor._codec.partitioner import partition_for
 from processor._engine import keys
-from processor._engine.deadline import ActivationBlocked, Deadline
+from processor._engine.deadline import Deadline
 from processor._engine.retry import next_retry_delay_ms
 from processor._engine.settings import Settings
 from processor._engine.state import CLOSING_STATUS, Summary, fold
@@ -31,7 +31,7 @@ from processor._engine.store import PartitionStore
 from processor._kafka.messages import dlq_headers
 from processor._limits import MAX_RECORD_BYTES, too_large
 from processor._names import task_queue_problem
-from processor._runtime import Completion, WorkflowInstance, WorkflowTaskError
+from processor._runtime import Completion, WorkflowInstance
 from processor.exceptions import DecodeError
 from processor.workflow import WorkflowDefinition
 
@@ -532,23 +532,8 @@ class Engine:
         limit = self.settings.activation_deadline_ms / 1000
         if replay:
             limit = max(limit, self.settings.transaction_timeout_ms / 1000 * 0.4)
-        deadline = self.deadline
-        try:
-            deadline.arm(limit)
-            try:
-                completion = instance.activate(events)
-            finally:
-                deadline.disarm()
-        except ActivationBlocked:
-            deadline.expired = True
-        if not deadline.expired:
-            return completion
-        return Completion([], WorkflowBlockedError(
-            f"workflow {wid!r} blocked the processor's event loop for more than {limit:g}s "
-            f"({'replaying' if replay else 'running'} its code): time.sleep, blocking I/O or a long computation "
-            "in workflow code? Do blocking work in an activity and wait with asyncio.sleep or "
-            "workflow.wait_condition; DP_ACTIVATION_DEADLINE_MS sets the limit. The workflow is held until "
-            "code that does not block is deployed."), False)
+        return self.deadline.activate(instance, events, limit, f"workflow {wid!r}",
+                                      "replaying" if replay else "running")
 
     def _cache_put(self, wid: str, live: Live) -> None:
         self.cache[wid] = live
@@ -608,10 +593,6 @@ class Engine:
         wid, tkey = keys.split_timer_topic_key(key)
         due = None if value is None else self.codec.decode_as(value, "wf.timers.v1.TimerScheduled")["fire_at_ms"]
         self.stores[partition].set_timer(wid, tkey, due)
-
-
-class WorkflowBlockedError(WorkflowTaskError):
-    """Workflow code overran its activation deadline (the reason a blocked workflow is held)."""
 
 
 # Timer keys: kind letter + seq. u = workflow sleep (timer_seq); r = activity retry backoff,
