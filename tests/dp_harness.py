@@ -36,18 +36,20 @@ class Cluster:
         self.procs: list[subprocess.Popen[bytes]] = []
         ensure_topics(bootstrap, load_specs(prefix, partitions))
 
-    def _spawn(self, role: str, index: int, app: str | None = None) -> subprocess.Popen[bytes]:
+    def _spawn(self, role: str, index: int, app: str | None = None,
+               env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
         argv = [sys.executable, "-m", "processor.cli", "run", "--app", app or self.app, "--role", role,
                 "--index", str(index), "--bootstrap", self.bootstrap, "--prefix", self.prefix,
                 "--state-dir", str(self.state), "-v"]
         log = open(self.logs / f"{role}-{index}.log", "ab")  # noqa: SIM115 - owned by the child
-        proc = subprocess.Popen(argv, cwd=REPO, env=self.env, stdout=log, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(argv, cwd=REPO, env={**self.env, **(env or {})}, stdout=log, stderr=subprocess.STDOUT)
         log.close()
         self.procs.append(proc)
         return proc
 
-    def processor(self, index: int = 0, app: str | None = None) -> subprocess.Popen[bytes]:
-        return self._spawn("processor", index, app)
+    def processor(self, index: int = 0, app: str | None = None,
+                  env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+        return self._spawn("processor", index, app, env)
 
     def worker(self, index: int = 0, app: str | None = None) -> subprocess.Popen[bytes]:
         return self._spawn("worker", index, app)

@@ -42,6 +42,7 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
 from processor._codec import default_codec
+from processor import _failpoints
 from processor._engine.engine import Engine, Headers
 from processor._engine.settings import Settings
 from processor._engine.store import EVENTS_NEXT, TIMERS_NEXT, PartitionStore
@@ -340,6 +341,8 @@ class ProcessorLoop:
                 msgs = self._usable(msgs)
                 now_ms = int(time.time() * 1000)
                 if msgs or self._to_resume or self.engine.has_due(now_ms, self._horizons(now_ms)):
+                    if not msgs and not self._to_resume:
+                        _failpoints.reach("timer_txn")  # chaos tests pause a zombie right here
                     self._transaction(msgs, now_ms)
         finally:
             self.close()

@@ -29,13 +29,19 @@ def _assigned_twice(c: Cluster, index: int) -> bool:
     return (c.logs / f"processor-{index}.log").read_text().count("assigned [") >= 2
 
 
-@pytest.mark.parametrize("busy", [False, True], ids=["idle", "busy"])
-def test_resumed_zombie_commits_nothing(kafka_bootstrap: str, prefix: str, tmp_path: Path, busy: bool) -> None:
+@pytest.mark.parametrize(("busy", "aimed"), [(False, False), (True, False), (False, True)],
+                         ids=["idle", "busy", "aimed"])
+def test_resumed_zombie_commits_nothing(kafka_bootstrap: str, prefix: str, tmp_path: Path, busy: bool,
+                                        aimed: bool) -> None:
+    """`aimed`: the zombie is stopped at the exact moment the race needs -- it has decided to fire
+    due timers and has not begun the transaction (a failpoint holds it there and says so) -- so
+    on resuming it runs a timer-only transaction before it polls and learns it was replaced."""
     c = Cluster(kafka_bootstrap, prefix, tmp_path, app="tests.apps.hardening:app",
                 env={"DP_SESSION_TIMEOUT_MS": str(SESSION_MS)})
+    marker = tmp_path / "zombie-at-timer-txn"
     try:
         client = Client(c.bootstrap, prefix=c.prefix)
-        zombie = c.processor(0)
+        zombie = c.processor(0, env={"DP_FAILPOINTS": f"timer_txn=8000@{marker}"} if aimed else None)
         c.processor(1)
         c.worker()
         wait_for(lambda: all("assigned [" in (c.logs / f"processor-{i}.log").read_text() for i in (0, 1)), 90,
@@ -51,6 +57,8 @@ def test_resumed_zombie_commits_nothing(kafka_bootstrap: str, prefix: str, tmp_p
             return len(started) == len(ids)
 
         wait_for(all_sleeping, 90, interval=0.5, message="every workflow sleeping on its timer")
+        if aimed:
+            wait_for(marker.exists, 90, interval=0.02, message="the zombie reached its first timer transaction")
         os.kill(zombie.pid, signal.SIGSTOP)
         paused_at = time.monotonic()
         # Held until the survivor has taken the zombie's partitions and fired their timers.
