@@ -25,14 +25,22 @@ raise a `ConfigError` that fails the workflow instead, which is right for them: 
 work, on any replay. A banned call is a replay hazard in code that may already have run -- before
 this guard existed, or swallowing it -- so failing would kill workflows that a hotfix can save.
 
+`datetime.now()`, `utcnow()`, `today()` and `date.today()` are methods of C types that read the
+clock in C (not through `time.time`), and the types themselves cannot be patched. They are caught
+where workflow code names them: in the module that defines the workflow class, a global bound to
+the `datetime` module, or to `datetime.datetime` / `datetime.date` (`import datetime`, `from
+datetime import datetime, date`), is rebound to a stand-in whose clock methods are guarded like
+the functions above and which is otherwise the real thing -- constructing it, its other class
+methods, `isinstance`/`issubclass` and `match` patterns all give and accept real datetimes.
+
 Not caught, and why (tried and rejected):
-- `datetime.now()`, `datetime.utcnow()`, `datetime.today()`, `date.today()`: methods of C types
-  that read the clock in C (not through `time.time`). The type cannot be patched; swapping
-  `datetime.datetime` in its module breaks `isinstance` everywhere; writing into the static type's
-  dict through `gc.get_referents` + `PyType_Modified` (forbiddenfruit) is unsupported CPython
-  surgery that every `datetime.now()` of the process would pay for. `sys.setprofile` on the
-  activating thread does see these C calls, however spelled, but made a 400-event replay 3x
-  slower: too much for the hot path. `sys.addaudithook` has no event for any of them.
+- the same datetime calls reached through another module (a helper module's `datetime.now()`,
+  or `import datetime as dt` there): swapping `datetime.datetime` in its module breaks
+  `isinstance` everywhere; writing into the static type's dict through `gc.get_referents` +
+  `PyType_Modified` (forbiddenfruit) is unsupported CPython surgery that every `datetime.now()`
+  of the process would pay for. `sys.setprofile` on the activating thread does see these C calls,
+  however spelled, but made a 400-event replay 3x slower: too much for the hot path.
+  `sys.addaudithook` has no event for any of them.
 - names bound before the first WorkflowInstance existed, in modules other than the workflow's
   own (`from time import time` in a helper module keeps the original); in the module defining
   the workflow class such aliases are rebound to the wrappers (see `install`).
@@ -44,6 +52,7 @@ Not caught, and why (tried and rejected):
 
 from __future__ import annotations
 
+import datetime as _dt
 import functools
 import inspect
 import os
@@ -156,9 +165,11 @@ def _positional_only(fn: Callable[..., Any]) -> bool:
     return all(p.kind is p.POSITIONAL_ONLY for p in params)
 
 
-def _refuse_unless_logging(record: Recorder, api: str, fix: str) -> None:
-    frame = inspect.currentframe()
-    caller = frame.f_back.f_back if frame is not None and frame.f_back is not None else None
+def _refuse_unless_logging(record: Recorder, api: str, fix: str, depth: int = 2) -> None:
+    """`depth`: frames from here up to the code that made the call (here <- wrapper <- caller)."""
+    caller = inspect.currentframe()
+    for _ in range(depth):
+        caller = caller.f_back if caller is not None else None
     if caller is None:
         return
     outer: types.FrameType | None = caller
@@ -200,6 +211,12 @@ def install(cls: type, namespaces: list[dict[str, Any]]) -> None:
                     alias_of = _WRAPPERS.get(value)
                     if alias_of is not None:
                         namespace[name] = alias_of
+                elif value is _dt:
+                    namespace[name] = _DATETIME_MODULE
+                elif value is _dt.datetime:
+                    namespace[name] = _GuardedDatetime
+                elif value is _dt.date:
+                    namespace[name] = _GuardedDate
         _seen.add(cls)
 
 
@@ -225,3 +242,68 @@ def _module_root(frame: types.FrameType) -> str:
 
 def _location(frame: types.FrameType) -> str:
     return f"{frame.f_code.co_filename}:{frame.f_lineno}"
+
+
+# ---- datetime: stand-ins for the names workflow modules bind -----------------------------------
+
+_NOW_FIX = "use workflow.now(), which is history time (timezone-aware, UTC)"
+
+
+def _check_clock(api: str) -> None:
+    if _RUNNING:
+        record = _RUNNING.get(_get_ident())
+        if record is not None:  # frames: _refuse <- here <- the stand-in's method <- caller
+            _refuse_unless_logging(record, api, _NOW_FIX, depth=3)
+
+
+class _Standin(type):
+    """Metaclass of the stand-ins: `isinstance(x, standin)` asks the real type, so real
+    datetimes (from history, from libraries) pass every check the workflow module makes."""
+
+    _real: type
+
+    def __instancecheck__(cls, obj: object) -> bool:
+        return isinstance(obj, cls._real)
+
+    def __subclasscheck__(cls, sub: type) -> bool:
+        return issubclass(sub, cls._real)
+
+
+class _GuardedDatetime(_dt.datetime, metaclass=_Standin):
+    _real = _dt.datetime
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> Any:  # type: ignore[misc]
+        return _dt.datetime(*args, **kwargs)  # a real datetime, never the stand-in
+
+    @classmethod
+    def now(cls, tz: _dt.tzinfo | None = None) -> Any:
+        _check_clock("datetime.datetime.now")
+        return _dt.datetime.now(tz)
+
+    @classmethod
+    def utcnow(cls) -> Any:
+        _check_clock("datetime.datetime.utcnow")
+        return _dt.datetime.utcnow()
+
+    @classmethod
+    def today(cls) -> Any:
+        _check_clock("datetime.datetime.today")
+        return _dt.datetime.today()
+
+
+class _GuardedDate(_dt.date, metaclass=_Standin):
+    _real = _dt.date
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> Any:  # type: ignore[misc]
+        return _dt.date(*args, **kwargs)
+
+    @classmethod
+    def today(cls) -> Any:
+        _check_clock("datetime.date.today")
+        return _dt.date.today()
+
+
+_DATETIME_MODULE = types.ModuleType("datetime", _dt.__doc__)
+_DATETIME_MODULE.__dict__.update({k: v for k, v in vars(_dt).items() if k not in ("__name__", "__doc__")})
+_DATETIME_MODULE.datetime = _GuardedDatetime  # type: ignore[attr-defined]
+_DATETIME_MODULE.date = _GuardedDate  # type: ignore[attr-defined]

@@ -218,6 +218,73 @@ def test_an_alias_bound_before_the_guard_in_the_workflow_module_is_caught(monkey
     assert module.clock is time.time, "rebound to the guarded function"
 
 
+DATETIME_MODULE = """
+import datetime
+from datetime import date, datetime as DT, timezone
+
+@workflow.defn
+class ReadsDatetime:
+    @workflow.run
+    async def run(self, how: str) -> str:
+        if how == "module":
+            return str(datetime.datetime.now(timezone.utc))
+        if how == "class":
+            return str(DT.now())
+        if how == "utcnow":
+            return str(DT.utcnow())
+        if how == "today":
+            return str(date.today())
+        # history time and plain construction stay usable, and give real datetimes
+        made = DT(2026, 1, 2, tzinfo=timezone.utc)
+        parsed = DT.fromisoformat("2026-01-02T00:00:00+00:00")
+        now = workflow.now()  # a real datetime: the stand-in's constructors give the same type
+        assert type(made) is type(now) and type(parsed) is type(now)
+        assert isinstance(now, DT) and isinstance(now, datetime.datetime) and issubclass(type(now), DT)
+        return made.isoformat()
+"""
+
+
+@pytest.fixture
+def datetime_workflows(monkeypatch: pytest.MonkeyPatch) -> types.ModuleType:
+    module = types.ModuleType("datetime_workflows")
+    module.__dict__.update(workflow=workflow)
+    monkeypatch.setitem(sys.modules, module.__name__, module)
+    exec(DATETIME_MODULE, module.__dict__)  # noqa: S102 - a module body, as import would run it
+    return module
+
+
+@pytest.mark.parametrize(("how", "api"), [("module", "datetime.datetime.now"), ("class", "datetime.datetime.now"),
+                                          ("utcnow", "datetime.datetime.utcnow"), ("today", "datetime.date.today")])
+def test_datetime_clock_calls_in_the_workflow_module_hold_the_workflow(
+        datetime_workflows: types.ModuleType, how: str, api: str) -> None:
+    sim = Sim(datetime_workflows.ReadsDatetime)
+    with pytest.raises(NondeterministicCallError) as info:
+        sim.start(how)
+    sim.close()
+    reason = str(info.value)
+    assert f"{api}() inside workflow 'ReadsDatetime' is nondeterministic" in reason, reason
+    assert "use workflow.now(), which is history time" in reason
+    assert "<string>:" in reason, "the reason points at the workflow's line, not at the guard"
+
+
+def test_datetime_construction_and_checks_work_in_workflow_code(datetime_workflows: types.ModuleType) -> None:
+    sim = Sim(datetime_workflows.ReadsDatetime)
+    sim.start("construct")
+    assert sim.result() == "2026-01-02T00:00:00+00:00"
+    sim.close()
+
+
+def test_datetime_names_work_outside_workflow_code(datetime_workflows: types.ModuleType) -> None:
+    import datetime as real
+
+    Sim(datetime_workflows.ReadsDatetime).close()  # the instance rebinds the module's names
+    stand_in = datetime_workflows.DT
+    assert stand_in is not real.datetime, "rebound"
+    assert type(stand_in.now()) is real.datetime and type(datetime_workflows.date.today()) is real.date
+    assert isinstance(real.datetime.now(), stand_in) and not isinstance(real.date.today(), stand_in)
+    assert datetime_workflows.datetime.timedelta is real.timedelta
+
+
 # ---- outside workflow code the same functions work ------------------------------------------
 
 mid_activation = threading.Event()
