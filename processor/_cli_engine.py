@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from processor._engine.runs import ID_REUSE_POLICIES, IF_EXISTS
 from processor.exceptions import ProcessorError, WorkflowFailureError
 
 Sub = argparse._SubParsersAction  # noqa: SLF001 - argparse exposes no public name for it
@@ -38,7 +39,7 @@ def _client(args: argparse.Namespace) -> Any:
     bootstrap = resolve_bootstrap(args.bootstrap)
     listed = require_reachable(bootstrap)
     names = TopicNames(args.prefix)
-    missing = [t for t in (names.commands, names.events, names.completions) if t not in listed]
+    missing = [t for t in (names.commands, names.events, names.completions, names.replies) if t not in listed]
     if missing:
         raise ProcessorError(
             f"Kafka at {bootstrap} has no topic {', '.join(missing)}: run `{prog()} topics create` first "
@@ -103,23 +104,36 @@ def _on_signals(fn: Callable[[], None]) -> None:
 
 
 def cmd_start(args: argparse.Namespace) -> int:
+    """Exit 0 when a run was started or the id's running run attached to (the output says which),
+    1 when the start was refused (the existing run is named)."""
+    from processor.exceptions import WorkflowAlreadyStartedError
+
     args_list = _json_args(args.input)  # a bad --input fails before anything is sent
     client = _client(args)
     try:
-        handle = client.start_workflow(args.type, *args_list, id=args.id, task_queue=args.task_queue)
-        print(f"started {args.type} {handle.id}", flush=True)
+        try:
+            handle = client.start_workflow(args.type, *args_list, id=args.id, task_queue=args.task_queue,
+                                           id_reuse_policy=args.id_reuse_policy, if_exists=args.if_exists)
+        except WorkflowAlreadyStartedError as exc:
+            print(f"refused: {exc}; nothing started", file=sys.stderr)
+            return 1
+        if handle.outcome == "started":
+            print(f"started {args.type} {handle.id} (run {handle.run_id})", flush=True)
+        else:
+            print(f"{handle.id} is already running (run {handle.run_id}): attached to it, nothing started "
+                  "(--if-exists fail refuses instead)", flush=True)
         if args.wait:
-            return _print_result(client, args.id, args.timeout)
+            return _print_result(client, args.id, args.timeout, handle.run_id)
     finally:
         client.close()
     return 0
 
 
-def _print_result(client: Any, workflow_id: str, timeout: float) -> int:
+def _print_result(client: Any, workflow_id: str, timeout: float, run_id: str | None = None) -> int:
     from processor.cli import EXIT_STILL_RUNNING, prog
 
     try:
-        result = client.result(workflow_id, timeout=timeout)
+        result = client.result(workflow_id, timeout=timeout, run_id=run_id)
     except WorkflowFailureError as exc:
         print(f"{workflow_id}: {exc}")
         return 1
@@ -136,15 +150,15 @@ def cmd_show(args: argparse.Namespace) -> int:
 
     client = _client(args)
     try:
-        history = client.history(args.id)
+        history = client.history(args.id, run_id=args.run_id)
         if not history:
-            print(f"no workflow with id {args.id!r}")
+            print(f"no workflow with id {args.id!r}" + (f" and run {args.run_id}" if args.run_id else ""))
             return 1
         summary = summarize(history)  # from the history just read: one scan, not two
     finally:
         client.close()
     print(f"workflow {args.id}")
-    for key in ("workflow_type", "status", "task_queue", "last_seq", "held", "pending_activities"):
+    for key in ("run_id", "workflow_type", "status", "task_queue", "last_seq", "held", "pending_activities"):
         print(f"  {key:20} {summary.get(key)}")
     print(f"  {'started':20} {_ts(summary['start_ms'])}")
     if summary.get("close_ms"):
@@ -190,11 +204,11 @@ def cmd_replay(args: argparse.Namespace) -> int:
     app = load_app(args.app)
     client = _client(args)
     try:
-        history = client.history(args.id)
+        history = client.history(args.id, run_id=args.run_id)
     finally:
         client.close()
     if not history:
-        print(f"no workflow with id {args.id!r}")
+        print(f"no workflow with id {args.id!r}" + (f" and run {args.run_id}" if args.run_id else ""))
         return 1
     try:
         result = Replayer(workflows=list(app.workflows)).replay(history)
@@ -207,22 +221,30 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
 
 def cmd_signal(args: argparse.Namespace) -> int:
-    client = _client(args)
-    try:
-        client.signal(args.id, args.name, *_json_args(args.input))
-    finally:
-        client.close()
-    print(f"signal {args.name} sent to {args.id}")
-    return 0
+    values = _json_args(args.input)
+    return _answered(args, f"signal {args.name}", lambda c: c.signal(args.id, args.name, *values,
+                                                                     run_id=args.run_id))
 
 
 def cmd_cancel(args: argparse.Namespace) -> int:
+    verb = args.command
+    return _answered(args, verb, lambda c: (c.terminate if verb == "terminate" else c.cancel)(
+        args.id, args.reason, run_id=args.run_id))
+
+
+def _answered(args: argparse.Namespace, what: str, send: Callable[[Any], None]) -> int:
+    """Send a command and report the processor's answer: exit 0 delivered, 1 not (why)."""
+    from processor.exceptions import CommandRejectedError, WorkflowNotFoundError
+
     client = _client(args)
     try:
-        (client.terminate if args.command == "terminate" else client.cancel)(args.id, args.reason)
+        send(client)
+    except (WorkflowNotFoundError, CommandRejectedError) as exc:
+        print(f"not delivered: {exc}", file=sys.stderr)
+        return 1
     finally:
         client.close()
-    print(f"{args.command} sent to {args.id}")
+    print(f"{what} delivered to {args.id}")
     return 0
 
 
@@ -344,6 +366,10 @@ def register(sub: Sub[argparse.ArgumentParser], add_common: Callable[[argparse.A
     p.add_argument("--id", required=True)
     p.add_argument("--input", help="JSON: one argument, or a JSON list of arguments")
     p.add_argument("--task-queue", default="default")
+    p.add_argument("--id-reuse-policy", default="allow_duplicate", choices=ID_REUSE_POLICIES,
+                   help="when the id already ran and closed (default allow_duplicate: a new run)")
+    p.add_argument("--if-exists", default="use_existing", choices=IF_EXISTS,
+                   help="when the id is running (default use_existing: attach to it; fail: refuse, exit 1)")
     p.add_argument("--wait", action="store_true", help="wait for the result")
     p.add_argument("--timeout", type=float, default=300,
                    help="with --wait: seconds to wait (default 300); past it, exit 3 -- the workflow goes on")
@@ -352,12 +378,14 @@ def register(sub: Sub[argparse.ArgumentParser], add_common: Callable[[argparse.A
     p = sub.add_parser("show", help="a workflow's summary and full history")
     add_common(p)
     p.add_argument("id")
+    p.add_argument("--run-id", help="which run (default: the latest)")
     p.set_defaults(func=cmd_show)
 
     p = sub.add_parser("replay", help="replay a workflow's history against the app's current code")
     add_common(p)
     p.add_argument("id")
     p.add_argument("--app", required=True)
+    p.add_argument("--run-id", help="which run (default: the latest)")
     p.set_defaults(func=cmd_replay)
 
     p = sub.add_parser("signal", help="send a signal to a running workflow")
@@ -365,6 +393,7 @@ def register(sub: Sub[argparse.ArgumentParser], add_common: Callable[[argparse.A
     p.add_argument("id")
     p.add_argument("name")
     p.add_argument("--input", help="JSON: one argument, or a JSON list of arguments")
+    p.add_argument("--run-id", help="only if this is the current run")
     p.set_defaults(func=cmd_signal)
 
     for verb in ("cancel", "terminate"):
@@ -372,4 +401,5 @@ def register(sub: Sub[argparse.ArgumentParser], add_common: Callable[[argparse.A
         add_common(p)
         p.add_argument("id")
         p.add_argument("--reason", default="")
+        p.add_argument("--run-id", help="only if this is the current run")
         p.set_defaults(func=cmd_cancel)

@@ -73,13 +73,17 @@ class ActivityInfo:
     attempt: int
     task_queue: str
     scheduled_time: datetime
-    # Stable across attempts ("<workflow_id>/<activity_seq>"): the key an activity hands to an
-    # external system so a retried attempt is deduplicated there. Filled in when left empty.
+    # Stable across attempts ("<workflow_id>/<run_id>/<activity_seq>"; "<workflow_id>/<activity_seq>"
+    # for a run started before runs existed): the key an activity hands to an external system so a
+    # retried attempt is deduplicated there, and a later run of the same id is not. Filled in when
+    # left empty.
     idempotency_key: str = ""
+    run_id: str = ""
 
     def __post_init__(self) -> None:
         if not self.idempotency_key:
-            object.__setattr__(self, "idempotency_key", f"{self.workflow_id}/{self.activity_seq}")
+            run = f"{self.run_id}/" if self.run_id else ""
+            object.__setattr__(self, "idempotency_key", f"{self.workflow_id}/{run}{self.activity_seq}")
 
 
 @dataclass(frozen=True)

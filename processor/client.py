@@ -1,9 +1,11 @@
 """The Python client: start, signal, cancel, terminate, result, describe, history -- Kafka only.
 
 Commands are produced with an idempotent producer and the murmur2 partitioner (Kafka's Java
-default), so they land where any other Kafka client would put them. Results are read from the
-completions topic: the client reads the one partition that holds an id's completion, from the
-beginning, and remembers every completion it sees there.
+default), so they land where any other Kafka client would put them. A command that wants an
+answer (a start: which run; a signal: delivered or why not) asks for a CommandReply on the
+client's own partition of the replies topic. Results are read from the completions topic: the
+client reads the one partition that holds an id's completion, from the beginning, and remembers
+every completion it sees there (processor/_watcher.py).
 """
 
 from __future__ import annotations
@@ -21,24 +23,29 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaExcepti
 from processor._codec import default_codec
 from processor._codec.partitioner import partition_for
 from processor._engine.keys import split_event_key
+from processor._engine.runs import ALLOW_DUPLICATE, REFUSED, USE_EXISTING, policy_problem
 from processor._engine.state import Summary, fold
 from processor._failure import exception_from_failure
-from processor._kafka.messages import consume_available, high_watermarks
+from processor._kafka.messages import high_watermarks
 from processor._kafka.topics import DEFAULT_PREFIX, TopicNames
 from processor._limits import PRODUCER_MESSAGE_MAX_BYTES, check_size, too_large
 from processor._names import task_queue_problem
 from processor._payload import from_payload, to_payloads
+from processor._watcher import Completion, Reply, Watcher
 from processor.exceptions import (
+    CommandRejectedError,
     ConfigError,
     KafkaUnavailableError,
+    NoReplyError,
     PayloadTooLargeError,
     ProcessorError,
+    WorkflowAlreadyStartedError,
     WorkflowFailureError,
     WorkflowNotFoundError,
 )
 from processor.workflow import WorkflowDefinition
 
-__all__ = ["AsyncClient", "Client", "WorkflowHandle"]
+__all__ = ["AsyncClient", "AsyncWorkflowHandle", "Client", "WorkflowHandle"]
 
 _CLOSED = {
     "WorkflowCompleted": "completed", "WorkflowFailed": "failed", "WorkflowCanceled": "canceled",
@@ -81,6 +88,8 @@ def _ms(value: timedelta | float | None) -> int | None:
 def _outcome(workflow_id: str, completion: tuple[str, dict[str, Any]], result_type: object) -> Any:
     """The workflow's result, or the WorkflowFailureError its completion stands for."""
     kind, rec = completion
+    if kind == "StartRefused":
+        raise WorkflowAlreadyStartedError(workflow_id, rec["run_id"], rec["message"])
     if kind == "WorkflowCompleted":
         return from_payload(rec["result"], result_type)
     status = _CLOSED[kind]
@@ -91,21 +100,31 @@ def _outcome(workflow_id: str, completion: tuple[str, dict[str, Any]], result_ty
 
 
 def history_events(workflow_id: str, records: Iterable[tuple[bytes | None, bytes | None]],
-                   decode: Callable[[bytes], dict[str, Any]]) -> list[dict[str, Any]]:
-    """The events of exactly `workflow_id` among (key, value) records of wf.events, in seq order.
+                   decode: Callable[[bytes], dict[str, Any]], run_id: str | None = None) -> list[dict[str, Any]]:
+    """The events of one run of exactly `workflow_id` among (key, value) records of wf.events, in
+    seq order: the run `run_id`, or (None) the id's latest run -- the one whose events come last
+    in the log (the runs of one id never interleave: a run closes before the next one starts).
 
     Exact, not by key prefix: `col2` and `col2@000000000001` share a partition and a prefix, and
-    a prefix match gave one the other's history. The key is parsed (id before the last '@', seq
-    after it) and the id compared whole; the decoded event must name the same workflow too.
+    a prefix match gave one the other's history. The key is parsed (keys.split_event_key) and the
+    id compared whole; the decoded event must name the same workflow too.
     """
-    events: dict[int, dict[str, Any]] = {}
+    runs: dict[str, dict[int, dict[str, Any]]] = {}
     for key, value in records:
         parsed = split_event_key(key or b"")
-        if value is None or parsed is None or parsed[0] != workflow_id:
+        if value is None or parsed is None:
+            continue
+        wid, run, seq = parsed
+        if wid != workflow_id and run and key is not None and key.rpartition(b"@")[0] == workflow_id.encode():
+            wid, run = workflow_id, ""  # an id ending in '@' + 32 hex digits, from before runs existed
+        if wid != workflow_id or (run_id is not None and run != run_id):
             continue
         ev = decode(value)
         if ev.get("workflow_id") == workflow_id:
-            events[ev["seq"]] = ev
+            runs.setdefault(run, {})[ev["seq"]] = ev
+    if not runs:
+        return []
+    events = runs[next(reversed(runs))]
     return [events[s] for s in sorted(events)]
 
 
@@ -120,94 +139,46 @@ def summarize(events: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
-class _CompletionWatcher:
-    """Background reader of the completion partitions that someone asked about."""
+REPLY_TIMEOUT_S = 60.0  # how long a command waits for its processor's answer by default
 
-    def __init__(self, bootstrap: str, topic: str) -> None:
-        self.topic = topic
-        self.consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"client-{uuid.uuid4().hex}",
-                                  "isolation.level": "read_committed", "enable.auto.commit": False,
-                                  "fetch.wait.max.ms": 10})
-        md = self.consumer.list_topics(topic, timeout=30)
-        if topic not in md.topics or md.topics[topic].error is not None:
-            raise KafkaUnavailableError(f"topic {topic} does not exist: run `processor topics create` first")
-        self.partitions = len(md.topics[topic].partitions)
-        self.codec = default_codec()
-        self.results: dict[str, tuple[str, dict[str, Any]]] = {}
-        self.callbacks: dict[str, list[Callable[[tuple[str, dict[str, Any]]], None]]] = {}
-        self.lock = threading.Lock()
-        self._watched: set[int] = set()
-        self._add: list[int] = []
-        self._stop = False
-        self._thread = threading.Thread(target=self._run, name="completions", daemon=True)
-        self._thread.start()
 
-    def watch(self, workflow_id: str) -> None:
-        p = partition_for(workflow_id.encode(), self.partitions)
-        with self.lock:
-            if p not in self._watched:
-                self._watched.add(p)
-                self._add.append(p)
+def _refusal(short_name: str, reply: Reply) -> ProcessorError | None:
+    """The error a CommandReply stands for, or None if the command was applied."""
+    outcome, wid, run, message = reply["outcome"], reply["workflow_id"], reply["run_id"], reply["message"]
+    if outcome == REFUSED:
+        return WorkflowAlreadyStartedError(wid, run, message)
+    if outcome == "not_found":
+        return WorkflowNotFoundError(message)
+    if outcome == "rejected":
+        return CommandRejectedError(wid, run, message)
+    return None
 
-    def _run(self) -> None:
-        while not self._stop:
-            with self.lock:
-                add, self._add = self._add, []
-            if add:
-                self.consumer.incremental_assign([TopicPartition(self.topic, p, OFFSET_BEGINNING) for p in add])
-            if not self._watched:
-                time.sleep(0.02)
-                continue
-            msgs = consume_available(self.consumer, 500, 0.05)
-            got = []
-            for m in msgs:
-                value = m.value()
-                if m.error() is not None or value is None:
-                    continue
-                name, rec = self.codec.decode(value)
-                got.append((rec["workflow_id"], name.rpartition(".")[2], rec))
-            if got:
-                fire: list[tuple[Callable[[tuple[str, dict[str, Any]]], None], tuple[str, dict[str, Any]]]] = []
-                with self.lock:
-                    for wid, kind, rec in got:
-                        self.results[wid] = (kind, rec)
-                        fire.extend((fn, (kind, rec)) for fn in self.callbacks.pop(wid, ()))
-                for fn, res in fire:
-                    fn(res)
 
-    def on_result(self, workflow_id: str, fn: Callable[[tuple[str, dict[str, Any]]], None]) -> None:
-        """Call `fn(completion)` from the watcher thread once `workflow_id` completes (now, if it has)."""
-        self.watch(workflow_id)
-        with self.lock:
-            ready = self.results.get(workflow_id)
-            if ready is None:
-                self.callbacks.setdefault(workflow_id, []).append(fn)
-        if ready is not None:
-            fn(ready)
+class _Start:
+    """What this client knows of its latest start of one id: filled in when the reply arrives."""
 
-    def wait(self, workflow_id: str, timeout: float | None) -> tuple[str, dict[str, Any]]:
-        """Block until the completion arrives: `on_result` with an Event."""
-        done = threading.Event()
-        box: list[tuple[str, dict[str, Any]]] = []
+    def __init__(self) -> None:
+        self.replied = threading.Event()
+        self.reply: Reply | None = None
+        self._then: list[Callable[[Reply], None]] = []
+        self._lock = threading.Lock()
 
-        def arrived(res: tuple[str, dict[str, Any]]) -> None:
-            box.append(res)
-            done.set()
+    def arrived(self, reply: Reply) -> None:
+        with self._lock:
+            self.reply = reply
+            self.replied.set()
+            then, self._then = self._then, []
+        for fn in then:
+            fn(reply)
 
-        self.on_result(workflow_id, arrived)
-        if not done.wait(timeout):
-            with self.lock:
-                waiting = self.callbacks.get(workflow_id, [])
-                if arrived in waiting:
-                    waiting.remove(arrived)
-            if not box:
-                raise TimeoutError(f"workflow {workflow_id!r} did not complete within {timeout}s")
-        return box[0]
-
-    def close(self) -> None:
-        self._stop = True
-        self._thread.join(5)
-        self.consumer.close()
+    def then(self, fn: Callable[[Reply], None]) -> None:
+        """Call `fn(reply)` once the reply is here (now, if it is)."""
+        with self._lock:
+            if not self.replied.is_set():
+                self._then.append(fn)
+                return
+        assert self.reply is not None
+        fn(self.reply)
 
 
 class Client:
@@ -220,8 +191,9 @@ class Client:
         self.producer = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True, "linger.ms": 1,
                                   "message.max.bytes": PRODUCER_MESSAGE_MAX_BYTES, "partitioner": "murmur2_random",
                                   "client.id": "processor-client"})
-        self._watcher: _CompletionWatcher | None = None
+        self._watcher: Watcher | None = None
         self._watcher_lock = threading.Lock()
+        self._starts: dict[str, _Start] = {}  # workflow id -> this client's latest start of it
         # One thread serves delivery reports, so senders wait on an Event instead of each
         # busy-polling the producer (which starves other threads of the GIL under concurrency).
         self._closed = threading.Event()
@@ -279,8 +251,8 @@ class Client:
             # existing id is a no-op, a cancel or terminate already applied changes nothing, but a
             # signal is applied again (its request_id is recorded, not de-duplicated).
             resend = {
-                "StartWorkflow": "resending is safe: starts are idempotent by workflow id (a second start of "
-                                 "the same id is the same run)",
+                "StartWorkflow": "resending with the same request_id is safe: it attaches to the run this one "
+                                 "started",
                 "CancelWorkflow": "resending is safe: a repeated cancel changes nothing",
                 "TerminateWorkflow": "resending is safe: a repeated terminate changes nothing",
             }.get(short_name, "resending may deliver it twice: signals are not de-duplicated, so check the "
@@ -292,65 +264,184 @@ class Client:
         if errors:
             raise _not_delivered(short_name, workflow_id, errors[0])
 
+    def _check(self, short_name: str, workflow_id: str, rec: dict[str, Any]) -> None:
+        """What _produce refuses, checked before anything else is set up: the id, and the size
+        with the largest reply_partition (its varint is at most 5 bytes)."""
+        _check_id(workflow_id)
+        what = f"the {short_name} command of workflow {workflow_id!r}"
+        check_size(what, self.codec.encode("wf.commands.v1." + short_name,
+                                           {"workflow_id": workflow_id, **rec, "reply_partition": 2**31 - 1}))
+
+    def _ask(self, short_name: str, workflow_id: str, rec: dict[str, Any], timeout: float) -> Reply:
+        """Send a command that asks for a reply, and wait for the reply."""
+        self._check(short_name, workflow_id, rec)
+        watcher = self._completions()
+        request_id = rec["request_id"]
+        rec["reply_partition"] = watcher.reply_partition
+        done = threading.Event()
+        box: list[Reply] = []
+
+        def replied(reply: Reply) -> None:
+            box.append(reply)
+            done.set()
+
+        watcher.expect_reply(request_id, replied)
+        try:
+            self._send(short_name, workflow_id, rec)
+        except BaseException:
+            watcher.forget_reply(request_id)
+            raise
+        if not done.wait(timeout):
+            watcher.forget_reply(request_id)
+            raise NoReplyError(f"{short_name} for {workflow_id!r} is in Kafka, but no processor answered within "
+                               f"{timeout:g}s (is one running?); it is applied when one does, so do not send it "
+                               "again blindly")
+        return box[0]
+
     def start_workflow(self, workflow: type | Callable[..., Any] | str, *args: Any, id: str,  # noqa: A002
                        task_queue: str = "default", execution_timeout: timedelta | float | None = None,
-                       wait_for_ack: bool = True) -> WorkflowHandle:
-        """Start a workflow; idempotent by id (a second start of the same id is the same run)."""
-        self._send("StartWorkflow", id, self.start_record(workflow, args, task_queue, execution_timeout),
-                   wait_for_ack)
-        return WorkflowHandle(self, id)
+                       id_reuse_policy: str = ALLOW_DUPLICATE, if_exists: str = USE_EXISTING,
+                       request_id: str | None = None, wait_for_ack: bool = True,
+                       timeout: float = REPLY_TIMEOUT_S) -> WorkflowHandle:
+        """Start a run of workflow `id`, or attach to it, and say which (`handle.outcome`).
+
+        A running id: `if_exists="use_existing"` attaches, `"fail"` raises
+        WorkflowAlreadyStartedError. A closed id: `id_reuse_policy` decides -- "allow_duplicate"
+        (a new run), "allow_duplicate_failed_only", "reject_duplicate" (raise), or
+        "terminate_if_running" (which also terminates a running run and starts a new one). The
+        same `request_id` again attaches to the run it started, so a retry is safe.
+
+        Waits for the processor's answer (`timeout` seconds, NoReplyError past it). With
+        `wait_for_ack=False` it returns at once: the handle's run is learned later, and
+        `result()` waits for it."""
+        rec = self.start_record(workflow, args, task_queue, execution_timeout, id_reuse_policy, if_exists,
+                                request_id)
+        start = _Start()
+        if not wait_for_ack:
+            self._check("StartWorkflow", id, rec)
+            self._starts[id] = start
+            watcher = self._completions()
+            rec["reply_partition"] = watcher.reply_partition
+            watcher.expect_reply(rec["request_id"], start.arrived)
+            self._send("StartWorkflow", id, rec, wait=False)
+            return WorkflowHandle(self, id)
+        self._starts[id] = start
+        reply = self._ask("StartWorkflow", id, rec, timeout)
+        start.arrived(reply)
+        error = _refusal("StartWorkflow", reply)
+        if error is not None:
+            raise error
+        return WorkflowHandle(self, id, reply["run_id"], reply["outcome"])
 
     @staticmethod
     def start_record(workflow: type | Callable[..., Any] | str, args: tuple[Any, ...], task_queue: str,
-                      execution_timeout: timedelta | float | None) -> dict[str, Any]:
+                     execution_timeout: timedelta | float | None, id_reuse_policy: str = ALLOW_DUPLICATE,
+                     if_exists: str = USE_EXISTING, request_id: str | None = None) -> dict[str, Any]:
         if (problem := task_queue_problem(task_queue)) is not None:
             raise ConfigError(problem)
+        if (problem := policy_problem(id_reuse_policy, if_exists)) is not None:
+            raise ConfigError(problem)
         return {"workflow_type": _workflow_type(workflow), "args": to_payloads(args), "task_queue": task_queue,
-                "execution_timeout_ms": _ms(execution_timeout), "request_id": uuid.uuid4().hex}
+                "execution_timeout_ms": _ms(execution_timeout), "request_id": request_id or uuid.uuid4().hex,
+                "id_reuse_policy": id_reuse_policy, "if_exists": if_exists}
 
     def flush(self, timeout: float = 30) -> None:
         if self.producer.flush(timeout) != 0:
             raise KafkaUnavailableError(f"commands not acknowledged within {timeout}s")
 
-    def signal(self, workflow_id: str, signal_name: str, *args: Any) -> None:
-        self._send("SignalWorkflow", workflow_id, {"signal_name": signal_name, "args": to_payloads(args),
-                                                    "request_id": uuid.uuid4().hex})
+    def _command(self, short_name: str, workflow_id: str, rec: dict[str, Any], run_id: str | None, wait: bool,
+                 timeout: float) -> None:
+        """Signal, cancel or terminate; waits for the processor's answer unless `wait` is False."""
+        rec = {**rec, "run_id": run_id, "request_id": rec.get("request_id") or uuid.uuid4().hex}
+        if not wait:
+            self._send(short_name, workflow_id, rec)
+            return
+        error = _refusal(short_name, self._ask(short_name, workflow_id, rec, timeout))
+        if error is not None:
+            raise error
 
-    def cancel(self, workflow_id: str, reason: str = "") -> None:
-        self._send("CancelWorkflow", workflow_id, {"reason": reason})
+    def signal(self, workflow_id: str, signal_name: str, *args: Any, run_id: str | None = None,
+               wait: bool = True, timeout: float = REPLY_TIMEOUT_S) -> None:
+        """Signal the workflow's current run (or `run_id`, which must be current). Raises
+        WorkflowNotFoundError / CommandRejectedError if it was not delivered (unknown id, closed
+        run); with `wait=False` it returns once Kafka has the signal."""
+        self._command("SignalWorkflow", workflow_id, {"signal_name": signal_name, "args": to_payloads(args)},
+                      run_id, wait, timeout)
 
-    def terminate(self, workflow_id: str, reason: str = "") -> None:
-        self._send("TerminateWorkflow", workflow_id, {"reason": reason})
+    def cancel(self, workflow_id: str, reason: str = "", *, run_id: str | None = None, wait: bool = True,
+               timeout: float = REPLY_TIMEOUT_S) -> None:
+        self._command("CancelWorkflow", workflow_id, {"reason": reason}, run_id, wait, timeout)
 
-    def get_handle(self, workflow_id: str) -> WorkflowHandle:
+    def terminate(self, workflow_id: str, reason: str = "", *, run_id: str | None = None, wait: bool = True,
+                  timeout: float = REPLY_TIMEOUT_S) -> None:
+        self._command("TerminateWorkflow", workflow_id, {"reason": reason}, run_id, wait, timeout)
+
+    def get_handle(self, workflow_id: str, run_id: str | None = None) -> WorkflowHandle:
+        """A handle on run `run_id` of the workflow, or (None) on the run this client last
+        started, else the id's latest completed run."""
         _check_id(workflow_id)
-        return WorkflowHandle(self, workflow_id)
+        return WorkflowHandle(self, workflow_id, run_id)
 
     # -- reads ----------------------------------------------------------------------------------
 
-    def _completions(self) -> _CompletionWatcher:
+    def _completions(self) -> Watcher:
         with self._watcher_lock:
             if self._watcher is None:
-                self._watcher = _CompletionWatcher(self.bootstrap, self.topics.completions)
+                self._watcher = Watcher(self.bootstrap, self.topics)
             return self._watcher
 
     def watch(self, workflow_id: str) -> None:
         """Start reading the partition of `workflow_id`'s completion now (result() does it too)."""
         self._completions().watch(workflow_id)
 
-    def completion(self, workflow_id: str, timeout: float | None = None) -> tuple[str, dict[str, Any]]:
+    def _run_to_wait_for(self, workflow_id: str, run_id: str | None, timeout: float | None) -> str | None:
+        """The run whose completion `result()` waits for: the one asked for, else the one this
+        client last started (waiting for the start's reply), else None (the latest completion)."""
+        if run_id is not None:
+            return run_id
+        start = self._starts.get(workflow_id)
+        if start is None:
+            return None
+        if not start.replied.wait(timeout):
+            raise TimeoutError(f"no processor answered the start of workflow {workflow_id!r} within {timeout}s")
+        assert start.reply is not None
+        error = _refusal("StartWorkflow", start.reply)
+        if error is not None:
+            raise error
+        run: str = start.reply["run_id"]
+        return run
+
+    def completion(self, workflow_id: str, timeout: float | None = None, run_id: str | None = None) -> Completion:
         """The raw completion record: (record short name, fields)."""
-        return self._completions().wait(workflow_id, timeout)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        run = self._run_to_wait_for(workflow_id, run_id, timeout)
+        left = None if deadline is None else max(0.0, deadline - time.monotonic())
+        return self._completions().wait(workflow_id, run, left)
 
-    def result(self, workflow_id: str, timeout: float | None = None, result_type: object = None) -> Any:
-        return _outcome(workflow_id, self.completion(workflow_id, timeout), result_type)
+    def result(self, workflow_id: str, timeout: float | None = None, result_type: object = None,
+               run_id: str | None = None) -> Any:
+        return _outcome(workflow_id, self.completion(workflow_id, timeout, run_id), result_type)
 
-    def on_result(self, workflow_id: str, fn: Callable[[tuple[str, dict[str, Any]]], None]) -> None:
-        """Call `fn(completion)` on the client's reader thread once the workflow has closed."""
-        self._completions().on_result(workflow_id, fn)
+    def on_result(self, workflow_id: str, fn: Callable[[Completion], None], run_id: str | None = None) -> None:
+        """Call `fn(completion)` on the client's reader thread once the run has closed (the run
+        this client last started, once its start is answered, if `run_id` is None). A refused
+        start calls `fn(("StartRefused", reply))`."""
+        start = self._starts.get(workflow_id) if run_id is None else None
+        if start is None:
+            self._completions().on_result(workflow_id, run_id, fn)
+            return
 
-    def history(self, workflow_id: str, timeout: float = 30) -> list[dict[str, Any]]:
-        """Every event of the workflow, in order, read from the events topic."""
+        def answered(reply: Reply) -> None:
+            if reply["outcome"] == REFUSED:
+                fn(("StartRefused", reply))
+            else:
+                self._completions().on_result(workflow_id, reply["run_id"], fn)
+
+        start.then(answered)
+
+    def history(self, workflow_id: str, timeout: float = 30, run_id: str | None = None) -> list[dict[str, Any]]:
+        """Every event of one run of the workflow (default: its latest), in order, read from the
+        events topic."""
         _check_id(workflow_id)
         consumer = Consumer({"bootstrap.servers": self.bootstrap, "group.id": f"client-{uuid.uuid4().hex}",
                              "isolation.level": "read_committed", "enable.auto.commit": False})
@@ -370,14 +461,14 @@ class Client:
             high = high_watermarks(self.bootstrap, [tp], timeout)[p]
             if high == 0:
                 return []
-            return history_events(workflow_id, records(tp, high), self.codec.decode_typed)
+            return history_events(workflow_id, records(tp, high), self.codec.decode_typed, run_id)
         except KafkaException as exc:
             raise KafkaUnavailableError(f"reading history of {workflow_id!r} failed: {exc.args[0]}") from exc
         finally:
             consumer.close()
 
-    def describe(self, workflow_id: str) -> dict[str, Any]:
-        events = self.history(workflow_id)
+    def describe(self, workflow_id: str, run_id: str | None = None) -> dict[str, Any]:
+        events = self.history(workflow_id, run_id=run_id)
         if not events:
             raise WorkflowNotFoundError(f"no workflow with id {workflow_id!r}")
         return summarize(events)
@@ -397,41 +488,82 @@ class Client:
 
 
 class WorkflowHandle:
-    def __init__(self, client: Client, workflow_id: str) -> None:
+    """One workflow id and, once known, its run. `outcome` is what the start did: "started" (a
+    new run) or "attached" (the id was running); None for a handle not made by a start."""
+
+    def __init__(self, client: Client, workflow_id: str, run_id: str | None = None,
+                 outcome: str | None = None) -> None:
         self.client = client
         self.id = workflow_id
+        self._run_id = run_id
+        self.outcome = outcome
+
+    @property
+    def run_id(self) -> str | None:
+        """The run this handle addresses; for a start sent without waiting, known once answered."""
+        if self._run_id is None:
+            start = self.client._starts.get(self.id)  # noqa: SLF001 - the handle's own client
+            if start is not None and start.reply is not None and start.reply["outcome"] != REFUSED:
+                self._run_id = start.reply["run_id"]
+                self.outcome = start.reply["outcome"]
+        return self._run_id
 
     def result(self, timeout: float | None = None, result_type: object = None) -> Any:
-        return self.client.result(self.id, timeout, result_type)
+        return self.client.result(self.id, timeout, result_type, run_id=self.run_id)
 
     def signal(self, signal_name: str, *args: Any) -> None:
-        self.client.signal(self.id, signal_name, *args)
+        self.client.signal(self.id, signal_name, *args, run_id=self.run_id)
 
     def cancel(self, reason: str = "") -> None:
-        self.client.cancel(self.id, reason)
+        self.client.cancel(self.id, reason, run_id=self.run_id)
 
     def terminate(self, reason: str = "") -> None:
-        self.client.terminate(self.id, reason)
+        self.client.terminate(self.id, reason, run_id=self.run_id)
 
     def describe(self) -> dict[str, Any]:
-        return self.client.describe(self.id)
+        return self.client.describe(self.id, run_id=self.run_id)
 
     def history(self) -> list[dict[str, Any]]:
-        return self.client.history(self.id)
+        return self.client.history(self.id, run_id=self.run_id)
 
     def __repr__(self) -> str:
-        return f"WorkflowHandle({self.id!r})"
+        return f"WorkflowHandle({self.id!r}, run_id={self._run_id!r})"
+
+
+class AsyncWorkflowHandle:
+    """The asyncio face of WorkflowHandle."""
+
+    def __init__(self, client: AsyncClient, workflow_id: str, run_id: str, outcome: str) -> None:
+        self.client = client
+        self.id = workflow_id
+        self.run_id = run_id
+        self.outcome = outcome
+
+    async def result(self, timeout: float | None = None, result_type: object = None) -> Any:
+        return await self.client.result(self.id, timeout, result_type, run_id=self.run_id)
+
+    async def signal(self, signal_name: str, *args: Any) -> None:
+        await self.client.signal(self.id, signal_name, *args, run_id=self.run_id)
+
+    async def cancel(self, reason: str = "") -> None:
+        await self.client.cancel(self.id, reason, run_id=self.run_id)
+
+    async def terminate(self, reason: str = "") -> None:
+        await self.client.terminate(self.id, reason, run_id=self.run_id)
+
+    def __repr__(self) -> str:
+        return f"AsyncWorkflowHandle({self.id!r}, run_id={self.run_id!r})"
 
 
 class AsyncClient:
-    """The client for asyncio code. Waiting costs no thread: acknowledgements and completions
-    resolve futures from the client's own reader threads, so thousands of concurrent
+    """The client for asyncio code. Waiting costs no thread: acknowledgements, replies and
+    completions resolve futures from the client's own reader threads, so thousands of concurrent
     `await client.result(...)` are cheap."""
 
     def __init__(self, bootstrap: str, *, prefix: str = DEFAULT_PREFIX) -> None:
         self.sync = Client(bootstrap, prefix=prefix)
 
-    async def _command(self, short_name: str, workflow_id: str, rec: dict[str, Any]) -> None:
+    async def _acked(self, short_name: str, workflow_id: str, rec: dict[str, Any]) -> None:
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[None] = loop.create_future()
 
@@ -441,40 +573,92 @@ class AsyncClient:
         self.sync._produce(short_name, workflow_id, rec, acked)  # noqa: SLF001 - the async face of the same client
         await asyncio.wait_for(fut, 30)
 
-    async def start_workflow(self, workflow: type | Callable[..., Any] | str, *args: Any, id: str,  # noqa: A002
-                             task_queue: str = "default", execution_timeout: timedelta | float | None = None) -> str:
-        await self._command("StartWorkflow", id, Client.start_record(workflow, args, task_queue, execution_timeout))
-        return id
-
-    async def signal(self, workflow_id: str, signal_name: str, *args: Any) -> None:
-        await self._command("SignalWorkflow", workflow_id, {"signal_name": signal_name, "args": to_payloads(args),
-                                                            "request_id": uuid.uuid4().hex})
-
-    async def cancel(self, workflow_id: str, reason: str = "") -> None:
-        await self._command("CancelWorkflow", workflow_id, {"reason": reason})
-
-    async def terminate(self, workflow_id: str, reason: str = "") -> None:
-        await self._command("TerminateWorkflow", workflow_id, {"reason": reason})
-
-    async def result(self, workflow_id: str, timeout: float | None = None,  # noqa: ASYNC109 - mirrors Client
-                     result_type: object = None) -> Any:
+    async def _ask(self, short_name: str, workflow_id: str, rec: dict[str, Any], timeout: float,
+                   also: Callable[[Reply], None] | None = None) -> Reply:
+        self.sync._check(short_name, workflow_id, rec)  # noqa: SLF001 - before any Kafka set-up
         loop = asyncio.get_running_loop()
-        fut: asyncio.Future[tuple[str, dict[str, Any]]] = loop.create_future()
-        def arrived(res: tuple[str, dict[str, Any]]) -> None:
+        fut: asyncio.Future[Reply] = loop.create_future()
+        watcher = await asyncio.to_thread(self.sync._completions) if self.sync._watcher is None \
+            else self.sync._watcher  # noqa: SLF001
+        rec["reply_partition"] = watcher.reply_partition
+
+        def replied(reply: Reply) -> None:
+            if also is not None:
+                also(reply)
+            loop.call_soon_threadsafe(_resolve, fut, reply)
+
+        watcher.expect_reply(rec["request_id"], replied)
+        try:
+            await self._acked(short_name, workflow_id, rec)
+            return await asyncio.wait_for(fut, timeout)
+        except TimeoutError:
+            watcher.forget_reply(rec["request_id"])
+            raise NoReplyError(f"{short_name} for {workflow_id!r} is in Kafka, but no processor answered within "
+                               f"{timeout:g}s (is one running?); it is applied when one does") from None
+        except BaseException:
+            watcher.forget_reply(rec["request_id"])
+            raise
+
+    async def start_workflow(self, workflow: type | Callable[..., Any] | str, *args: Any, id: str,  # noqa: A002
+                             task_queue: str = "default", execution_timeout: timedelta | float | None = None,
+                             id_reuse_policy: str = ALLOW_DUPLICATE, if_exists: str = USE_EXISTING,
+                             request_id: str | None = None, timeout: float = REPLY_TIMEOUT_S) -> AsyncWorkflowHandle:
+        """As Client.start_workflow."""
+        rec = Client.start_record(workflow, args, task_queue, execution_timeout, id_reuse_policy, if_exists,
+                                  request_id)
+        start = _Start()
+        self.sync._starts[id] = start  # noqa: SLF001 - result(id) follows this start, as in Client
+        reply = await self._ask("StartWorkflow", id, rec, timeout, start.arrived)
+        error = _refusal("StartWorkflow", reply)
+        if error is not None:
+            raise error
+        return AsyncWorkflowHandle(self, id, reply["run_id"], reply["outcome"])
+
+    async def _command(self, short_name: str, workflow_id: str, rec: dict[str, Any], run_id: str | None,
+                       wait: bool, timeout: float) -> None:
+        rec = {**rec, "run_id": run_id, "request_id": uuid.uuid4().hex}
+        if not wait:
+            await self._acked(short_name, workflow_id, rec)
+            return
+        error = _refusal(short_name, await self._ask(short_name, workflow_id, rec, timeout))
+        if error is not None:
+            raise error
+
+    async def signal(self, workflow_id: str, signal_name: str, *args: Any, run_id: str | None = None,
+                     wait: bool = True, timeout: float = REPLY_TIMEOUT_S) -> None:
+        await self._command("SignalWorkflow", workflow_id, {"signal_name": signal_name, "args": to_payloads(args)},
+                            run_id, wait, timeout)
+
+    async def cancel(self, workflow_id: str, reason: str = "", *, run_id: str | None = None, wait: bool = True,
+                     timeout: float = REPLY_TIMEOUT_S) -> None:
+        await self._command("CancelWorkflow", workflow_id, {"reason": reason}, run_id, wait, timeout)
+
+    async def terminate(self, workflow_id: str, reason: str = "", *, run_id: str | None = None, wait: bool = True,
+                        timeout: float = REPLY_TIMEOUT_S) -> None:
+        await self._command("TerminateWorkflow", workflow_id, {"reason": reason}, run_id, wait, timeout)
+
+    async def result(self, workflow_id: str, timeout: float | None = None,  
+                     result_type: object = None, run_id: str | None = None) -> Any:
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[Completion] = loop.create_future()
+
+        def arrived(res: Completion) -> None:
             loop.call_soon_threadsafe(_resolve, fut, res)
 
-        self.sync.on_result(workflow_id, arrived)
+        if self.sync._watcher is None:  # noqa: SLF001 - first use builds it (blocking metadata calls)
+            await asyncio.to_thread(self.sync._completions)  # noqa: SLF001
+        self.sync.on_result(workflow_id, arrived, run_id)
         try:
             completion = await asyncio.wait_for(fut, timeout)
         except TimeoutError:
             raise TimeoutError(f"workflow {workflow_id!r} did not complete within {timeout}s") from None
         return _outcome(workflow_id, completion, result_type)
 
-    async def describe(self, workflow_id: str) -> dict[str, Any]:
-        return await asyncio.to_thread(self.sync.describe, workflow_id)
+    async def describe(self, workflow_id: str, run_id: str | None = None) -> dict[str, Any]:
+        return await asyncio.to_thread(self.sync.describe, workflow_id, run_id)
 
-    async def history(self, workflow_id: str) -> list[dict[str, Any]]:
-        return await asyncio.to_thread(self.sync.history, workflow_id)
+    async def history(self, workflow_id: str, run_id: str | None = None) -> list[dict[str, Any]]:
+        return await asyncio.to_thread(self.sync.history, workflow_id, 30, run_id)
 
     async def close(self) -> None:
         await asyncio.to_thread(self.sync.close)
@@ -498,6 +682,6 @@ def _not_delivered(short_name: str, workflow_id: str, err: KafkaError) -> Proces
     return KafkaUnavailableError(f"{short_name} for {workflow_id!r} failed: {err}")
 
 
-def _resolve(fut: asyncio.Future[tuple[str, dict[str, Any]]], res: tuple[str, dict[str, Any]]) -> None:
+def _resolve(fut: asyncio.Future[Any], res: Any) -> None:
     if not fut.done():
         fut.set_result(res)

@@ -13,9 +13,11 @@ from __future__ import annotations
 __all__ = [
     "ActivityError",
     "ApplicationError",
+    "CommandRejectedError",
     "ConfigError",
     "DecodeError",
     "KafkaUnavailableError",
+    "NoReplyError",
     "NondeterminismError",
     "PayloadError",
     "PayloadTooLargeError",
@@ -107,11 +109,32 @@ class NondeterminismError(ProcessorError):
 
 
 class WorkflowAlreadyStartedError(ProcessorError):
-    """A start with `if_exists="fail"` named a workflow id that already exists."""
+    """A start was refused: the id is running and the start said `if_exists="fail"`, or the id
+    already ran and its `id_reuse_policy` does not allow another run. `run_id` is the existing run."""
+
+    def __init__(self, workflow_id: str, run_id: str, message: str) -> None:
+        super().__init__(message)
+        self.workflow_id = workflow_id
+        self.run_id = run_id
 
 
 class WorkflowNotFoundError(ProcessorError):
     """No workflow with that id exists (or its history was pruned)."""
+
+
+class CommandRejectedError(ProcessorError):
+    """A signal, cancel or terminate the processor did not apply: the workflow is already closed,
+    or the command named a run that is not the id's current run. The message says which."""
+
+    def __init__(self, workflow_id: str, run_id: str, message: str) -> None:
+        super().__init__(message)
+        self.workflow_id = workflow_id
+        self.run_id = run_id
+
+
+class NoReplyError(ProcessorError):
+    """A command is in Kafka but no processor answered it in time (none running, or all busy
+    restoring): it is applied when one does, so do not send it again blindly."""
 
 
 class WorkflowFailureError(ProcessorError):

@@ -123,6 +123,8 @@ class WorkflowInfo:
     start_time: datetime
     execution_timeout: timedelta | None = None
     request_id: str | None = None
+    run_id: str = ""  # "" for a run started before runs existed
+    continued_from_run_id: str | None = None
 
 
 @dataclass(frozen=True)

@@ -40,3 +40,22 @@ class FakeMessage:
 
     def topic(self) -> str:
         return self._topic
+
+
+class NoWatcher:
+    """Stands in for the client's reply/completion reader (processor/_watcher.py) in unit tests
+    of what a client does before and while sending, on no broker: no reply ever comes."""
+
+    reply_partition = 0
+
+    def __init__(self, *args: object) -> None:
+        pass
+
+    def expect_reply(self, *args: object) -> None:
+        pass
+
+    def forget_reply(self, *args: object) -> None:
+        pass
+
+    def close(self) -> None:
+        pass

@@ -25,6 +25,15 @@ from processor._codec.partitioner import partition_for
 from processor._engine import keys
 from processor._engine.deadline import Deadline
 from processor._engine.retry import next_retry_delay_ms
+from processor._engine.runs import (
+    ALLOW_DUPLICATE,
+    ATTACHED,
+    REFUSED,
+    USE_EXISTING,
+    StartDecision,
+    decide_start,
+    policy_problem,
+)
 from processor._engine.settings import Settings
 from processor._engine.state import CLOSING_STATUS, Summary, fold
 from processor._engine.store import PartitionStore
@@ -54,6 +63,10 @@ class Sink(Protocol):
         """The live partition count of the queue's task topic (after task_topic(queue))."""
         ...
 
+    def reply_partitions(self) -> int:
+        """The partition count of the replies topic."""
+        ...
+
 
 @dataclass
 class Live:
@@ -70,6 +83,7 @@ class Counters:
     forwarded: int = 0
     timers_fired: int = 0
     replays: int = 0
+    replies: int = 0
 
 
 class Engine:
@@ -153,24 +167,44 @@ class Engine:
 
     def _on_start(self, partition: int, rec: dict[str, Any]) -> str | None:
         wid = rec["workflow_id"]
-        if self._load(partition, wid) is not None:
-            self.counters.duplicates += 1  # idempotent by id: the existing run stands
+        problem = policy_problem(rec.get("id_reuse_policy") or ALLOW_DUPLICATE, rec.get("if_exists") or USE_EXISTING)
+        if problem is None:
+            problem = task_queue_problem(rec.get("task_queue") or "default")
+        if problem is None:
+            size = sum(len(a["data"]) for a in rec["args"])
+            if size > MAX_RECORD_BYTES:
+                problem = too_large(f"the input of workflow {wid!r}", size)
+        if problem is not None:
+            self._reply(rec, "StartWorkflow", REFUSED, "", problem)
+            return f"StartWorkflow of {wid!r}: {problem}"
+        latest = self._load(partition, wid)
+        decision: StartDecision = decide_start(latest.summary if latest is not None else None, rec)
+        if latest is not None and decision.outcome != "started":
+            self.counters.duplicates += decision.outcome == ATTACHED
+            self._reply(rec, "StartWorkflow", decision.outcome, latest.summary.run_id, decision.message)
             return None
-        queue_problem = task_queue_problem(rec.get("task_queue") or "default")
-        if queue_problem is not None:
-            return f"StartWorkflow of {wid!r}: {queue_problem}"
-        size = sum(len(a["data"]) for a in rec["args"])
-        if size > MAX_RECORD_BYTES:
-            return too_large(f"the input of workflow {wid!r}", size)
+        if latest is not None and decision.terminate_running:
+            self._append(partition, wid, latest, {"type": "WorkflowTerminated",
+                                                   "reason": "terminated by a new start (id_reuse_policy "
+                                                             "terminate_if_running)"})
+        if latest is not None:
+            self._evict(wid)  # the closed run's cache entry; the new run gets its own
+        run_id = keys.new_run_id()
+        self._start_run(partition, wid, rec, run_id, None)
+        self._reply(rec, "StartWorkflow", "started", run_id, "")
+        return None
+
+    def _start_run(self, partition: int, wid: str, rec: dict[str, Any], run_id: str,
+                   continued_from: str | None) -> None:
         definition = self.definitions.get(rec["workflow_type"])
         started = {
             "type": "WorkflowStarted", "workflow_type": rec["workflow_type"], "args": rec["args"],
             "task_queue": rec.get("task_queue") or "default",
             "execution_timeout_ms": rec.get("execution_timeout_ms"),
             "random_seed": int.from_bytes(os.urandom(8), "big") >> 1, "request_id": rec.get("request_id"),
+            "run_id": run_id, "continued_from_run_id": continued_from,
         }
-        summary = None
-        live = Live(summary, None)  # type: ignore[arg-type]  # summary is set by the first _append
+        live = Live(None, None)  # type: ignore[arg-type]  # summary is set by the first _append
         self._append(partition, wid, live, started)
         if definition is None:
             registered = ", ".join(sorted(self.definitions)) or "none"
@@ -179,11 +213,23 @@ class Engine:
                 "message": f"workflow type {rec['workflow_type']!r} is not registered with this processor "
                            f"(registered: {registered})",
                 "stack_trace": "", "non_retryable": True, "cause": None}})
-            return None
+            return
         live.instance = WorkflowInstance(definition, wid)
         self._cache_put(wid, live)
         self._run(partition, wid, live, [started])
-        return None
+
+    def _reply(self, rec: dict[str, Any], command: str, outcome: str, run_id: str, message: str) -> None:
+        """Answer a command that asked for it (reply_partition and request_id set), in this
+        transaction: the reply is committed exactly when what it reports is."""
+        p, request_id = rec.get("reply_partition"), rec.get("request_id")
+        if p is None or not request_id:
+            return
+        self.counters.replies += 1
+        reply = {"request_id": request_id, "workflow_id": rec["workflow_id"], "run_id": run_id, "command": command,
+                 "outcome": outcome, "message": message}
+        name = "wf.replies.v1.CommandReply"
+        self.sink.produce(self.topics.replies, p % self.sink.reply_partitions(), request_id.encode(),
+                          self.codec.encode(name, reply), self.codec.headers(name))
 
     def _on_signal(self, partition: int, rec: dict[str, Any]) -> str | None:
         return self._deliver(partition, rec, {"type": "SignalReceived", "signal_name": rec["signal_name"],
@@ -191,30 +237,53 @@ class Engine:
 
     def _on_cancel(self, partition: int, rec: dict[str, Any]) -> str | None:
         live = self._load(partition, rec["workflow_id"])
-        if live is not None and live.summary.cancel_requested:
+        if live is not None and live.summary.cancel_requested and self._addressed(rec, live) is None:
             self.counters.duplicates += 1
+            self._reply(rec, "CancelWorkflow", "delivered", live.summary.run_id, "")
             return None
         return self._deliver(partition, rec, {"type": "WorkflowCancelRequested", "reason": rec.get("reason", "")})
 
     def _on_terminate(self, partition: int, rec: dict[str, Any]) -> str | None:
         wid = rec["workflow_id"]
         live = self._load(partition, wid)
-        if live is None:
-            return f"TerminateWorkflow for unknown workflow {wid!r}"
-        if not live.summary.running:
-            self.counters.duplicates += 1
+        if live is not None and not live.summary.running and self._addressed(rec, live) is None:
+            self.counters.duplicates += 1  # a repeated terminate: it is terminated (or closed) already
+            self._reply(rec, "TerminateWorkflow", "delivered", live.summary.run_id, "")
             return None
-        self._append(partition, wid, live, {"type": "WorkflowTerminated", "reason": rec.get("reason", "")})
+        return self._deliver(partition, rec, {"type": "WorkflowTerminated", "reason": rec.get("reason", "")})
+
+    def _addressed(self, rec: dict[str, Any], live: Live) -> str | None:
+        """Why a command addressed to a run (run_id set) may not apply to the id's current run."""
+        run = rec.get("run_id")
+        if run and run != live.summary.run_id:
+            return (f"run {run} of workflow {rec['workflow_id']!r} is not its current run "
+                    f"({live.summary.run_id or 'started before runs'}, {live.summary.status})")
         return None
 
     def _deliver(self, partition: int, rec: dict[str, Any], event: dict[str, Any]) -> str | None:
+        """Append an input to the addressed run, or refuse: to the sender (reply) and the DLQ."""
         wid = rec["workflow_id"]
+        command = _COMMAND_OF[event["type"]]
         live = self._load(partition, wid)
+        reason: str | None
         if live is None:
-            return f"{event['type']} for unknown workflow {wid!r}"
-        if not live.summary.running:
-            return f"{event['type']} for workflow {wid!r} that is already {live.summary.status}"
-        self._input(partition, wid, live, event)
+            reason = f"{command} for unknown workflow {wid!r}"
+        else:
+            reason = self._addressed(rec, live)
+            if reason is None and not live.summary.running:
+                reason = f"{command} for workflow {wid!r} that is already {live.summary.status}"
+        if reason is not None:
+            if live is None:
+                self._reply(rec, command, "not_found", "", reason)
+            else:
+                self._reply(rec, command, "rejected", live.summary.run_id, reason)
+            return reason
+        assert live is not None
+        if event["type"] == "WorkflowTerminated":
+            self._append(partition, wid, live, event)
+        else:
+            self._input(partition, wid, live, event)
+        self._reply(rec, command, "delivered", live.summary.run_id, "")
         return None
 
     def _pending_activity(self, partition: int, rec: dict[str, Any]) -> tuple[Live | None, str | None]:
@@ -223,6 +292,10 @@ class Engine:
         live = self._load(partition, wid)
         if live is None:
             return None, f"activity result for unknown workflow {wid!r}"
+        run = rec.get("run_id")
+        if run and run != live.summary.run_id:
+            self.counters.duplicates += 1  # a late result of an earlier run of the id
+            return None, None
         if seq < 1 or seq > live.summary.max_activity_seq:
             return None, f"activity result for activity_seq {seq} that workflow {wid!r} never scheduled"
         pending = live.summary.activities.get(seq)
@@ -270,7 +343,7 @@ class Engine:
 
     def _scheduled_event(self, partition: int, wid: str, live: Live, seq: int) -> dict[str, Any]:
         sched_seq = live.summary.activities[seq][1]
-        raw = self.stores[partition].event(wid, sched_seq)
+        raw = self.stores[partition].event(wid, live.summary.run_id, sched_seq)
         assert raw is not None, f"history of {wid} lacks its ActivityScheduled event seq {sched_seq}"
         return self.codec.decode_as(raw, EV + "ActivityScheduled")
 
@@ -364,6 +437,7 @@ class Engine:
 
     def _append(self, partition: int, wid: str, live: Live, event: dict[str, Any]) -> None:
         summary = live.summary
+        run_id = summary.run_id if summary is not None else event["run_id"]  # None: a WorkflowStarted
         event["workflow_id"] = wid
         event["seq"] = (summary.last_seq if summary is not None else 0) + 1
         event["time_ms"] = self.now_ms
@@ -374,10 +448,10 @@ class Engine:
             # restart. The workflow fails instead, once, saying which event and how large.
             value = self._oversized(wid, event, len(value))
             name = EV + event["type"]
-        self.sink.produce(self.topics.events, partition, keys.event_key(wid, event["seq"]), value,
+        self.sink.produce(self.topics.events, partition, keys.event_key(wid, run_id, event["seq"]), value,
                           self.codec.headers(name))
         store = self.stores[partition]
-        store.add_event(wid, event["seq"], value)
+        store.add_event(wid, run_id, event["seq"], value)
         live.summary = fold(summary, event)
         store.put_summary(live.summary)
         self.touched.add(wid)
@@ -425,7 +499,7 @@ class Engine:
             "activity_type": scheduled["activity_type"], "task_queue": queue, "args": scheduled["args"],
             "scheduled_time_ms": self.now_ms, "start_to_close_timeout_ms": scheduled.get("start_to_close_timeout_ms"),
             "heartbeat_timeout_ms": scheduled.get("heartbeat_timeout_ms"),
-            "workflow_type": live.summary.workflow_type,
+            "workflow_type": live.summary.workflow_type, "run_id": live.summary.run_id,
         }
         name = "wf.tasks.v1.ActivityTask"
         topic = self.sink.task_topic(queue)
@@ -448,7 +522,7 @@ class Engine:
         for tkey in self.stores[partition].timer_keys(wid):
             self._set_timer(partition, wid, tkey, None)
         rec: dict[str, Any] = {"workflow_id": wid, "workflow_type": live.summary.workflow_type,
-                               "close_time_ms": self.now_ms}
+                               "close_time_ms": self.now_ms, "run_id": live.summary.run_id}
         for field in ("result", "failure", "reason"):
             if field in event:
                 rec[field] = event[field]
@@ -509,7 +583,7 @@ class Engine:
         if summary.running and definition is not None:
             self.counters.replays += 1
             instance = WorkflowInstance(definition, wid)
-            history = [self.codec.decode_typed(raw) for raw in store.history(wid)]
+            history = [self.codec.decode_typed(raw) for raw in store.history(wid, summary.run_id)]
             completion = self._activate(wid, instance, history, replay=True)
             if completion.error is not None:
                 instance.close()
@@ -578,15 +652,22 @@ class Engine:
 
     # -- restore -------------------------------------------------------------------------------------
 
-    def restore_event(self, partition: int, value: bytes) -> None:
-        """Apply one committed wf.events record to the partition overlay (idempotent)."""
+    def restore_event(self, partition: int, key: bytes | None, value: bytes) -> None:
+        """Apply one committed wf.events record to the partition overlay (idempotent). The run
+        comes from the key; a WorkflowStarted of a run not yet seen begins the id's next run."""
         store = self.stores[partition]
         event = self.codec.decode_typed(value)
         wid = event["workflow_id"]
+        parsed = keys.split_event_key(key or b"")
+        run = parsed[1] if parsed is not None and parsed[0] == wid else event.get("run_id", "")
         summary = store.summary(wid)
-        if summary is not None and event["seq"] <= summary.last_seq:
+        if summary is not None and run != summary.run_id:
+            if event["type"] != "WorkflowStarted" or store.event(wid, run, event["seq"]) is not None:
+                return  # an earlier run's record, already applied
+            summary = None
+        elif summary is not None and event["seq"] <= summary.last_seq:
             return
-        store.add_event(wid, event["seq"], value)
+        store.add_event(wid, run, event["seq"], value)
         store.put_summary(fold(summary, event))
 
     def restore_timer(self, partition: int, key: bytes, value: bytes | None) -> None:
@@ -597,5 +678,7 @@ class Engine:
 
 # Timer keys: kind letter + seq. u = workflow sleep (timer_seq); r = activity retry backoff,
 # s = start-to-close, c = schedule-to-close, h = heartbeat (activity_seq); w0 = execution timeout.
+_COMMAND_OF = {"SignalReceived": "SignalWorkflow", "WorkflowCancelRequested": "CancelWorkflow",
+               "WorkflowTerminated": "TerminateWorkflow"}
 _TIMER_KIND = {"u": "user", "r": "activity_retry", "s": "activity_timeout", "c": "activity_timeout",
                "h": "activity_timeout", "w": "workflow_timeout"}

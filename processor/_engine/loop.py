@@ -41,8 +41,8 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
-from processor._codec import default_codec
 from processor import _failpoints
+from processor._codec import default_codec
 from processor._engine.engine import Engine, Headers
 from processor._engine.settings import Settings
 from processor._engine.store import EVENTS_NEXT, TIMERS_NEXT, PartitionStore
@@ -94,6 +94,7 @@ class _TransactionSink:
         self._events = loop.settings.topics.events
         self._timers = loop.settings.topics.timers
         self._task_topics: dict[str, int] = {}  # task topic -> live partition count
+        self._replies: int | None = None  # partition count of the replies topic
         # (topic, partition) that already carry a delivery callback in the open transaction.
         self._tracked: set[tuple[str, int]] = set()
 
@@ -149,6 +150,13 @@ class _TransactionSink:
 
     def task_partitions(self, queue: str) -> int:
         return self._task_topics[self._loop.settings.topics.tasks(queue)]
+
+    def reply_partitions(self) -> int:
+        if self._replies is None:
+            name = self._loop.settings.topics.replies
+            md = self._producer.list_topics(name, timeout=30)
+            self._replies = max(1, len(md.topics[name].partitions))
+        return self._replies
 
 
 class ProcessorLoop:
@@ -293,7 +301,7 @@ class ProcessorLoop:
                 _, offset = position(m)
                 if is_events:
                     assert value is not None
-                    self.engine.restore_event(p, value)
+                    self.engine.restore_event(p, m.key(), value)
                     store.batch.events_next = offset + 1
                 else:
                     self.engine.restore_timer(p, m.key() or b"", value)

@@ -80,7 +80,8 @@ def _what(task: Mapping[str, Any]) -> str:
 
 
 def _base(task: Mapping[str, Any]) -> dict[str, Any]:
-    return {"workflow_id": task["workflow_id"], "activity_seq": task["activity_seq"], "attempt": task["attempt"]}
+    return {"workflow_id": task["workflow_id"], "activity_seq": task["activity_seq"], "attempt": task["attempt"],
+            "run_id": task.get("run_id", "")}
 
 
 def _clip_failure(failure: Failure, max_chars: int, depth: int) -> Failure:

@@ -39,6 +39,8 @@ class Summary:
     max_activity_seq: int = 0
     held: str | None = None
     cancel_requested: bool = False
+    run_id: str = ""  # "" for a run started before runs existed
+    request_id: str | None = None  # of the StartWorkflow that started the run: a retried start attaches
 
     @property
     def running(self) -> bool:
@@ -50,7 +52,7 @@ class Summary:
             "workflow_id": self.workflow_id, "workflow_type": self.workflow_type, "task_queue": self.task_queue,
             "status": self.status, "last_seq": self.last_seq, "start_ms": self.start_ms, "close_ms": self.close_ms,
             "activities": self.activities, "max_activity_seq": self.max_activity_seq, "held": self.held,
-            "cancel_requested": self.cancel_requested,
+            "cancel_requested": self.cancel_requested, "run_id": self.run_id, "request_id": self.request_id,
         }).encode()
 
     @classmethod
@@ -67,12 +69,14 @@ class Summary:
 
 
 def fold(summary: Summary | None, event: dict[str, Any]) -> Summary:
-    """Apply one history event. Events at or below `last_seq` are already in: no change."""
+    """Apply one history event of the summary's run (a new run starts from `summary=None`).
+    Events at or below `last_seq` are already in: no change."""
     etype = event["type"]
     if summary is None:
         if etype != "WorkflowStarted":
             raise ValueError(f"history of {event['workflow_id']!r} starts with {etype}, not WorkflowStarted")
-        summary = Summary(event["workflow_id"], event["workflow_type"], event["task_queue"], start_ms=event["time_ms"])
+        summary = Summary(event["workflow_id"], event["workflow_type"], event["task_queue"], start_ms=event["time_ms"],
+                          run_id=event.get("run_id") or "", request_id=event.get("request_id"))
     elif event["seq"] <= summary.last_seq:
         return summary
     summary.last_seq = event["seq"]

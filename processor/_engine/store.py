@@ -6,16 +6,22 @@ the wf.events / wf.timers offsets it reflects. RocksDB is therefore never ahead 
 crash between commit and write leaves it behind, and restore replays the tail.
 
 Column families:
-  history     workflow_id NUL seq(u64 BE)        -> event (Avro single-object bytes, as in wf.events)
+  history     workflow_id NUL run_id NUL seq(u64 BE) -> event (Avro single-object bytes, as in wf.events)
   workflows   workflow_id                        -> Summary JSON
   timers      due_ms(u64 BE) workflow_id NUL key -> b""  (the due-date index, scanned from the front)
   timer_refs  workflow_id NUL key                -> due_ms (u64 BE), so a cancel finds its index entry
   held        workflow_id                        -> reason (workflows held by a nondeterminism)
   meta        b"events_next" / b"timers_next"    -> next wf.events / wf.timers offset to restore from
+              b"format"                          -> FORMAT: the layout above
+
+RocksDB is derived state: a partition directory written in another layout (FORMAT differs) is
+deleted on open and rebuilt from the log by restore.
 """
 
 from __future__ import annotations
 
+import logging
+import shutil
 from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -29,6 +35,9 @@ from processor._engine.state import Summary
 _CFS = ("history", "workflows", "timers", "timer_refs", "held", "meta")
 EVENTS_NEXT = b"events_next"
 TIMERS_NEXT = b"timers_next"
+FORMAT_KEY = b"format"
+FORMAT = b"2"  # 2: history keyed by (workflow, run, seq); 1 (no key): by (workflow, seq)
+log = logging.getLogger("processor.store")
 
 
 def _options() -> Options:
@@ -43,7 +52,7 @@ def _options() -> Options:
 class PartitionBatch:
     """What one transaction changed in one partition, not yet in RocksDB."""
 
-    history: dict[str, list[tuple[int, bytes]]] = field(default_factory=lambda: defaultdict(list))
+    history: dict[tuple[str, str], list[tuple[int, bytes]]] = field(default_factory=lambda: defaultdict(list))
     summaries: dict[str, Summary] = field(default_factory=dict)
     # Ordered timer operations: (workflow_id, timer key, due_ms or None for delete).
     timers: list[tuple[str, str, int | None]] = field(default_factory=list)
@@ -58,13 +67,23 @@ class PartitionBatch:
 
 class PartitionStore:
     def __init__(self, path: Path) -> None:
-        path.mkdir(parents=True, exist_ok=True)
-        cf_opts = {name: _options() for name in _CFS}
         self.path = path
-        self._db = Rdict(str(path), _options(), column_families=cf_opts)
+        self._open()
+        if self._cf["meta"].get(FORMAT_KEY) != FORMAT:
+            if self._cf["meta"].get(EVENTS_NEXT) is not None or self._cf["meta"].get(TIMERS_NEXT) is not None:
+                log.warning("state in %s has another layout; rebuilding it from the log", path)
+                self.close()
+                shutil.rmtree(path)
+                self._open()
+            self._cf["meta"][FORMAT_KEY] = FORMAT
+        self.batch = PartitionBatch()
+
+    def _open(self) -> None:
+        self.path.mkdir(parents=True, exist_ok=True)
+        cf_opts = {name: _options() for name in _CFS}
+        self._db = Rdict(str(self.path), _options(), column_families=cf_opts)
         self._cf = {name: self._db.get_column_family(name) for name in _CFS}
         self._handles = {name: self._db.get_column_family_handle(name) for name in _CFS}
-        self.batch = PartitionBatch()
 
     # -- reads (overlay first, then RocksDB) ---------------------------------------------------
 
@@ -75,17 +94,17 @@ class PartitionStore:
         raw = self._cf["workflows"].get(keys.workflow_key(workflow_id))
         return Summary.from_bytes(raw) if raw is not None else None
 
-    def history(self, workflow_id: str) -> list[bytes]:
-        prefix = keys.workflow_prefix(workflow_id)
-        out: list[bytes] = [v for _, v in self._iter_prefix("history", prefix)]
-        out.extend(v for _, v in self.batch.history.get(workflow_id, ()))
+    def history(self, workflow_id: str, run_id: str) -> list[bytes]:
+        """One run's events in seq order."""
+        out: list[bytes] = [v for _, v in self._iter_prefix("history", keys.run_prefix(workflow_id, run_id))]
+        out.extend(v for _, v in self.batch.history.get((workflow_id, run_id), ()))
         return out
 
-    def event(self, workflow_id: str, seq: int) -> bytes | None:
-        for s, v in self.batch.history.get(workflow_id, ()):
+    def event(self, workflow_id: str, run_id: str, seq: int) -> bytes | None:
+        for s, v in self.batch.history.get((workflow_id, run_id), ()):
             if s == seq:
                 return v
-        raw: bytes | None = self._cf["history"].get(keys.history_key(workflow_id, seq))
+        raw: bytes | None = self._cf["history"].get(keys.history_key(workflow_id, run_id, seq))
         return raw
 
     def _iter_prefix(self, cf: str, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
@@ -140,8 +159,8 @@ class PartitionStore:
 
     # -- writes (into the overlay) ---------------------------------------------------------------
 
-    def add_event(self, workflow_id: str, seq: int, value: bytes) -> None:
-        self.batch.history[workflow_id].append((seq, value))
+    def add_event(self, workflow_id: str, run_id: str, seq: int, value: bytes) -> None:
+        self.batch.history[(workflow_id, run_id)].append((seq, value))
 
     def put_summary(self, summary: Summary) -> None:
         self.batch.summaries[summary.workflow_id] = summary
@@ -164,9 +183,9 @@ class PartitionStore:
             return
         h = self._handles
         wb = WriteBatch(raw_mode=True)
-        for wid, events in b.history.items():
+        for (wid, run), events in b.history.items():
             for seq, value in events:
-                wb.put(keys.history_key(wid, seq), value, h["history"])
+                wb.put(keys.history_key(wid, run, seq), value, h["history"])
         for wid, summary in b.summaries.items():
             wb.put(keys.workflow_key(wid), summary.to_bytes(), h["workflows"])
             if summary.held is not None:

@@ -234,7 +234,7 @@ class ActivityWorker:
         info = activity.ActivityInfo(
             workflow_id=task["workflow_id"], workflow_type=task["workflow_type"], activity_seq=task["activity_seq"],
             activity_type=task["activity_type"], attempt=task["attempt"], task_queue=task["task_queue"],
-            scheduled_time=datetime.fromtimestamp(task["scheduled_time_ms"] / 1000, UTC))
+            scheduled_time=datetime.fromtimestamp(task["scheduled_time_ms"] / 1000, UTC), run_id=task.get("run_id", ""))
         ctx = activity.ActivityContext(info=info, heartbeat_fn=self._heartbeater(task))
         try:
             args = from_payloads(task["args"], definition.param_hints)

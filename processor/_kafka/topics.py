@@ -57,6 +57,10 @@ class TopicNames:
         return f"{self.prefix}.completions"
 
     @property
+    def replies(self) -> str:
+        return f"{self.prefix}.replies"
+
+    @property
     def dlq(self) -> str:
         return f"{self.prefix}.dlq"
 

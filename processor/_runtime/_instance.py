@@ -224,6 +224,8 @@ class WorkflowInstance(WorkflowEventLoop, _Runtime):
             start_time=_EPOCH + timedelta(milliseconds=event["time_ms"]),
             execution_timeout=timedelta(milliseconds=timeout_ms) if timeout_ms is not None else None,
             request_id=event.get("request_id"),
+            run_id=event.get("run_id") or "",
+            continued_from_run_id=event.get("continued_from_run_id"),
         )
         self._random = random.Random(event["random_seed"])
         self._primary = self._spawn(self._run_workflow(event["args"]), "workflow run")

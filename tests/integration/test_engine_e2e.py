@@ -7,8 +7,8 @@ from collections import Counter
 
 import pytest
 
-from processor.client import Client
-from processor.exceptions import WorkflowFailureError
+from processor.client import Client, WorkflowHandle
+from processor.exceptions import WorkflowAlreadyStartedError, WorkflowFailureError, WorkflowNotFoundError
 from tests.apps.basic import ThreeSteps
 from tests.dp_harness import Cluster, read_all, wait_for
 
@@ -54,26 +54,40 @@ def test_fan_out_retry_failure_signal_and_timer(cluster: Cluster, client: Client
     assert fired["time_ms"] >= started["fire_at_ms"]
 
 
-def test_idempotent_start_yields_one_run(cluster: Cluster, client: Client) -> None:
+def test_starts_of_one_id_attach_refuse_or_begin_a_new_run(cluster: Cluster, client: Client) -> None:
     cluster.processor()
     cluster.worker()
-    client.start_workflow(ThreeSteps.run, 1, id="once")
+    first = client.start_workflow("Approval", 0.0, id="once")
+    assert first.outcome == "started" and first.run_id is not None and len(first.run_id) == 32
     others = [Client(client.bootstrap, prefix=cluster.prefix) for _ in range(4)]
-    threads = [threading.Thread(target=c.start_workflow, args=(ThreeSteps.run, 100), kwargs={"id": "once"})
+    handles: list[WorkflowHandle] = []
+    threads = [threading.Thread(target=lambda c=c: handles.append(c.start_workflow("Approval", 5.0, id="once")))
                for c in others]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    assert client.result("once", timeout=60) == [2, 3, 4]
-    client.start_workflow(ThreeSteps.run, 7, id="once")  # after completion: still the same run
     for c in others:
         c.close()
-    history = client.history("once")
-    assert [e["type"] for e in history].count("WorkflowStarted") == 1
-    wait_for(lambda: True, 1)
+    assert [(h.outcome, h.run_id) for h in handles] == [("attached", first.run_id)] * 4
+    with pytest.raises(WorkflowAlreadyStartedError, match="already running") as refused:
+        client.start_workflow("Approval", 0.0, id="once", if_exists="fail")
+    assert refused.value.run_id == first.run_id
+    client.signal("once", "approve", "ann")
+    assert first.result(timeout=60) == "approved by ann after sleeping True"
+
+    with pytest.raises(WorkflowAlreadyStartedError, match="id_reuse_policy=reject_duplicate"):
+        client.start_workflow("Approval", 0.0, id="once", id_reuse_policy="reject_duplicate")
+    second = client.start_workflow("Approval", 0.0, id="once")  # the default: a new run after the close
+    assert second.outcome == "started" and second.run_id not in (None, first.run_id)
+    client.signal("once", "approve", "bob")
+    assert client.result("once", timeout=60) == "approved by bob after sleeping True"
+    assert first.result(timeout=5) == "approved by ann after sleeping True", "each handle keeps its own run"
+
+    assert [e["type"] for e in client.history("once")].count("WorkflowStarted") == 1
+    assert client.history("once", run_id=first.run_id)[0]["run_id"] == first.run_id
     completions = [v for k, v, _ in read_all(client.bootstrap, client.topics.completions) if k == b"once"]
-    assert len(completions) == 1
+    assert [c["run_id"] for c in completions] == [first.run_id, second.run_id]
 
 
 def test_bad_input_goes_to_dead_letters_with_reasons(cluster: Cluster, client: Client) -> None:
@@ -84,7 +98,8 @@ def test_bad_input_goes_to_dead_letters_with_reasons(cluster: Cluster, client: C
     p = Producer({"bootstrap.servers": client.bootstrap, "partitioner": "murmur2_random"})
     p.produce(client.topics.commands, b"\x00garbage bytes", key=b"junk")
     p.flush(10)
-    client.signal("nobody-home", "approve", "x")
+    with pytest.raises(WorkflowNotFoundError, match="SignalWorkflow for unknown workflow 'nobody-home'"):
+        client.signal("nobody-home", "approve", "x")
     codec = client.codec
     stray = codec.encode("wf.commands.v1.ActivityCompleted", {
         "workflow_id": "three-x", "activity_seq": 99, "attempt": 1, "result": {"encoding": "binary/null", "data": b""}})

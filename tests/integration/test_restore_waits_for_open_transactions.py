@@ -19,18 +19,21 @@ from tests.dp_harness import Cluster, read_all, wait_for
 pytestmark = pytest.mark.integration
 
 
+RUN = keys.new_run_id()
+
+
 def test_restore_includes_what_an_open_transaction_commits_later(cluster: Cluster, client: Client) -> None:
     wid = "zombie-started"
     p = partition_for(wid.encode(), 4)
     codec = default_codec()
     started = {"workflow_id": wid, "seq": 1, "time_ms": int(time.time() * 1000), "workflow_type": "Approval",
                "args": [{"encoding": "json/plain", "data": b"0"}], "task_queue": "default",
-               "execution_timeout_ms": None, "random_seed": 7, "request_id": None}
+               "execution_timeout_ms": None, "random_seed": 7, "request_id": None, "run_id": RUN}
     zombie = Producer({"bootstrap.servers": cluster.bootstrap, "transactional.id": f"{cluster.prefix}-zombie"})
     zombie.init_transactions(30)
     zombie.begin_transaction()
     zombie.produce(f"{cluster.prefix}.events", codec.encode("wf.events.v1.WorkflowStarted", started),
-                   keys.event_key(wid, 1), partition=p, headers=codec.headers("wf.events.v1.WorkflowStarted"))
+                   keys.event_key(wid, RUN, 1), partition=p, headers=codec.headers("wf.events.v1.WorkflowStarted"))
     zombie.flush(10)
 
     committer = threading.Timer(3.0, lambda: zombie.commit_transaction(30))

@@ -19,6 +19,7 @@ from processor import _cli_engine, cli
 from processor._kafka import topics
 from processor.client import Client
 from processor.exceptions import KafkaUnavailableError, ProcessorError, WorkflowFailureError
+from tests.kafka_twins import NoWatcher
 
 CLOSED = "127.0.0.1:1"  # nothing listens on port 1: connection refused at once
 
@@ -137,12 +138,12 @@ def test_a_bug_is_one_line_and_a_distinct_exit_code(monkeypatch: pytest.MonkeyPa
 
 
 class _SlowClient:
-    def result(self, workflow_id: str, timeout: float | None = None) -> Any:
+    def result(self, workflow_id: str, timeout: float | None = None, run_id: str | None = None) -> Any:
         raise TimeoutError(f"workflow {workflow_id!r} did not complete within {timeout}s")
 
 
 class _FailedClient:
-    def result(self, workflow_id: str, timeout: float | None = None) -> Any:
+    def result(self, workflow_id: str, timeout: float | None = None, run_id: str | None = None) -> Any:
         raise WorkflowFailureError(workflow_id, "failed", "card declined")
 
 
@@ -160,7 +161,8 @@ def test_start_wait_past_the_timeout_says_it_goes_on(capsys: pytest.CaptureFixtu
 def test_a_client_verb_on_a_broker_without_the_topics_says_create_them(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(topics, "require_reachable", lambda bootstrap, timeout=8.0: {"wf.commands", "other"})
     args = argparse.Namespace(bootstrap="127.0.0.1:9", prefix="wf")
-    with pytest.raises(ProcessorError, match=r"^Kafka at 127.0.0.1:9 has no topic wf.events, wf.completions: run "
+    with pytest.raises(ProcessorError, match=r"^Kafka at 127.0.0.1:9 has no topic wf.events, wf.completions, "
+                       r"wf.replies: run "
                        r"`processor topics create` first \(or pass the --prefix the topics were created with; "
                        r"this was --prefix wf\)$"):
         _cli_engine._client(args)
@@ -179,7 +181,7 @@ class _NeverDone:
     def flush(self) -> None:
         pass
 
-    def result(self, workflow_id: str, timeout: float | None = None) -> Any:
+    def result(self, workflow_id: str, timeout: float | None = None, run_id: str | None = None) -> Any:
         time.sleep(timeout or 0)
         raise TimeoutError(workflow_id)
 
@@ -207,6 +209,7 @@ def offline_client(monkeypatch: pytest.MonkeyPatch) -> Iterator[Client]:
     import processor.client as client_module
 
     monkeypatch.setattr(client_module.threading, "Event", _NeverSet)
+    monkeypatch.setattr(client_module, "Watcher", NoWatcher)  # the reply reader needs a broker; the send does not
     client = Client(CLOSED, prefix="offline")
     yield client
     client.producer.purge()
@@ -215,7 +218,8 @@ def offline_client(monkeypatch: pytest.MonkeyPatch) -> Iterator[Client]:
 
 def test_an_unacknowledged_send_says_it_may_arrive_and_whether_resending_is_safe(offline_client: Client) -> None:
     with pytest.raises(KafkaUnavailableError, match=r"StartWorkflow for 'a' was not acknowledged by Kafka within 30s; "
-                       r"it may still arrive .*resending is safe: starts are idempotent by workflow id"):
+                       r"it may still arrive .*resending with the same request_id is safe: it attaches to the "
+                       r"run this one started"):
         offline_client.start_workflow("T", id="a")
     with pytest.raises(KafkaUnavailableError, match=r"resending is safe: a repeated cancel changes nothing"):
         offline_client.cancel("a")

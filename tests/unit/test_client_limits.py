@@ -13,12 +13,16 @@ from processor._limits import MAX_RECORD_BYTES
 from processor.client import AsyncClient, Client
 from processor.exceptions import PayloadError, PayloadTooLargeError
 from tests.apps.basic import ThreeSteps
+from tests.kafka_twins import NoWatcher
 
 FIVE_MB = "x" * 5_000_000
 
 
 @pytest.fixture
-def offline_client() -> Iterator[Client]:
+def offline_client(monkeypatch: pytest.MonkeyPatch) -> Iterator[Client]:
+    import processor.client as client_module
+
+    monkeypatch.setattr(client_module, "Watcher", NoWatcher)  # no broker: nothing to read replies from
     client = Client("127.0.0.1:1", prefix="offline")
     yield client
     client.producer.purge()  # what a test queued can never be delivered: do not wait for it

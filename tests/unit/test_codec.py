@@ -93,8 +93,9 @@ def test_samples_cover_both_union_branches_and_nesting() -> None:
 def test_byte_layout_is_magic_fingerprint_body(codec: Codec) -> None:
     data = codec.encode("wf.commands.v1.CancelWorkflow", {"workflow_id": "a", "reason": "b"})
     fingerprint = LOCK["wf.commands.v1.CancelWorkflow"][-1]["fingerprint"]
-    # Body by hand from the Avro spec: each string is a zigzag varint length (1 -> 02) then UTF-8.
-    assert data == b"\xc3\x01" + bytes.fromhex(fingerprint) + b"\x02a\x02b"
+    # Body by hand from the Avro spec: each string is a zigzag varint length (1 -> 02) then UTF-8;
+    # then run_id, request_id and reply_partition, each a [null, ...] union at branch 0 (null).
+    assert data == b"\xc3\x01" + bytes.fromhex(fingerprint) + b"\x02a\x02b\x00\x00\x00"
 
 
 @pytest.mark.parametrize("name", sorted(SCHEMAS))
@@ -121,6 +122,9 @@ def test_encode_fills_defaults(codec: Codec) -> None:
         "task_queue": "default",
         "execution_timeout_ms": None,
         "request_id": None,
+        "id_reuse_policy": "allow_duplicate",
+        "if_exists": "use_existing",
+        "reply_partition": None,
     }
 
 
@@ -156,7 +160,8 @@ def test_unknown_fingerprint_is_shown(codec: Codec) -> None:
         # A union branch index (3) that the [null, long] union does not have.
         (b"\x02a\x02T\x00\x0edefault\x06", "does not parse"),
         # A valid record followed by bytes that belong to nothing.
-        (b"\x02a\x02T\x00\x0edefault\x00\x00\x00", "1 unexpected trailing bytes after a wf.commands.v1.StartWorkflow"),
+        (b"\x02a\x02T\x00\x0edefault\x00\x00\x1eallow_duplicate\x18use_existing\x00\x00",
+         "1 unexpected trailing bytes after a wf.commands.v1.StartWorkflow"),
     ],
     ids=["endless-varint", "bad-union-index", "trailing-bytes"],
 )
@@ -208,7 +213,8 @@ def test_headers_round_trip(codec: Codec) -> None:
 def test_decode_checked_refuses_a_type_header_that_names_another_record(codec: Codec) -> None:
     cancel = "wf.commands.v1.CancelWorkflow"
     value = codec.encode(cancel, {"workflow_id": "w", "reason": "r"})
-    assert codec.decode_checked(value, codec.headers(cancel)) == (cancel, {"workflow_id": "w", "reason": "r"})
+    assert codec.decode_checked(value, codec.headers(cancel)) == (
+        cancel, {"workflow_id": "w", "reason": "r", "run_id": None, "request_id": None, "reply_partition": None})
     assert codec.decode_checked(value, None)[0] == cancel  # a header-less producer is not refused
     assert codec.decode_checked(value, [("traceparent", b"00-1")])[0] == cancel
     with pytest.raises(DecodeError, match=r"^the type header says wf\.commands\.v1\.TerminateWorkflow but the "

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from processor._codec import Codec
-from processor._codec.lock import check, compatibility_problems, main, read_lock, release
+from processor._codec.lock import check, compatibility_problems, main, read_lock, release, write_lock
 from processor._codec.schemas import load_schemas
 from processor._resources import schemas_dir
 from processor.exceptions import ConfigError, DecodeError
@@ -38,10 +38,11 @@ MODEL_RECORDS = sorted(
         f"wf.completions.v1.{n}"
         for n in "WorkflowCompleted WorkflowFailed WorkflowCanceled WorkflowTerminated WorkflowTimedOut".split()
     ]
-    + ["wf.tasks.v1.ActivityTask", "wf.timers.v1.TimerScheduled"]
+    + ["wf.tasks.v1.ActivityTask", "wf.timers.v1.TimerScheduled", "wf.replies.v1.CommandReply"]
 )
 
 START = "wf.commands.v1.StartWorkflow"
+START_VERSION = len(read_lock(schemas_dir() / "fingerprints.lock")[START])  # its latest released version
 
 
 @pytest.fixture
@@ -102,31 +103,41 @@ def test_every_schema_is_compatible_with_its_released_versions() -> None:
 
 
 def test_lock_file_is_stable(tmp_schemas: Path) -> None:
-    before = (tmp_schemas / "fingerprints.lock").read_bytes()
-    (tmp_schemas / "fingerprints.lock").unlink()
-    release(tmp_schemas, tmp_schemas / "fingerprints.lock")
-    assert (tmp_schemas / "fingerprints.lock").read_bytes() == before
+    lock = tmp_schemas / "fingerprints.lock"
+    before = lock.read_bytes()
+    assert release(tmp_schemas, lock) == [], "nothing changed: nothing to release"
+    write_lock(lock, read_lock(lock))
+    assert lock.read_bytes() == before
+
+
+def test_a_fresh_lock_releases_every_record_once_at_v1(tmp_schemas: Path) -> None:
+    lock = tmp_schemas / "fingerprints.lock"
+    lock.unlink()
+    release(tmp_schemas, lock)
+    assert {name: [e.version for e in entries] for name, entries in read_lock(lock).items()} == {
+        name: [1] for name in MODEL_RECORDS}
 
 
 def test_changing_a_released_schema_fails_check(tmp_schemas: Path) -> None:
     _edit(tmp_schemas, "commands/StartWorkflow.avsc", lambda s: _field(s, "workflow_type").update(type="bytes"))
     problems = check(tmp_schemas, tmp_schemas / "fingerprints.lock")
     assert len(problems) == 1
-    assert f"{START} changed since its released v1" in problems[0]
+    assert f"{START} changed since its released v{START_VERSION}" in problems[0]
     assert main(["check", "--schemas", str(tmp_schemas)]) == 1
 
 
 def test_check_passes_on_the_real_schemas_from_the_command_line(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["check"]) == 0
-    assert "up to date (37 records)" in capsys.readouterr().out
+    assert f"up to date ({len(MODEL_RECORDS)} records)" in capsys.readouterr().out
 
 
 def test_doc_only_change_needs_release_but_no_new_version(tmp_schemas: Path) -> None:
     lock = tmp_schemas / "fingerprints.lock"
     _edit(tmp_schemas, "commands/StartWorkflow.avsc", lambda s: s.update(doc="Reworded."))
     assert "docs, defaults or aliases" in check(tmp_schemas, lock)[0]
-    assert release(tmp_schemas, lock) == [f"{START} v1 updated in place (docs/defaults; fingerprint " + _fp(lock) + ")"]
-    assert [e.version for e in read_lock(lock)[START]] == [1]
+    assert release(tmp_schemas, lock) == [f"{START} v{START_VERSION} updated in place (docs/defaults; fingerprint "
+                                          + _fp(lock) + ")"]
+    assert [e.version for e in read_lock(lock)[START]] == list(range(1, START_VERSION + 1))
     assert check(tmp_schemas, lock) == []
 
 
@@ -171,28 +182,22 @@ def test_adding_a_field_without_default_is_refused(tmp_schemas: Path) -> None:
 def test_added_field_with_default_is_released_as_v2_and_v1_bytes_still_decode(tmp_schemas: Path) -> None:
     lock = tmp_schemas / "fingerprints.lock"
     v1 = Codec.from_dir(schemas_dir(), schemas_dir() / "fingerprints.lock")
-    record = {
-        "workflow_id": "w",
-        "workflow_type": "T",
-        "args": [],
-        "task_queue": "q",
-        "execution_timeout_ms": 5,
-        "request_id": None,
-    }
-    v1_bytes = v1.encode(START, record)
+    name = "wf.events.v1.TimerFired"  # still at v1
+    record = {"workflow_id": "w", "seq": 3, "time_ms": 5, "timer_seq": 1}
+    v1_bytes = v1.encode(name, record)
 
     new_field = {"name": "priority", "type": "int", "default": 3, "doc": "Scheduling priority."}
-    _edit(tmp_schemas, "commands/StartWorkflow.avsc", lambda s: s["fields"].append(new_field))
-    assert release(tmp_schemas, lock) == [f"{START} v2 released (fingerprint {_fp(lock)})"]
-    entries = read_lock(lock)[START]
+    _edit(tmp_schemas, "events/TimerFired.avsc", lambda s: s["fields"].append(new_field))
+    assert release(tmp_schemas, lock) == [f"{name} v2 released (fingerprint {read_lock(lock)[name][-1].fingerprint})"]
+    entries = read_lock(lock)[name]
     assert [e.version for e in entries] == [1, 2]
     assert check(tmp_schemas, lock) == []
 
     v2 = Codec.from_dir(tmp_schemas, lock)
-    assert v2.decode(v1_bytes) == (START, {**record, "priority": 3})
-    v2_bytes = v2.encode(START, {**record, "priority": 9})
+    assert v2.decode(v1_bytes) == (name, {**record, "priority": 3})
+    v2_bytes = v2.encode(name, {**record, "priority": 9})
     assert v2_bytes[2:10].hex() == entries[1].fingerprint != entries[0].fingerprint
-    assert v2.decode(v2_bytes) == (START, {**record, "priority": 9})
+    assert v2.decode(v2_bytes) == (name, {**record, "priority": 9})
     # Without the lock a codec knows only current schemas, so v1 data is not readable: the lock is
     # what carries old writer schemas.
     with pytest.raises(DecodeError, match="unknown schema fingerprint " + entries[0].fingerprint):

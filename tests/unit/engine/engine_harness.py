@@ -20,6 +20,7 @@ from typing import Any
 from processor import _payload
 from processor._codec import default_codec
 from processor._codec.partitioner import partition_for
+from processor._engine import keys
 from processor._engine.engine import Engine, Headers
 from processor._engine.settings import Settings
 from processor._engine.state import Summary
@@ -39,6 +40,7 @@ TIMERS = f"{PREFIX}.timers"
 COMMANDS = f"{PREFIX}.commands"
 COMPLETIONS = f"{PREFIX}.completions"
 DLQ = f"{PREFIX}.dlq"
+REPLIES = f"{PREFIX}.replies"
 TASKS_DEFAULT = f"{PREFIX}.tasks.default"
 NEVER = 2**63 - 1
 OPEN: list[EngineHarness] = []  # closed by the autouse fixture in conftest.py, even when a test fails
@@ -86,6 +88,11 @@ class ListSink:
         return self.task_partition_count
 
     task_partition_count = 1
+
+    def reply_partitions(self) -> int:
+        return self.reply_partition_count
+
+    reply_partition_count = 4
 
     def on(self, topic: str, since: int = 0) -> list[Record]:
         return [r for r in self.records[since:] if r.topic == topic]
@@ -276,6 +283,7 @@ class EngineHarness:
                 "activity_seq": task["activity_seq"],
                 "attempt": task["attempt"],
                 "result": _payload.to_payload(value),
+                "run_id": task.get("run_id", ""),
             },
             commit=commit,
             advance_ms=advance_ms,
@@ -291,6 +299,7 @@ class EngineHarness:
                 "activity_seq": task["activity_seq"],
                 "attempt": task["attempt"],
                 "failure": failure,
+                "run_id": task.get("run_id", ""),
             },
             commit=commit,
             advance_ms=advance_ms,
@@ -348,6 +357,10 @@ class EngineHarness:
         assert name == "wf.completions.v1.WorkflowCompleted", (name, rec)
         return _payload.from_payload(rec["result"])
 
+    def replies(self) -> list[dict[str, Any]]:
+        """Every CommandReply produced, decoded, in order."""
+        return [r.decode()[1] for r in self.sink.on(REPLIES)]
+
     def dlq_reasons(self) -> list[str]:
         return [r.header("dlq.reason") or "" for r in self.sink.on(DLQ)]
 
@@ -355,8 +368,29 @@ class EngineHarness:
         return self.store(self.partition_of(workflow_id)).summary(workflow_id)
 
     def stored_history(self, workflow_id: str) -> list[bytes]:
-        return self.store(self.partition_of(workflow_id)).history(workflow_id)
+        return self.store(self.partition_of(workflow_id)).history(workflow_id, self.run_of(workflow_id))
+
+    def run_of(self, workflow_id: str) -> str:
+        """The run id of the workflow's current run."""
+        summary = self.summary(workflow_id)
+        assert summary is not None, f"no workflow {workflow_id!r}"
+        return summary.run_id
+
+    def event_key(self, workflow_id: str, seq: int) -> bytes:
+        """The wf.events key of an event of the workflow's current run."""
+        return keys.event_key(workflow_id, self.run_of(workflow_id), seq)
 
     def pending_timers(self, partition: int) -> list[tuple[int, str, str]]:
         """Every committed timer of the partition, in due order."""
         return self.store(partition).due_timers(NEVER, 1_000_000)
+
+
+def without_run(key: bytes | None) -> tuple[str, int] | None:
+    """(workflow id, seq) of a wf.events key: what stays equal when a start is redone as a new run."""
+    parsed = keys.split_event_key(key or b"")
+    return (parsed[0], parsed[2]) if parsed is not None else None
+
+
+def without_random(event: dict[str, Any]) -> dict[str, Any]:
+    """An event without what each start draws afresh (random seed, run id)."""
+    return {k: v for k, v in event.items() if k not in ("random_seed", "run_id")}

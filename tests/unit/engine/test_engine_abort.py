@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from engine_harness import EVENTS, START_MS, EngineHarness, Record
+from engine_harness import EVENTS, START_MS, EngineHarness, Record, without_random, without_run
 
 from processor._engine.state import Summary
 from processor._engine.store import PartitionStore
@@ -17,14 +17,16 @@ def _on_disk(h: EngineHarness, wid: str) -> tuple[Summary | None, int, list[tupl
     h.engine.close_partition(p)
     fresh = PartitionStore(h.store_path(p))
     try:
-        return fresh.summary(wid), len(fresh.history(wid)), fresh.due_timers(2**63 - 1, 100)
+        summary = fresh.summary(wid)
+        run = summary.run_id if summary is not None else ""
+        return summary, len(fresh.history(wid, run)), fresh.due_timers(2**63 - 1, 100)
     finally:
         fresh.close()
         h.engine.open_partition(p, PartitionStore(h.store_path(p)))
 
 
 def _events(records: list[Record]) -> list[dict[str, Any]]:
-    return [{k: v for k, v in r.event().items() if k != "random_seed"} for r in records if r.topic == EVENTS]
+    return [without_random(r.event()) for r in records if r.topic == EVENTS]
 
 
 def test_aborted_start_reaches_nothing_and_reruns_identically(tmp_path: Path) -> None:
@@ -37,7 +39,9 @@ def test_aborted_start_reaches_nothing_and_reruns_identically(tmp_path: Path) ->
 
     again = h.start(wid, "ThreeSteps", 1)
     assert _events(again) == _events(aborted)
-    assert [r.key for r in again] == [r.key for r in aborted]
+    # The redone start is a new run (a new run id in keys and records); everything else is the same.
+    assert [(r.topic, without_run(r.key) or r.key) for r in again] == [(r.topic, without_run(r.key) or r.key)
+                                                                       for r in aborted]
     assert h.engine.counters.duplicates == 0  # the aborted start did not count as the first one
     summary, n_history, timers = _on_disk(h, wid)
     assert summary is not None and summary.last_seq == 2 and n_history == 2
@@ -65,7 +69,7 @@ def test_aborted_activity_result_restarts_from_committed_state(tmp_path: Path) -
     h.now_ms -= 5  # the loop re-reads the same command at the same clock in this test
     again = h.complete(t1, 2, advance_ms=5)
     assert _events(again) == _events(aborted)
-    assert [r.key for r in again if r.topic == EVENTS] == [b"abort-mid@000000000003", b"abort-mid@000000000004"]
+    assert [r.key for r in again if r.topic == EVENTS] == [h.event_key(wid, 3), h.event_key(wid, 4)]
     assert h.engine.counters.replays == 1  # rebuilt from history after the abort
     h.run_activities()
     assert h.result(wid) == [2, 3, 4]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from engine_harness import COMPLETIONS, EVENTS, START_MS, TASKS_DEFAULT, EngineHarness
+from engine_harness import COMPLETIONS, EVENTS, START_MS, TASKS_DEFAULT, EngineHarness, without_random
 
 from processor import _payload
 
@@ -42,7 +42,7 @@ def test_three_steps_runs_to_completion(tmp_path: Path) -> None:
     assert _payload.from_payload(rec["result"]) == [11, 12, 13]
     assert rec["workflow_type"] == "ThreeSteps" and rec["close_time_ms"] == START_MS + 15
 
-    # Events: exact sequence, keys <id>@<seq 12 digits>, contiguous seqs, explicit partition.
+    # Events: exact sequence, keys <id>@<run>@<seq 12 digits>, contiguous seqs, explicit partition.
     event_records = h.records(EVENTS)
     events = [r.event() for r in event_records]
     assert [e["type"] for e in events] == [
@@ -56,7 +56,9 @@ def test_three_steps_runs_to_completion(tmp_path: Path) -> None:
         "WorkflowCompleted",
     ]
     assert [e["seq"] for e in events] == list(range(1, 9))
-    assert [r.key for r in event_records] == [f"{wid}@{s:012d}".encode() for s in range(1, 9)]
+    run = events[0]["run_id"]
+    assert len(run) == 32 and rec["run_id"] == run == h.summary(wid).run_id  # type: ignore[union-attr]
+    assert [r.key for r in event_records] == [f"{wid}@{run}@{s:012d}".encode() for s in range(1, 9)]
     assert {r.partition for r in event_records} == {p}
     assert all(r.header("type") == "wf.events.v1." + e["type"] for r, e in zip(event_records, events, strict=True))
     assert [e["activity_seq"] for e in events if e["type"] == "ActivityScheduled"] == [1, 2, 3]
@@ -103,14 +105,14 @@ def test_unknown_workflow_type_fails_with_registered_types(tmp_path: Path) -> No
     assert summary is not None and summary.status == "failed" and summary.last_seq == 2
     # The execution-timeout timer the start set was removed when the workflow closed.
     assert h.pending_timers(h.partition_of("u-1")) == []
-    # Still idempotent by id.
+    # Refused again, with the same reason, by a start that may reuse the id: a second run.
     h.start("u-1", "NoSuchWorkflow", 1)
-    assert len(h.events("u-1")) == 2 and h.engine.counters.duplicates == 1
+    assert len(h.events("u-1")) == 4 and h.event_types("u-1")[2:] == ["WorkflowStarted", "WorkflowFailed"]
     h.close()
 
 
 def _strip_seed(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return [{k: v for k, v in e.items() if k != "random_seed"} for e in events]
+    return [without_random(e) for e in events]
 
 
 def _run_both(

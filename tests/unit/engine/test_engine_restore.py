@@ -37,7 +37,7 @@ def _restore(live: EngineHarness, root: Path, records: list[Record] | None = Non
     for r in records if records is not None else live.sink.records:
         assert r.partition is not None or r.topic not in (EVENTS, TIMERS)
         if r.topic == EVENTS:
-            restored.engine.restore_event(r.partition or 0, r.value or b"")
+            restored.engine.restore_event(r.partition or 0, r.key, r.value or b"")
         elif r.topic == TIMERS:
             restored.engine.restore_timer(r.partition or 0, r.key, r.value)
     restored.engine.committed()
@@ -98,7 +98,7 @@ def test_restored_state_equals_live_state_and_continues_identically(tmp_path: Pa
     restored.engine.begin(live.now_ms)
     for r in live.sink.records:
         if r.topic == EVENTS:
-            restored.engine.restore_event(r.partition or 0, r.value or b"")
+            restored.engine.restore_event(r.partition or 0, r.key, r.value or b"")
     restored.engine.committed()
     _assert_same_state(live, restored)
 
@@ -132,7 +132,7 @@ def test_restore_from_a_prefix_then_the_tail(tmp_path: Path) -> None:
     restored.engine.begin(live.now_ms)
     for r in records[max(0, half - 10) :]:  # overlapping: the tail re-reads some records
         if r.topic == EVENTS:
-            restored.engine.restore_event(r.partition or 0, r.value or b"")
+            restored.engine.restore_event(r.partition or 0, r.key, r.value or b"")
         elif r.topic == TIMERS:
             restored.engine.restore_timer(r.partition or 0, r.key, r.value)
     restored.engine.committed()

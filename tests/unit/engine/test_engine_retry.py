@@ -27,7 +27,7 @@ def test_retryable_failure_sets_retry_timer_and_redispatches(tmp_path: Path) -> 
 
     out = h.fail(t1, retryable("transient"))
     assert [_summary(r) for r in out] == [
-        (EVENTS, f"{wid}@000000000003".encode(), "wf.events.v1.ActivityAttemptFailed"),
+        (EVENTS, h.event_key(wid, 3), "wf.events.v1.ActivityAttemptFailed"),
         (TIMERS, f"{wid}@tr1".encode(), "wf.timers.v1.TimerScheduled"),
     ]
     event = out[0].event()
@@ -77,7 +77,7 @@ def test_default_policy_backoff_and_start_to_close_timer_per_attempt(tmp_path: P
     assert h.pending_timers(p) == [(t0 + 60_000, wid, "s1")]
     out = h.fail(t1, retryable(), advance_ms=7)
     assert [(r.topic, r.key, r.value is None) for r in out] == [
-        (EVENTS, b"three@000000000003", False),
+        (EVENTS, h.event_key("three", 3), False),
         (TIMERS, b"three@ts1", True),
         (TIMERS, b"three@tr1", False),
     ]

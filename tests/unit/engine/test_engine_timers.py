@@ -20,8 +20,8 @@ def test_user_timer_fires_only_when_due(tmp_path: Path) -> None:
     p = h.partition_of(wid)
     out = h.start(wid, "Approval", 1.5)
     assert _shape(out) == [
-        (EVENTS, b"approve-1@000000000001", "wf.events.v1.WorkflowStarted"),
-        (EVENTS, b"approve-1@000000000002", "wf.events.v1.TimerStarted"),
+        (EVENTS, h.event_key("approve-1", 1), "wf.events.v1.WorkflowStarted"),
+        (EVENTS, h.event_key("approve-1", 2), "wf.events.v1.TimerStarted"),
         (TIMERS, b"approve-1@tu1", "wf.timers.v1.TimerScheduled"),
     ]
     started = out[1].event()
@@ -43,7 +43,7 @@ def test_user_timer_fires_only_when_due(tmp_path: Path) -> None:
     out = h.tick(1)
     assert _shape(out) == [
         (TIMERS, b"approve-1@tu1", None),
-        (EVENTS, b"approve-1@000000000003", "wf.events.v1.TimerFired"),
+        (EVENTS, h.event_key("approve-1", 3), "wf.events.v1.TimerFired"),
     ]
     fired = out[1].event()
     assert (fired["timer_seq"], fired["time_ms"]) == (1, START_MS + 1_500)
@@ -73,7 +73,7 @@ def test_closing_a_workflow_tombstones_its_remaining_timers(tmp_path: Path) -> N
 
     out = h.send("TerminateWorkflow", {"workflow_id": wid, "reason": "operator"}, advance_ms=3)
     assert _shape(out) == [
-        (EVENTS, b"approve-2@000000000004", "wf.events.v1.WorkflowTerminated"),
+        (EVENTS, h.event_key("approve-2", 4), "wf.events.v1.WorkflowTerminated"),
         (TIMERS, b"approve-2@tu1", None),
         (TIMERS, b"approve-2@tw0", None),
         (COMPLETIONS, wid.encode(), "wf.completions.v1.WorkflowTerminated"),
@@ -83,6 +83,7 @@ def test_closing_a_workflow_tombstones_its_remaining_timers(tmp_path: Path) -> N
         "workflow_type": "Approval",
         "reason": "operator",
         "close_time_ms": START_MS + 3,
+        "run_id": h.run_of(wid),
     }
     assert h.pending_timers(p) == []
     assert h.tick(120_000) == [] and h.engine.counters.timers_fired == 0
@@ -100,7 +101,7 @@ def test_execution_timeout_closes_the_workflow(tmp_path: Path) -> None:
     out = h.tick(1)
     assert _shape(out) == [
         (TIMERS, b"slowpoke@tw0", None),
-        (EVENTS, b"slowpoke@000000000003", "wf.events.v1.WorkflowTimedOut"),
+        (EVENTS, h.event_key("slowpoke", 3), "wf.events.v1.WorkflowTimedOut"),
         (TIMERS, b"slowpoke@tu1", None),
         (COMPLETIONS, wid.encode(), "wf.completions.v1.WorkflowTimedOut"),
     ]
