@@ -89,16 +89,26 @@ class Watcher:
                 self._watched.add(p)
                 self._add.append(p)
 
-    def on_result(self, workflow_id: str, run_id: str | None, fn: Callable[[Completion], None]) -> None:
+    def on_result(self, workflow_id: str, run_id: str | None,
+                  fn: Callable[[Completion], None]) -> Callable[[Completion], None]:
         """Call `fn(completion)` from the watcher thread once run `run_id` of `workflow_id` has
-        closed (now, if it has); run_id None: the id's latest completion, whichever run."""
+        closed (now, if it has); run_id None: the id's latest completion, whichever run. A run
+        that continued as new is followed to the run that continues it, and on to the last."""
+
+        def follow(res: Completion) -> None:
+            if res[0] == "WorkflowContinuedAsNew":
+                self.on_result(workflow_id, res[1]["new_run_id"], fn)
+            else:
+                fn(res)
+
         self.watch(workflow_id)
         with self.lock:
             ready = self.latest.get(workflow_id) if run_id is None else self.results.get(workflow_id, {}).get(run_id)
             if ready is None:
-                self.callbacks.setdefault((workflow_id, run_id), []).append(fn)
+                self.callbacks.setdefault((workflow_id, run_id), []).append(follow)
         if ready is not None:
-            fn(ready)
+            follow(ready)
+        return follow  # what cancel() takes
 
     def wait(self, workflow_id: str, run_id: str | None, timeout: float | None) -> Completion:
         """Block until the completion arrives: `on_result` with an Event."""
@@ -109,15 +119,21 @@ class Watcher:
             box.append(res)
             done.set()
 
-        self.on_result(workflow_id, run_id, arrived)
+        registered = self.on_result(workflow_id, run_id, arrived)
         if not done.wait(timeout):
-            with self.lock:
-                waiting = self.callbacks.get((workflow_id, run_id), [])
-                if arrived in waiting:
-                    waiting.remove(arrived)
+            self.cancel(workflow_id, run_id, registered)
             if not box:
                 raise TimeoutError(f"workflow {workflow_id!r} did not complete within {timeout}s")
         return box[0]
+
+    def cancel(self, workflow_id: str, run_id: str | None, registered: Callable[[Completion], None]) -> None:
+        """Forget a callback on_result registered (a waiter that gave up)."""
+        with self.lock:
+            waiting = self.callbacks.get((workflow_id, run_id), [])
+            if registered in waiting:
+                waiting.remove(registered)
+            if not waiting:
+                self.callbacks.pop((workflow_id, run_id), None)
 
     # -- replies ---------------------------------------------------------------------------------
 

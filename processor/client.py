@@ -351,30 +351,32 @@ class Client:
 
     def _command(self, short_name: str, workflow_id: str, rec: dict[str, Any], run_id: str | None, wait: bool,
                  timeout: float) -> None:
-        """Signal, cancel or terminate; waits for the processor's answer unless `wait` is False."""
+        """Signal, cancel or terminate; waits for the processor's answer unless `wait` is False
+        (then it is only queued)."""
         rec = {**rec, "run_id": run_id, "request_id": rec.get("request_id") or uuid.uuid4().hex}
         if not wait:
-            self._send(short_name, workflow_id, rec)
+            self._send(short_name, workflow_id, rec, wait=False)
             return
         error = _refusal(short_name, self._ask(short_name, workflow_id, rec, timeout))
         if error is not None:
             raise error
 
     def signal(self, workflow_id: str, signal_name: str, *args: Any, run_id: str | None = None,
-               wait: bool = True, timeout: float = REPLY_TIMEOUT_S) -> None:
-        """Signal the workflow's current run (or `run_id`, which must be current). Raises
-        WorkflowNotFoundError / CommandRejectedError if it was not delivered (unknown id, closed
-        run); with `wait=False` it returns once Kafka has the signal."""
+               wait_for_ack: bool = True, timeout: float = REPLY_TIMEOUT_S) -> None:
+        """Signal the workflow's current run (or `run_id`, which must be current). Waits for the
+        processor's answer and raises WorkflowNotFoundError / CommandRejectedError if it was not
+        delivered (unknown id, closed run). `wait_for_ack=False` only queues it (for bulk sends;
+        `flush()` waits for Kafka), with no answer."""
         self._command("SignalWorkflow", workflow_id, {"signal_name": signal_name, "args": to_payloads(args)},
-                      run_id, wait, timeout)
+                      run_id, wait_for_ack, timeout)
 
-    def cancel(self, workflow_id: str, reason: str = "", *, run_id: str | None = None, wait: bool = True,
+    def cancel(self, workflow_id: str, reason: str = "", *, run_id: str | None = None, wait_for_ack: bool = True,
                timeout: float = REPLY_TIMEOUT_S) -> None:
-        self._command("CancelWorkflow", workflow_id, {"reason": reason}, run_id, wait, timeout)
+        self._command("CancelWorkflow", workflow_id, {"reason": reason}, run_id, wait_for_ack, timeout)
 
-    def terminate(self, workflow_id: str, reason: str = "", *, run_id: str | None = None, wait: bool = True,
-                  timeout: float = REPLY_TIMEOUT_S) -> None:
-        self._command("TerminateWorkflow", workflow_id, {"reason": reason}, run_id, wait, timeout)
+    def terminate(self, workflow_id: str, reason: str = "", *, run_id: str | None = None,
+                  wait_for_ack: bool = True, timeout: float = REPLY_TIMEOUT_S) -> None:
+        self._command("TerminateWorkflow", workflow_id, {"reason": reason}, run_id, wait_for_ack, timeout)
 
     def get_handle(self, workflow_id: str, run_id: str | None = None) -> WorkflowHandle:
         """A handle on run `run_id` of the workflow, or (None) on the run this client last
@@ -618,24 +620,24 @@ class AsyncClient:
                        wait: bool, timeout: float) -> None:
         rec = {**rec, "run_id": run_id, "request_id": uuid.uuid4().hex}
         if not wait:
-            await self._acked(short_name, workflow_id, rec)
+            self.sync._produce(short_name, workflow_id, rec, None)  # noqa: SLF001 - queued only, as in Client
             return
         error = _refusal(short_name, await self._ask(short_name, workflow_id, rec, timeout))
         if error is not None:
             raise error
 
     async def signal(self, workflow_id: str, signal_name: str, *args: Any, run_id: str | None = None,
-                     wait: bool = True, timeout: float = REPLY_TIMEOUT_S) -> None:
+                     wait_for_ack: bool = True, timeout: float = REPLY_TIMEOUT_S) -> None:
         await self._command("SignalWorkflow", workflow_id, {"signal_name": signal_name, "args": to_payloads(args)},
-                            run_id, wait, timeout)
+                            run_id, wait_for_ack, timeout)
 
-    async def cancel(self, workflow_id: str, reason: str = "", *, run_id: str | None = None, wait: bool = True,
-                     timeout: float = REPLY_TIMEOUT_S) -> None:
-        await self._command("CancelWorkflow", workflow_id, {"reason": reason}, run_id, wait, timeout)
+    async def cancel(self, workflow_id: str, reason: str = "", *, run_id: str | None = None,
+                     wait_for_ack: bool = True, timeout: float = REPLY_TIMEOUT_S) -> None:
+        await self._command("CancelWorkflow", workflow_id, {"reason": reason}, run_id, wait_for_ack, timeout)
 
-    async def terminate(self, workflow_id: str, reason: str = "", *, run_id: str | None = None, wait: bool = True,
-                        timeout: float = REPLY_TIMEOUT_S) -> None:
-        await self._command("TerminateWorkflow", workflow_id, {"reason": reason}, run_id, wait, timeout)
+    async def terminate(self, workflow_id: str, reason: str = "", *, run_id: str | None = None,
+                        wait_for_ack: bool = True, timeout: float = REPLY_TIMEOUT_S) -> None:
+        await self._command("TerminateWorkflow", workflow_id, {"reason": reason}, run_id, wait_for_ack, timeout)
 
     async def result(self, workflow_id: str, timeout: float | None = None,  
                      result_type: object = None, run_id: str | None = None) -> Any:

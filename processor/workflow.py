@@ -33,7 +33,7 @@ from asyncio.events import _get_running_loop
 from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, TypedDict, TypeVar, overload
+from typing import Any, NoReturn, TypedDict, TypeVar, overload
 
 from processor import _payload
 from processor._names import task_queue_problem
@@ -42,15 +42,19 @@ from processor.activity import ActivityDefinition
 from processor.exceptions import ConfigError
 
 __all__ = [
+    "ContinueAsNewError",
     "RetryPolicy",
     "WorkflowDefinition",
     "WorkflowInfo",
     "defn",
+    "continue_as_new",
+    "deprecate_patch",
     "execute_activity",
     "in_workflow",
     "info",
     "logger",
     "now",
+    "patched",
     "random",
     "run",
     "signal",
@@ -197,6 +201,11 @@ def signal(fn: F | None = None, /, *, name: str | None = None) -> F | Callable[[
     return decorate(fn) if fn is not None else decorate
 
 
+def _check_patch_id(patch_id: object, api: str) -> None:
+    if not isinstance(patch_id, str) or not patch_id:
+        raise ConfigError(f"workflow.{api}() needs a non-empty string patch id; got {patch_id!r}")
+
+
 def _check_name(name: object, decorator: str) -> None:
     if name is not None and (not isinstance(name, str) or not name):
         raise ConfigError(f"{decorator}(name=...) needs a non-empty string; got {name!r}")
@@ -289,6 +298,9 @@ class _Runtime(ABC):
     @abstractmethod
     def workflow_wait_condition(self, fn: Callable[[], bool]) -> asyncio.Future[None]: ...
 
+    @abstractmethod
+    def workflow_patched(self, patch_id: str, deprecated: bool) -> bool: ...
+
 
 def _runtime(what: str) -> _Runtime:
     loop = _get_running_loop()
@@ -326,6 +338,50 @@ def random() -> _random.Random:
 def uuid4() -> uuid.UUID:
     """A version-4 UUID drawn from `random()`, hence the same on every replay."""
     return uuid.UUID(int=_runtime("uuid4").workflow_random().getrandbits(128), version=4)
+
+
+class ContinueAsNewError(BaseException):  # noqa: N818 - Temporal's name, and control flow, not an error
+    """Raised by `continue_as_new`. A BaseException so that `except Exception:` in workflow code
+    does not swallow it; let it propagate out of the run method (or a signal handler)."""
+
+    def __init__(self, args: tuple[Any, ...], workflow_type: str | None, task_queue: str | None,
+                 execution_timeout_ms: int | None) -> None:
+        super().__init__("continue as new")
+        self.run_args = args
+        self.workflow_type = workflow_type
+        self.task_queue = task_queue
+        self.execution_timeout_ms = execution_timeout_ms
+
+
+def continue_as_new(*args: Any, workflow: type | str | None = None, task_queue: str | None = None,
+                    execution_timeout: timedelta | float | None = None) -> NoReturn:
+    """Close this run and start the next run of the same workflow id with `args` and a fresh
+    history, atomically: the completion of this run (WorkflowContinuedAsNew) and the start of the
+    next are one transaction, and input that arrives after it goes to the next run. State the next
+    run needs must travel in `args`. `workflow` / `task_queue` / `execution_timeout` default to
+    this run's."""
+    _runtime("continue_as_new")
+    name = workflow if isinstance(workflow, str) or workflow is None else WorkflowDefinition.of(workflow).name
+    if task_queue is not None and (problem := task_queue_problem(task_queue)) is not None:
+        raise ConfigError(problem)
+    raise ContinueAsNewError(args, name, task_queue, _timeout_ms(execution_timeout, "execution_timeout"))
+
+
+def patched(patch_id: str) -> bool:
+    """True if this run takes the code path of patch `patch_id`. A run executing the call for the
+    first time records a marker in history and gets True; a run replaying a step recorded before the
+    patch was deployed finds no marker there and gets False, so it keeps the old path, and replays
+    identically. Decided once per run and patch id (later calls return the same)."""
+    _check_patch_id(patch_id, "patched")
+    return _runtime("patched").workflow_patched(patch_id, False)
+
+
+def deprecate_patch(patch_id: str) -> None:
+    """Mark patch `patch_id` as the only path: deploy this once no run that predates the patch is
+    left; runs whose history has the patch's marker still replay, runs without it are fine too.
+    Afterwards the call itself can go."""
+    _check_patch_id(patch_id, "deprecate_patch")
+    _runtime("deprecate_patch").workflow_patched(patch_id, True)
 
 
 async def execute_activity(

@@ -441,6 +441,8 @@ class Engine:
         event["workflow_id"] = wid
         event["seq"] = (summary.last_seq if summary is not None else 0) + 1
         event["time_ms"] = self.now_ms
+        if event["type"] == "WorkflowContinuedAsNew":
+            event.setdefault("new_run_id", keys.new_run_id())
         name = EV + event["type"]
         value = self.codec.encode(name, event)
         if len(value) > MAX_RECORD_BYTES:
@@ -491,6 +493,8 @@ class Engine:
             self._set_timer(partition, wid, f"r{event['activity_seq']}", event["retry_at_ms"])
         elif etype in CLOSING_STATUS:
             self._close(partition, wid, live, event)
+            if etype == "WorkflowContinuedAsNew":
+                self._continue(partition, wid, live, event)
 
     def _dispatch(self, partition: int, wid: str, live: Live, scheduled: dict[str, Any], attempt: int) -> None:
         queue = scheduled["task_queue"]
@@ -523,7 +527,7 @@ class Engine:
             self._set_timer(partition, wid, tkey, None)
         rec: dict[str, Any] = {"workflow_id": wid, "workflow_type": live.summary.workflow_type,
                                "close_time_ms": self.now_ms, "run_id": live.summary.run_id}
-        for field in ("result", "failure", "reason"):
+        for field in ("result", "failure", "reason", "new_run_id"):
             if field in event:
                 rec[field] = event[field]
         name = "wf.completions.v1." + event["type"]
@@ -532,6 +536,15 @@ class Engine:
         if live.instance is not None:
             live.instance.close()
             live.instance = None
+
+    def _continue(self, partition: int, wid: str, live: Live, event: dict[str, Any]) -> None:
+        """The next run of a run that continued as new, in the same transaction; it keeps the
+        request_id of the chain's first start (a retry of that start attaches to the chain)."""
+        self._evict(wid)
+        rec = {"workflow_id": wid, "workflow_type": event["workflow_type"], "args": event["args"],
+               "task_queue": event["task_queue"], "execution_timeout_ms": event.get("execution_timeout_ms"),
+               "request_id": live.summary.request_id}
+        self._start_run(partition, wid, rec, event["new_run_id"], live.summary.run_id)
 
     def _input(self, partition: int, wid: str, live: Live, event: dict[str, Any]) -> None:
         """Append an input event and let the workflow react to it (`_append` fills in its seq)."""

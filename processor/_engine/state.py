@@ -18,10 +18,11 @@ CLOSING_STATUS = {
     "WorkflowCanceled": "canceled",
     "WorkflowTerminated": "terminated",
     "WorkflowTimedOut": "timed_out",
+    "WorkflowContinuedAsNew": "continued_as_new",
 }
 COMMAND_EVENTS = frozenset(
     {"ActivityScheduled", "TimerStarted", "TimerCanceled", "ChildWorkflowStarted",
-     "WorkflowCompleted", "WorkflowFailed", "WorkflowCanceled"}
+     "WorkflowCompleted", "WorkflowFailed", "WorkflowCanceled", "WorkflowContinuedAsNew", "PatchMarker"}
 )
 
 

@@ -17,6 +17,7 @@ __all__ = [
     "COMMAND_TYPES",
     "ENGINE_CLOSING",
     "ENGINE_SKIPPED",
+    "PATCH_MARKER",
     "Completion",
     "WorkflowTaskError",
     "describe",
@@ -32,9 +33,12 @@ COMMAND_TYPES = frozenset(
         "WorkflowCompleted",
         "WorkflowFailed",
         "WorkflowCanceled",
+        "WorkflowContinuedAsNew",
+        "PatchMarker",
     }
 )
-CLOSING_COMMANDS = frozenset({"WorkflowCompleted", "WorkflowFailed", "WorkflowCanceled"})
+CLOSING_COMMANDS = frozenset({"WorkflowCompleted", "WorkflowFailed", "WorkflowCanceled", "WorkflowContinuedAsNew"})
+PATCH_MARKER = "PatchMarker"
 ENGINE_CLOSING = frozenset({"WorkflowTerminated", "WorkflowTimedOut"})
 ENGINE_SKIPPED = frozenset({"ActivityAttemptFailed", "WorkflowTaskRecovered"})
 TASK_FAILED = "WorkflowTaskFailed"
@@ -47,6 +51,8 @@ _KEY_FIELDS: dict[str, tuple[str, ...]] = {
     "TimerStarted": ("timer_seq",),
     "TimerCanceled": ("timer_seq",),
     "ChildWorkflowStarted": ("child_seq", "workflow_type"),
+    "WorkflowContinuedAsNew": ("workflow_type",),
+    "PatchMarker": ("patch_id",),
     "WorkflowStarted": ("workflow_type",),
     "SignalReceived": ("signal_name",),
     "ActivityCompleted": ("activity_seq",),

@@ -40,6 +40,7 @@ from processor._runtime._history import (
     COMMAND_TYPES,
     ENGINE_CLOSING,
     ENGINE_SKIPPED,
+    PATCH_MARKER,
     TASK_FAILED,
     Completion,
     WorkflowTaskError,
@@ -90,6 +91,9 @@ class WorkflowInstance(WorkflowEventLoop, _Runtime):
         self._cancel_reason: str | None = None
         self._object: Any = None
         self._primary: asyncio.Task[None] | None = None
+        self._patches: dict[str, bool] = {}  # patch id -> what workflow.patched() decided for this run
+        self._events: Sequence[Mapping[str, Any]] = ()  # the activation's events, for patch lookahead
+        self._index = 0
 
     # ---- activation -------------------------------------------------------------------------
 
@@ -107,9 +111,11 @@ class WorkflowInstance(WorkflowEventLoop, _Runtime):
         self._activating = True
         try:
             last = len(events) - 1
+            self._events = events
             for index, event in enumerate(events):
                 # A step whose effects history already holds is a replay: logging is muted.
                 self._replaying = index < last
+                self._index = index
                 self._step(event)
             commands = list(self._unmatched)
             self._unmatched.clear()
@@ -126,6 +132,7 @@ class WorkflowInstance(WorkflowEventLoop, _Runtime):
         finally:
             self._activating = False
             self._replaying = False
+            self._events = ()
             _guard.leave(outer_guard)
             _set_running_loop(previous)
         self._unmatched.clear()
@@ -167,6 +174,9 @@ class WorkflowInstance(WorkflowEventLoop, _Runtime):
             )
 
     def _match(self, recorded: Mapping[str, Any]) -> None:
+        if recorded["type"] == PATCH_MARKER and not (
+                self._unmatched and identity(self._unmatched[0]) == identity(dict(recorded))):
+            return  # a patch marker no code asks about any more (its call was removed): nothing to match
         if not self._unmatched:
             raise self._nondeterminism("no command at this point", describe(dict(recorded)))
         emitted = self._unmatched.popleft()
@@ -351,6 +361,8 @@ class WorkflowInstance(WorkflowEventLoop, _Runtime):
             self._object = definition.cls()
             result = await definition.run_fn(self._object, *values)
             command: dict[str, Any] = {"type": "WorkflowCompleted", "result": _payload.to_payload(result)}
+        except workflow.ContinueAsNewError as can:
+            command = self._continued_as_new(can)
         except asyncio.CancelledError as exc:
             if self._cancel_reason is None:  # cancelled by its own code, not by a request
                 command = {"type": "WorkflowFailed", "failure": failure_from_exception(exc)}
@@ -368,8 +380,23 @@ class WorkflowInstance(WorkflowEventLoop, _Runtime):
                 await result
         except asyncio.CancelledError:
             return
+        except workflow.ContinueAsNewError as can:
+            self._emit(self._continued_as_new(can))
         except Exception as exc:  # noqa: BLE001 - a failing signal handler fails the workflow
             self._emit({"type": "WorkflowFailed", "failure": failure_from_exception(exc)})
+
+    def _continued_as_new(self, can: workflow.ContinueAsNewError) -> dict[str, Any]:
+        """The closing command of `workflow.continue_as_new` (the engine adds new_run_id)."""
+        info = self.workflow_info()
+        timeout = can.execution_timeout_ms
+        if timeout is None and info.execution_timeout is not None:
+            timeout = round(info.execution_timeout.total_seconds() * 1000)
+        try:
+            args = _payload.to_payloads(can.run_args)
+        except ProcessorError as exc:
+            return {"type": "WorkflowFailed", "failure": failure_from_exception(exc)}
+        return {"type": "WorkflowContinuedAsNew", "workflow_type": can.workflow_type or info.workflow_type,
+                "args": args, "task_queue": can.task_queue or info.task_queue, "execution_timeout_ms": timeout}
 
     # ---- timers (the loop's hooks) ----------------------------------------------------------
 
@@ -404,6 +431,32 @@ class WorkflowInstance(WorkflowEventLoop, _Runtime):
 
     def workflow_is_replaying(self) -> bool:
         return self._replaying
+
+    def workflow_patched(self, patch_id: str, deprecated: bool) -> bool:
+        """Patches (Temporal's model): a step executing for the first time takes the patch and
+        records its marker; a recorded step takes it only if its recorded commands hold the marker."""
+        decided = self._patches.get(patch_id)
+        if decided is not None:
+            return decided
+        if self._replaying:
+            decided = self._marker_recorded_in_this_step(patch_id)
+        else:
+            decided = True
+        if decided:
+            self._emit({"type": PATCH_MARKER, "patch_id": patch_id, "deprecated": deprecated})
+        self._patches[patch_id] = decided
+        return decided
+
+    def _marker_recorded_in_this_step(self, patch_id: str) -> bool:
+        """Is a PatchMarker for `patch_id` among the commands recorded after the input being
+        applied (up to the next input event)?"""
+        for event in self._events[self._index + 1:]:
+            kind = event["type"]
+            if kind in self._APPLIERS:
+                return False
+            if kind == PATCH_MARKER and event.get("patch_id") == patch_id:
+                return True
+        return False
 
     def workflow_schedule_activity(
         self,

@@ -143,5 +143,35 @@ class Approval:
         return f"approved by {self.approved_by} after sleeping {slept >= pause_s}"
 
 
-app = Worker(workflows=[ThreeSteps, FanOut, Retrying, Failing, Approval, Timeouts],
+@workflow.defn
+class Looper:
+    """One iteration per `bump` signal; continues as new every `every` iterations, carrying its
+    count, the bumps not yet consumed and every `tag` signal seen, until `total` iterations."""
+
+    def __init__(self) -> None:
+        self.pending = 0
+        self.tags: list[str] = []
+
+    @workflow.signal
+    def bump(self) -> None:
+        self.pending += 1
+
+    @workflow.signal
+    def tag(self, name: str) -> None:
+        self.tags.append(name)
+
+    @workflow.run
+    async def run(self, count: int, total: int, every: int, pending: int, tags: list[str]) -> dict[str, object]:
+        self.pending += pending
+        self.tags = tags + self.tags
+        while count < total:
+            await workflow.wait_condition(lambda: self.pending > 0)
+            self.pending -= 1
+            count += 1
+            if count % every == 0 and count < total:
+                workflow.continue_as_new(count, total, every, self.pending, self.tags)
+        return {"count": count, "tags": self.tags, "run": workflow.info().run_id}
+
+
+app = Worker(workflows=[ThreeSteps, FanOut, Retrying, Failing, Approval, Timeouts, Looper],
              activities=[step, async_step, flaky, fail_hard, slow])

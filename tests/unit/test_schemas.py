@@ -31,12 +31,14 @@ MODEL_RECORDS = sorted(
             "WorkflowStarted SignalReceived WorkflowCancelRequested ActivityCompleted ActivityFailed "
             "ActivityTimedOut TimerFired ChildWorkflowCompleted ActivityScheduled TimerStarted TimerCanceled "
             "ChildWorkflowStarted WorkflowCompleted WorkflowFailed WorkflowCanceled WorkflowTerminated "
-            "WorkflowTimedOut ActivityAttemptFailed WorkflowTaskFailed WorkflowTaskRecovered"
+            "WorkflowTimedOut ActivityAttemptFailed WorkflowTaskFailed WorkflowTaskRecovered "
+            "WorkflowContinuedAsNew PatchMarker"
         ).split()
     ]
     + [
         f"wf.completions.v1.{n}"
-        for n in "WorkflowCompleted WorkflowFailed WorkflowCanceled WorkflowTerminated WorkflowTimedOut".split()
+        for n in ("WorkflowCompleted WorkflowFailed WorkflowCanceled WorkflowTerminated WorkflowTimedOut "
+                  "WorkflowContinuedAsNew").split()
     ]
     + ["wf.tasks.v1.ActivityTask", "wf.timers.v1.TimerScheduled", "wf.replies.v1.CommandReply"]
 )

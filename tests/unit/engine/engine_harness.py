@@ -27,12 +27,12 @@ from processor._engine.state import Summary
 from processor._engine.store import PartitionStore
 from processor._failure import failure_from_exception
 from processor.exceptions import ApplicationError
-from tests.apps.basic import Approval, Failing, FanOut, Retrying, ThreeSteps, Timeouts
+from tests.apps.basic import Approval, Failing, FanOut, Looper, Retrying, ThreeSteps, Timeouts
 
 PREFIX = "t"
 PARTITIONS = 2
 START_MS = 1_700_000_000_000
-WORKFLOWS: tuple[type, ...] = (ThreeSteps, FanOut, Retrying, Failing, Approval, Timeouts)
+WORKFLOWS: tuple[type, ...] = (ThreeSteps, FanOut, Retrying, Failing, Approval, Timeouts, Looper)
 CODEC = default_codec()
 CMD = "wf.commands.v1."
 EVENTS = f"{PREFIX}.events"
@@ -354,6 +354,12 @@ class EngineHarness:
 
     def result(self, workflow_id: str) -> Any:
         ((name, rec),) = self.completions(workflow_id)
+        assert name == "wf.completions.v1.WorkflowCompleted", (name, rec)
+        return _payload.from_payload(rec["result"])
+
+    def result_of_last(self, workflow_id: str) -> Any:
+        """The result of the workflow's last completion record (a chain's last run)."""
+        name, rec = self.completions(workflow_id)[-1]
         assert name == "wf.completions.v1.WorkflowCompleted", (name, rec)
         return _payload.from_payload(rec["result"])
 

@@ -219,3 +219,58 @@ def test_state_in_the_old_layout_is_rebuilt_from_the_log(tmp_path: Path) -> None
     again = PartitionStore(path)
     assert again.offset(b"events_next") == 7, "the current layout is kept"
     again.close()
+
+
+# ---- continue-as-new ------------------------------------------------------------------------------
+
+def bump(h: EngineHarness, wid: str, n: int = 1) -> None:
+    for _ in range(n):
+        h.signal(wid, "bump")
+
+
+def test_continue_as_new_closes_the_run_and_starts_the_next_in_the_same_transaction(h: EngineHarness) -> None:
+    first = start(h, "loop", 0, 7, 3, 0, [], request_id="r1", workflow="Looper")["run_id"]
+    bump(h, "loop", 2)
+    n = len(h.sink.records)
+    out = h.signal("loop", "bump")  # the third: the run continues as new
+    kinds = [(r.topic, r.event()["type"] if r.topic == EVENTS else None) for r in out]
+    assert kinds == [(EVENTS, "SignalReceived"), (EVENTS, "WorkflowContinuedAsNew"), (COMPLETIONS, None),
+                     (EVENTS, "WorkflowStarted")], kinds
+    can = out[1].event()
+    second = can["new_run_id"]
+    assert keys.is_run_id(second) and second != first
+    (name, closed), = h.completions("loop")
+    assert name == "wf.completions.v1.WorkflowContinuedAsNew"
+    assert (closed["run_id"], closed["new_run_id"]) == (first, second)
+    started = out[3].event()
+    assert (started["run_id"], started["continued_from_run_id"], started["seq"]) == (second, first, 1)
+    assert started["request_id"] == "r1", "a retry of the chain's first start attaches to the chain"
+    assert keys.split_event_key(out[3].key) == ("loop", second, 1)
+    assert len(h.sink.records) == n + 4
+    summary = h.summary("loop")
+    assert summary is not None and (summary.run_id, summary.running, summary.last_seq) == (second, True, 1)
+
+    # Signals after the hand-over reach the new run; the chain goes on to the end.
+    h.signal("loop", "tag", "t1")
+    bump(h, "loop", 4)
+    (_, last) = h.completions("loop")[-1]
+    assert last["run_id"] != second  # 3 more bumps made it continue again at 6, then 7 completes
+    runs = [rec["run_id"] for _, rec in h.completions("loop")]
+    assert len(set(runs)) == 3
+    assert h.result_of_last("loop") == {"count": 7, "tags": ["t1"], "run": runs[-1]}
+    assert start(h, "loop", 0, 1, 1, 0, [], request_id="r1", workflow="Looper")["outcome"] == "attached"
+
+
+def test_restore_follows_a_chain_of_runs(tmp_path: Path) -> None:
+    live = EngineHarness(tmp_path / "live")
+    start(live, "loop", 0, 10, 2, 0, [], request_id="r1", workflow="Looper")
+    bump(live, "loop", 5)
+    current = live.run_of("loop")
+    restored = EngineHarness(tmp_path / "restored", now_ms=live.now_ms)
+    restored.engine.begin(live.now_ms)
+    for r in live.sink.on(EVENTS):
+        restored.engine.restore_event(r.partition or 0, r.key, r.value or b"")
+    restored.engine.committed()
+    assert restored.summary("loop").run_id == current  # type: ignore[union-attr]
+    bump(restored, "loop", 5)
+    assert restored.result_of_last("loop")["count"] == 10
