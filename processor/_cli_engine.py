@@ -226,6 +226,24 @@ def cmd_signal(args: argparse.Namespace) -> int:
                                                                      run_id=args.run_id))
 
 
+def cmd_query(args: argparse.Namespace) -> int:
+    """Print the answer as JSON; exit 1 when there is none (no such workflow or query, the handler
+    failed)."""
+    from processor.exceptions import QueryFailedError, WorkflowNotFoundError
+
+    values = _json_args(args.input)
+    client = _client(args)
+    try:
+        answer = client.query(args.id, args.name, *values, run_id=args.run_id, timeout=args.timeout)
+    except (WorkflowNotFoundError, QueryFailedError) as exc:
+        print(f"no answer: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        client.close()
+    print(json.dumps(answer))
+    return 0
+
+
 def cmd_cancel(args: argparse.Namespace) -> int:
     verb = args.command
     return _answered(args, verb, lambda c: (c.terminate if verb == "terminate" else c.cancel)(
@@ -395,6 +413,15 @@ def register(sub: Sub[argparse.ArgumentParser], add_common: Callable[[argparse.A
     p.add_argument("--input", help="JSON: one argument, or a JSON list of arguments")
     p.add_argument("--run-id", help="only if this is the current run")
     p.set_defaults(func=cmd_signal)
+
+    p = sub.add_parser("query", help="ask a workflow's query handler (prints the answer as JSON)")
+    add_common(p)
+    p.add_argument("id")
+    p.add_argument("name")
+    p.add_argument("--input", help="JSON: one argument, or a JSON list of arguments")
+    p.add_argument("--run-id", help="only if this is the latest run")
+    p.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for the answer (default 30)")
+    p.set_defaults(func=cmd_query)
 
     for verb in ("cancel", "terminate"):
         p = sub.add_parser(verb, help=f"{verb} a running workflow")

@@ -39,6 +39,7 @@ from processor.exceptions import (
     NoReplyError,
     PayloadTooLargeError,
     ProcessorError,
+    QueryFailedError,
     WorkflowAlreadyStartedError,
     WorkflowFailureError,
     WorkflowNotFoundError,
@@ -140,6 +141,14 @@ def summarize(events: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 REPLY_TIMEOUT_S = 60.0  # how long a command waits for its processor's answer by default
+
+
+def _answer(reply: Reply, result_type: object) -> Any:
+    if reply["outcome"] == "answered":
+        return from_payload(reply["result"], result_type)
+    if reply["outcome"] == "not_found":
+        raise WorkflowNotFoundError(reply["message"])
+    raise QueryFailedError(reply["message"])
 
 
 def _refusal(short_name: str, reply: Reply) -> ProcessorError | None:
@@ -378,6 +387,15 @@ class Client:
                   wait_for_ack: bool = True, timeout: float = REPLY_TIMEOUT_S) -> None:
         self._command("TerminateWorkflow", workflow_id, {"reason": reason}, run_id, wait_for_ack, timeout)
 
+    def query(self, workflow_id: str, query_name: str, *args: Any, run_id: str | None = None,
+              timeout: float = 30.0, result_type: object = None) -> Any:
+        """Ask the workflow's `@workflow.query` handler; answered by the processor that owns the
+        workflow, from its state now (a closed run: replayed). Raises WorkflowNotFoundError,
+        QueryFailedError (no such query, the handler raised or tried to change the workflow) or
+        NoReplyError past `timeout`. Writes nothing to the workflow's history."""
+        rec = {"query_name": query_name, "args": to_payloads(args), "run_id": run_id, "request_id": uuid.uuid4().hex}
+        return _answer(self._ask("QueryWorkflow", workflow_id, rec, timeout), result_type)
+
     def get_handle(self, workflow_id: str, run_id: str | None = None) -> WorkflowHandle:
         """A handle on run `run_id` of the workflow, or (None) on the run this client last
         started, else the id's latest completed run."""
@@ -522,6 +540,9 @@ class WorkflowHandle:
     def terminate(self, reason: str = "") -> None:
         self.client.terminate(self.id, reason, run_id=self.run_id)
 
+    def query(self, query_name: str, *args: Any, timeout: float = 30.0, result_type: object = None) -> Any:
+        return self.client.query(self.id, query_name, *args, timeout=timeout, result_type=result_type)
+
     def describe(self) -> dict[str, Any]:
         return self.client.describe(self.id, run_id=self.run_id)
 
@@ -639,7 +660,12 @@ class AsyncClient:
                         wait_for_ack: bool = True, timeout: float = REPLY_TIMEOUT_S) -> None:
         await self._command("TerminateWorkflow", workflow_id, {"reason": reason}, run_id, wait_for_ack, timeout)
 
-    async def result(self, workflow_id: str, timeout: float | None = None,  
+    async def query(self, workflow_id: str, query_name: str, *args: Any, run_id: str | None = None,
+                    timeout: float = 30.0, result_type: object = None) -> Any:
+        rec = {"query_name": query_name, "args": to_payloads(args), "run_id": run_id, "request_id": uuid.uuid4().hex}
+        return _answer(await self._ask("QueryWorkflow", workflow_id, rec, timeout), result_type)
+
+    async def result(self, workflow_id: str, timeout: float | None = None,
                      result_type: object = None, run_id: str | None = None) -> Any:
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[Completion] = loop.create_future()

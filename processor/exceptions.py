@@ -22,6 +22,7 @@ __all__ = [
     "PayloadError",
     "PayloadTooLargeError",
     "ProcessorError",
+    "QueryFailedError",
     "TopicMismatchError",
     "WorkflowAlreadyStartedError",
     "WorkflowFailureError",
@@ -130,6 +131,11 @@ class CommandRejectedError(ProcessorError):
         super().__init__(message)
         self.workflow_id = workflow_id
         self.run_id = run_id
+
+
+class QueryFailedError(ProcessorError):
+    """A query was not answered: no such query handler, the handler raised, or it tried to change
+    the workflow (schedule work, sleep, emit a command). The message says which."""
 
 
 class NoReplyError(ProcessorError):

@@ -55,6 +55,7 @@ __all__ = [
     "logger",
     "now",
     "patched",
+    "query",
     "random",
     "run",
     "signal",
@@ -69,6 +70,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 _DEFN_ATTR = "__workflow_definition__"
 _RUN_ATTR = "__workflow_run__"
 _SIGNAL_ATTR = "__workflow_signal__"
+_QUERY_ATTR = "__workflow_query__"
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
@@ -139,6 +141,7 @@ class WorkflowDefinition:
     cls: type
     run_fn: Callable[..., Awaitable[Any]]
     signals: Mapping[str, Callable[..., Any]] = field(default_factory=dict)
+    queries: Mapping[str, Callable[..., Any]] = field(default_factory=dict)
 
     @property
     def run_param_hints(self) -> tuple[object, ...]:
@@ -201,6 +204,28 @@ def signal(fn: F | None = None, /, *, name: str | None = None) -> F | Callable[[
     return decorate(fn) if fn is not None else decorate
 
 
+@overload
+def query(fn: F, /) -> F: ...
+@overload
+def query(*, name: str | None = None) -> Callable[[F], F]: ...
+def query(fn: F | None = None, /, *, name: str | None = None) -> F | Callable[[F], F]:
+    """Mark a query handler: a plain (not async) method that reads the workflow's state and returns
+    a value. It runs on the processor that owns the workflow, on the live or replayed instance, and
+    writes nothing: a handler that schedules work, sleeps or changes history fails the query."""
+    _check_name(name, "@workflow.query")
+
+    def decorate(target: F) -> F:
+        _check_method(target, "@workflow.query")
+        if inspect.iscoroutinefunction(target) or inspect.isasyncgenfunction(target) or \
+                inspect.isgeneratorfunction(target):
+            raise ConfigError(f"query handler {target.__qualname__} must be a plain `def` method: a query only "
+                              "reads state and cannot wait")
+        target.__dict__[_QUERY_ATTR] = name or target.__name__
+        return target
+
+    return decorate(fn) if fn is not None else decorate
+
+
 def _check_patch_id(patch_id: object, api: str) -> None:
     if not isinstance(patch_id, str) or not patch_id:
         raise ConfigError(f"workflow.{api}() needs a non-empty string patch id; got {patch_id!r}")
@@ -224,16 +249,20 @@ def _build_definition(cls: object, name: str | None) -> WorkflowDefinition:
         raise ConfigError(f"@workflow.defn decorates a class; got {cls!r:.80}: put it above `class ...:`")
     runs: dict[str, Callable[..., Any]] = {}
     handlers: dict[str, Callable[..., Any]] = {}
+    query_handlers: dict[str, Callable[..., Any]] = {}
     # Walk the MRO base-first so an override in a subclass replaces (or un-marks) the base's method.
     for klass in reversed(cls.__mro__):
         for attr, member in vars(klass).items():
             marks = getattr(member, "__dict__", {}) if inspect.isfunction(member) else {}
             runs.pop(attr, None)
             handlers.pop(attr, None)
+            query_handlers.pop(attr, None)
             if marks.get(_RUN_ATTR):
                 runs[attr] = member
             if _SIGNAL_ATTR in marks:
                 handlers[attr] = member
+            if _QUERY_ATTR in marks:
+                query_handlers[attr] = member
     if not runs:
         raise ConfigError(
             f"workflow class {cls.__qualname__} has no @workflow.run method: add "
@@ -253,6 +282,15 @@ def _build_definition(cls: object, name: str | None) -> WorkflowDefinition:
                 f"({signals[signal_name].__name__} and {attr}): rename one with @workflow.signal(name=...)"
             )
         signals[signal_name] = handler
+    queries: dict[str, Callable[..., Any]] = {}
+    for attr, handler in query_handlers.items():
+        query_name = handler.__dict__[_QUERY_ATTR]
+        if query_name in queries:
+            raise ConfigError(
+                f"workflow class {cls.__qualname__} has two handlers for query {query_name!r} "
+                f"({queries[query_name].__name__} and {attr}): rename one with @workflow.query(name=...)"
+            )
+        queries[query_name] = handler
     try:
         params = list(inspect.signature(cls).parameters.values())
     except ValueError:  # no introspectable signature (a C-level __init__): nothing to check
@@ -263,7 +301,8 @@ def _build_definition(cls: object, name: str | None) -> WorkflowDefinition:
             f"workflow class {cls.__qualname__}.__init__ requires {', '.join(required)}: the runtime creates "
             "the object with no arguments; take inputs as parameters of the @workflow.run method"
         )
-    return WorkflowDefinition(name=name or cls.__name__, cls=cls, run_fn=next(iter(runs.values())), signals=signals)
+    return WorkflowDefinition(name=name or cls.__name__, cls=cls, run_fn=next(iter(runs.values())), signals=signals,
+                              queries=queries)
 
 
 # ---- what the runtime provides ----------------------------------------------------------------

@@ -40,8 +40,9 @@ from processor._engine.store import PartitionStore
 from processor._kafka.messages import dlq_headers
 from processor._limits import MAX_RECORD_BYTES, too_large
 from processor._names import task_queue_problem
+from processor._payload import Payload
 from processor._runtime import Completion, WorkflowInstance
-from processor.exceptions import DecodeError
+from processor.exceptions import DecodeError, QueryFailedError
 from processor.workflow import WorkflowDefinition
 
 log = logging.getLogger("processor.engine")
@@ -113,6 +114,7 @@ class Engine:
             CMD + "ActivityCompleted": self._on_activity_completed,
             CMD + "ActivityFailed": self._on_activity_failed,
             CMD + "ActivityHeartbeat": self._on_activity_heartbeat,
+            CMD + "QueryWorkflow": self._on_query,
         }
 
     # -- partitions ------------------------------------------------------------------------
@@ -218,7 +220,48 @@ class Engine:
         self._cache_put(wid, live)
         self._run(partition, wid, live, [started])
 
-    def _reply(self, rec: dict[str, Any], command: str, outcome: str, run_id: str, message: str) -> None:
+    def _on_query(self, partition: int, rec: dict[str, Any]) -> str | None:
+        """Answer from the live instance, or from one replayed for the purpose (a closed or evicted
+        run); nothing is appended. A query is never dead-lettered: its reply is the answer."""
+        wid, run = rec["workflow_id"], rec.get("run_id")
+        live = self._load(partition, wid)
+        if live is None:
+            self._reply(rec, "QueryWorkflow", "not_found", "", f"QueryWorkflow for unknown workflow {wid!r}")
+            return None
+        summary = live.summary
+        if run and run != summary.run_id:
+            self._reply(rec, "QueryWorkflow", "not_found", summary.run_id,
+                        f"run {run} of workflow {wid!r} is not its latest run ({summary.run_id}): "
+                        "only the latest run can be queried")
+            return None
+        instance, temporary = live.instance, False
+        if instance is None:  # closed (or held): replay its history into a throw-away instance
+            definition = self.definitions.get(summary.workflow_type)
+            if definition is None:
+                self._reply(rec, "QueryWorkflow", "failed", summary.run_id,
+                            f"workflow type {summary.workflow_type!r} is not registered with this processor")
+                return None
+            instance, temporary = WorkflowInstance(definition, wid), True
+            history = [self.codec.decode_typed(raw) for raw in self.stores[partition].history(wid, summary.run_id)]
+            replayed = self._activate(wid, instance, history, replay=True)
+            if replayed.error is not None:
+                instance.close()
+                self._reply(rec, "QueryWorkflow", "failed", summary.run_id, f"cannot replay the workflow to "
+                            f"answer: {replayed.error}")
+                return None
+        try:
+            answer = instance.query(rec["query_name"], rec["args"])
+        except QueryFailedError as exc:
+            self._reply(rec, "QueryWorkflow", "failed", summary.run_id, str(exc))
+            return None
+        finally:
+            if temporary:
+                instance.close()
+        self._reply(rec, "QueryWorkflow", "answered", summary.run_id, "", answer)
+        return None
+
+    def _reply(self, rec: dict[str, Any], command: str, outcome: str, run_id: str, message: str,
+               result: Payload | None = None) -> None:
         """Answer a command that asked for it (reply_partition and request_id set), in this
         transaction: the reply is committed exactly when what it reports is."""
         p, request_id = rec.get("reply_partition"), rec.get("request_id")
@@ -226,7 +269,7 @@ class Engine:
             return
         self.counters.replies += 1
         reply = {"request_id": request_id, "workflow_id": rec["workflow_id"], "run_id": run_id, "command": command,
-                 "outcome": outcome, "message": message}
+                 "outcome": outcome, "message": message, "result": result}
         name = "wf.replies.v1.CommandReply"
         self.sink.produce(self.topics.replies, p % self.sink.reply_partitions(), request_id.encode(),
                           self.codec.encode(name, reply), self.codec.headers(name))

@@ -48,7 +48,14 @@ from processor._runtime._history import (
     identity,
 )
 from processor._runtime._loop import DurableTimerHandle, WorkflowEventLoop
-from processor.exceptions import ActivityError, ApplicationError, ConfigError, NondeterminismError, ProcessorError
+from processor.exceptions import (
+    ActivityError,
+    ApplicationError,
+    ConfigError,
+    NondeterminismError,
+    ProcessorError,
+    QueryFailedError,
+)
 from processor.workflow import _Runtime
 
 __all__ = ["WorkflowInstance"]
@@ -94,6 +101,7 @@ class WorkflowInstance(WorkflowEventLoop, _Runtime):
         self._patches: dict[str, bool] = {}  # patch id -> what workflow.patched() decided for this run
         self._events: Sequence[Mapping[str, Any]] = ()  # the activation's events, for patch lookahead
         self._index = 0
+        self._querying: str | None = None  # the query being answered: emitting anything is refused
 
     # ---- activation -------------------------------------------------------------------------
 
@@ -137,6 +145,46 @@ class WorkflowInstance(WorkflowEventLoop, _Runtime):
             _set_running_loop(previous)
         self._unmatched.clear()
         return Completion([], self._error, self._closed)
+
+    def query(self, name: str, args: list[Payload]) -> Payload:
+        """Answer query `name` from the instance's current state, changing nothing (no command, no
+        task, no timer). Raises QueryFailedError; never anything else."""
+        handler = self._definition.queries.get(name)
+        if handler is None:
+            known = ", ".join(sorted(self._definition.queries)) or "none"
+            raise QueryFailedError(f"workflow type {self._definition.name!r} has no query {name!r} (queries: {known})")
+        if self._error is not None or self._discarded or self._object is None:
+            raise QueryFailedError(f"workflow {self._workflow_id!r} has no state to query (not started, or its "
+                                   "history does not replay)")
+        previous = _get_running_loop()
+        _set_running_loop(self)
+        outer_guard = _guard.enter(self._refuse_call)
+        ready, timers = len(self._ready), len(self._timers)
+        self._querying = name
+        try:
+            values = _payload.from_payloads(args, _payload.param_hints(handler, skip_first=True))
+            result = handler(self._object, *values)
+            if inspect.isawaitable(result):
+                if inspect.iscoroutine(result):
+                    result.close()
+                raise QueryFailedError(f"query handler {name!r} returned an awaitable: a query cannot wait")
+            if len(self._ready) != ready or len(self._timers) != timers:
+                raise QueryFailedError(f"query handler {name!r} tried to start work (a task or timer): a query "
+                                       "only reads state")
+            return _payload.to_payload(result)
+        except QueryFailedError:
+            raise
+        except NondeterministicCall as exc:
+            raise QueryFailedError(str(exc)) from None
+        except Exception as exc:  # noqa: BLE001 - a failing handler fails the query, never the workflow
+            raise QueryFailedError(f"query handler {name!r} raised {type(exc).__name__}: {exc}") from exc
+        finally:
+            self._querying = None
+            while len(self._ready) > ready:  # drop what the handler scheduled, so nothing of it ever runs
+                self._ready.pop().cancel()
+            self._refused_call = None
+            _guard.leave(outer_guard)
+            _set_running_loop(previous)
 
     def _step(self, event: Mapping[str, Any]) -> None:
         kind = event["type"]
@@ -201,6 +249,9 @@ class WorkflowInstance(WorkflowEventLoop, _Runtime):
         return NondeterminismError(self._workflow_id, self._event_seq, expected, recorded)
 
     def _emit(self, command: dict[str, Any]) -> None:
+        if self._querying is not None:
+            raise QueryFailedError(f"query handler {self._querying!r} tried to change the workflow "
+                                   f"({describe(command)}): a query only reads state")
         # After close, or once discarded, the code may still run (other tasks, finally blocks)
         # but decides nothing any more.
         if self._closed or self._discarded:

@@ -134,6 +134,10 @@ class Approval:
     def approve(self, who: str) -> None:
         self.approved_by = who
 
+    @workflow.query
+    def state(self) -> dict[str, object]:
+        return {"approved_by": self.approved_by}
+
     @workflow.run
     async def run(self, pause_s: float) -> str:
         started = workflow.now()
@@ -159,6 +163,10 @@ class Looper:
     @workflow.signal
     def tag(self, name: str) -> None:
         self.tags.append(name)
+
+    @workflow.query
+    def progress(self) -> dict[str, object]:
+        return {"pending": self.pending, "tags": len(self.tags)}
 
     @workflow.run
     async def run(self, count: int, total: int, every: int, pending: int, tags: list[str]) -> dict[str, object]:

@@ -22,7 +22,7 @@ MODEL_RECORDS = sorted(
         f"wf.commands.v1.{n}"
         for n in (
             "StartWorkflow SignalWorkflow CancelWorkflow TerminateWorkflow "
-            "ActivityCompleted ActivityFailed ActivityHeartbeat"
+            "ActivityCompleted ActivityFailed ActivityHeartbeat QueryWorkflow"
         ).split()
     ]
     + [
