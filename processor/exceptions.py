@@ -13,6 +13,7 @@ from __future__ import annotations
 __all__ = [
     "ActivityError",
     "ApplicationError",
+    "ChildWorkflowError",
     "CommandRejectedError",
     "ConfigError",
     "DecodeError",
@@ -88,6 +89,18 @@ class ActivityError(ProcessorError):
         self.activity_type = activity_type
         self.activity_seq = activity_seq
         self.attempt = attempt
+
+
+class ChildWorkflowError(ProcessorError):
+    """Raised inside a parent workflow when a child did not complete: it failed, was canceled,
+    terminated or timed out, or could not start (its id was already running). `status` says
+    which; `__cause__` is the child's own failure as an `ApplicationError`."""
+
+    def __init__(self, message: str, *, workflow_id: str, run_id: str, status: str) -> None:
+        super().__init__(message)
+        self.workflow_id = workflow_id
+        self.run_id = run_id
+        self.status = status
 
 
 class NondeterminismError(ProcessorError):

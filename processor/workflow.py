@@ -42,6 +42,7 @@ from processor.activity import ActivityDefinition
 from processor.exceptions import ConfigError
 
 __all__ = [
+    "ChildWorkflowHandle",
     "ContinueAsNewError",
     "RetryPolicy",
     "WorkflowDefinition",
@@ -50,6 +51,7 @@ __all__ = [
     "continue_as_new",
     "deprecate_patch",
     "execute_activity",
+    "execute_child_workflow",
     "in_workflow",
     "info",
     "logger",
@@ -59,6 +61,7 @@ __all__ = [
     "random",
     "run",
     "signal",
+    "start_child_workflow",
     "time",
     "uuid4",
     "wait_condition",
@@ -340,6 +343,18 @@ class _Runtime(ABC):
     @abstractmethod
     def workflow_patched(self, patch_id: str, deprecated: bool) -> bool: ...
 
+    @abstractmethod
+    def workflow_start_child(self, workflow_type: str, args: list[Payload], workflow_id: str, task_queue: str | None,
+                             execution_timeout_ms: int | None, parent_close_policy: str,
+                             result_hint: object) -> tuple[int, asyncio.Future[Any]]: ...
+
+    @abstractmethod
+    def workflow_signal_child(self, child_seq: int, workflow_id: str, signal_name: str,
+                              args: list[Payload]) -> None: ...
+
+    @abstractmethod
+    def workflow_cancel_child(self, child_seq: int, workflow_id: str) -> None: ...
+
 
 def _runtime(what: str) -> _Runtime:
     loop = _get_running_loop()
@@ -461,6 +476,80 @@ async def execute_activity(
         hint,
     )
     return await future
+
+
+PARENT_CLOSE_POLICIES = ("terminate", "request_cancel", "abandon")
+
+
+class ChildWorkflowHandle:
+    """A child workflow started by `start_child_workflow`: await `result()`, `signal` it, `cancel` it."""
+
+    def __init__(self, runtime: _Runtime, seq: int, workflow_id: str, future: asyncio.Future[Any]) -> None:
+        self._runtime = runtime
+        self._seq = seq
+        self.id = workflow_id
+        self._future = future
+
+    async def result(self) -> Any:
+        """The child's result; ChildWorkflowError (cause: the child's failure) if it did not complete."""
+        return await asyncio.shield(self._future)
+
+    def signal(self, signal_name: str, *args: Any) -> None:
+        """Send the child a signal (recorded in the parent's history, delivered once)."""
+        self._runtime.workflow_signal_child(self._seq, self.id, signal_name, _payload.to_payloads(args))
+
+    def cancel(self) -> None:
+        """Ask the child to cancel; its result() then raises ChildWorkflowError (status canceled)."""
+        self._runtime.workflow_cancel_child(self._seq, self.id)
+
+
+def start_child_workflow(workflow: type | Callable[..., Any] | str, *args: Any, id: str,  # noqa: A002
+                         task_queue: str | None = None, execution_timeout: timedelta | float | None = None,
+                         parent_close_policy: str = "terminate") -> ChildWorkflowHandle:
+    """Start a child workflow, on whichever partition its id belongs to: the start is sent in the
+    transaction that records this step, and the child's completion comes back the same way. If the
+    parent closes first, `parent_close_policy` decides: terminate the child (default), request its
+    cancellation, or abandon it. Cancelling the parent cancels its children (abandoned ones aside)."""
+    runtime = _runtime("start_child_workflow")
+    if isinstance(workflow, str):
+        workflow_type, hint = workflow, None
+    else:
+        cls = workflow if isinstance(workflow, type) else _owner_class(workflow)
+        definition = WorkflowDefinition.of(cls)
+        workflow_type, hint = definition.name, _payload.return_hint(definition.run_fn)
+    if not isinstance(id, str) or not id or "\x00" in id:
+        raise ConfigError(f"a child workflow id must be a non-empty string without NUL characters; got {id!r}")
+    if task_queue is not None and (problem := task_queue_problem(task_queue)) is not None:
+        raise ConfigError(problem)
+    if parent_close_policy not in PARENT_CLOSE_POLICIES:
+        raise ConfigError(f"parent_close_policy {parent_close_policy!r} is not one of "
+                          f"{', '.join(PARENT_CLOSE_POLICIES)}")
+    seq, future = runtime.workflow_start_child(
+        workflow_type, _payload.to_payloads(args), id, task_queue, _timeout_ms(execution_timeout, "execution_timeout"),
+        parent_close_policy, hint)
+    return ChildWorkflowHandle(runtime, seq, id, future)
+
+
+async def execute_child_workflow(workflow: type | Callable[..., Any] | str, *args: Any, id: str,  # noqa: A002
+                                 task_queue: str | None = None, execution_timeout: timedelta | float | None = None,
+                                 parent_close_policy: str = "terminate") -> Any:
+    """`start_child_workflow(...)` and await its result."""
+    handle = start_child_workflow(workflow, *args, id=id, task_queue=task_queue, execution_timeout=execution_timeout,
+                                  parent_close_policy=parent_close_policy)
+    return await handle.result()
+
+
+def _owner_class(fn: object) -> object:
+    """The class of a method given as `Child.run`."""
+    import sys
+
+    owner = getattr(fn, "__qualname__", "").rpartition(".")[0]
+    module = sys.modules.get(getattr(fn, "__module__", "") or "")
+    found = getattr(module, owner, None) if module is not None and owner else None
+    if not isinstance(found, type):
+        raise ConfigError(f"start a child workflow with its class, its run method (Child.run) or a type name; "
+                          f"got {fn!r}")
+    return found
 
 
 async def wait_condition(

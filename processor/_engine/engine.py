@@ -115,6 +115,7 @@ class Engine:
             CMD + "ActivityFailed": self._on_activity_failed,
             CMD + "ActivityHeartbeat": self._on_activity_heartbeat,
             CMD + "QueryWorkflow": self._on_query,
+            CMD + "ChildWorkflowResult": self._on_child_result,
         }
 
     # -- partitions ------------------------------------------------------------------------
@@ -184,6 +185,11 @@ class Engine:
         if latest is not None and decision.outcome != "started":
             self.counters.duplicates += decision.outcome == ATTACHED
             self._reply(rec, "StartWorkflow", decision.outcome, latest.summary.run_id, decision.message)
+            if decision.outcome == REFUSED and rec.get("parent_workflow_id") is not None:
+                self._to_parent(rec["parent_workflow_id"], rec.get("parent_run_id") or "", rec["parent_child_seq"],
+                                wid, "", "start_refused", None, {
+                                    "type": "WorkflowAlreadyStarted", "message": decision.message, "stack_trace": "",
+                                    "non_retryable": True, "cause": None})
             return None
         if latest is not None and decision.terminate_running:
             self._append(partition, wid, latest, {"type": "WorkflowTerminated",
@@ -205,6 +211,8 @@ class Engine:
             "execution_timeout_ms": rec.get("execution_timeout_ms"),
             "random_seed": int.from_bytes(os.urandom(8), "big") >> 1, "request_id": rec.get("request_id"),
             "run_id": run_id, "continued_from_run_id": continued_from,
+            "parent_workflow_id": rec.get("parent_workflow_id"), "parent_run_id": rec.get("parent_run_id"),
+            "parent_child_seq": rec.get("parent_child_seq"),
         }
         live = Live(None, None)  # type: ignore[arg-type]  # summary is set by the first _append
         self._append(partition, wid, live, started)
@@ -525,6 +533,19 @@ class Engine:
             self._set_timer(partition, wid, "w0", self.now_ms + event["execution_timeout_ms"])
         elif etype == "TimerStarted":
             self._set_timer(partition, wid, f"u{event['timer_seq']}", event["fire_at_ms"])
+        elif etype == "ChildWorkflowStarted":
+            self._start_child(wid, live, event)
+        elif etype == "ChildWorkflowSignaled":
+            self._command_to(event["child_workflow_id"], "SignalWorkflow", {
+                "signal_name": event["signal_name"], "args": event["args"],
+                "request_id": f"{wid}/{live.summary.run_id}/signal/{event['seq']}"})
+        elif etype == "ChildWorkflowCancelRequested":
+            self._command_to(event["child_workflow_id"], "CancelWorkflow", {
+                "reason": f"requested by parent workflow {wid!r}"})
+        elif etype == "WorkflowCancelRequested":
+            for child_id, policy in live.summary.children.values():
+                if policy != "abandon":
+                    self._command_to(child_id, "CancelWorkflow", {"reason": f"parent workflow {wid!r} is canceled"})
         elif etype == "TimerCanceled":
             self._set_timer(partition, wid, f"u{event['timer_seq']}", None)
         elif etype in ("ActivityCompleted", "ActivityFailed", "ActivityTimedOut"):
@@ -568,6 +589,16 @@ class Engine:
     def _close(self, partition: int, wid: str, live: Live, event: dict[str, Any]) -> None:
         for tkey in self.stores[partition].timer_keys(wid):
             self._set_timer(partition, wid, tkey, None)
+        self._close_children(wid, live)
+        parent = live.summary.parent
+        if parent is not None and event["type"] != "WorkflowContinuedAsNew":
+            status = CLOSING_STATUS[event["type"]]
+            failure = event.get("failure")
+            if failure is None and status != "completed":
+                failure = {"type": status.capitalize().replace("_", ""), "message": event.get("reason") or status,
+                           "stack_trace": "", "non_retryable": True, "cause": None}
+            self._to_parent(parent[0], parent[1], parent[2], wid, live.summary.run_id, status, event.get("result"),
+                            failure)
         rec: dict[str, Any] = {"workflow_id": wid, "workflow_type": live.summary.workflow_type,
                                "close_time_ms": self.now_ms, "run_id": live.summary.run_id}
         for field in ("result", "failure", "reason", "new_run_id"):
@@ -580,6 +611,56 @@ class Engine:
             live.instance.close()
             live.instance = None
 
+    # -- child workflows: every message between parent and child is a command, produced in the
+    # transaction of the step that causes it, so each is sent exactly once with that step.
+
+    def _command_to(self, wid: str, short_name: str, rec: dict[str, Any]) -> None:
+        name = CMD + short_name
+        value = self.codec.encode(name, {"workflow_id": wid, **rec})
+        self.sink.produce(self.topics.commands, partition_for(wid.encode(), self.partitions), wid.encode(), value,
+                          self.codec.headers(name))
+
+    def _start_child(self, wid: str, live: Live, event: dict[str, Any]) -> None:
+        # The request id names the parent's step: a start re-sent by a replay of the same step
+        # attaches to the child it started instead of starting another (runs.decide_start).
+        self._command_to(event["child_workflow_id"], "StartWorkflow", {
+            "workflow_type": event["workflow_type"], "args": event["args"], "task_queue": event["task_queue"],
+            "execution_timeout_ms": event.get("execution_timeout_ms"),
+            "request_id": f"{wid}/{live.summary.run_id}/child/{event['child_seq']}", "if_exists": "fail",
+            "parent_workflow_id": wid, "parent_run_id": live.summary.run_id, "parent_child_seq": event["child_seq"]})
+
+    def _to_parent(self, parent_id: str, parent_run: str, child_seq: int, wid: str, run_id: str, status: str,
+                   result: Payload | None, failure: dict[str, Any] | None) -> None:
+        self._command_to(parent_id, "ChildWorkflowResult", {
+            "run_id": parent_run, "child_seq": child_seq, "child_workflow_id": wid, "child_run_id": run_id,
+            "status": status, "result": result, "failure": failure})
+
+    def _close_children(self, wid: str, live: Live) -> None:
+        """The parent closed before these children: its parent_close_policy for each."""
+        for child_id, policy in live.summary.children.values():
+            reason = f"parent workflow {wid!r} closed (parent_close_policy {policy})"
+            if policy == "terminate":
+                self._command_to(child_id, "TerminateWorkflow", {"reason": reason})
+            elif policy == "request_cancel":
+                self._command_to(child_id, "CancelWorkflow", {"reason": reason})
+
+    def _on_child_result(self, partition: int, rec: dict[str, Any]) -> str | None:
+        wid = rec["workflow_id"]
+        live = self._load(partition, wid)
+        if live is None:
+            return f"ChildWorkflowResult for unknown workflow {wid!r}"
+        pending = live.summary.children.get(rec["child_seq"])
+        if (not live.summary.running or rec["run_id"] != live.summary.run_id or pending is None
+                or pending[0] != rec["child_workflow_id"]):
+            self.counters.duplicates += 1  # its parent run closed, or the child reported already
+            return None
+        self._input(partition, wid, live, {
+            "type": "ChildWorkflowCompleted", "child_seq": rec["child_seq"],
+            "child_workflow_id": rec["child_workflow_id"],
+            "result": rec.get("result"), "failure": rec.get("failure"), "child_run_id": rec["child_run_id"],
+            "status": rec["status"]})
+        return None
+
     def _continue(self, partition: int, wid: str, live: Live, event: dict[str, Any]) -> None:
         """The next run of a run that continued as new, in the same transaction; it keeps the
         request_id of the chain's first start (a retry of that start attaches to the chain)."""
@@ -587,6 +668,8 @@ class Engine:
         rec = {"workflow_id": wid, "workflow_type": event["workflow_type"], "args": event["args"],
                "task_queue": event["task_queue"], "execution_timeout_ms": event.get("execution_timeout_ms"),
                "request_id": live.summary.request_id}
+        if live.summary.parent is not None:  # a child's chain reports to its parent at its end
+            rec["parent_workflow_id"], rec["parent_run_id"], rec["parent_child_seq"] = live.summary.parent
         self._start_run(partition, wid, rec, event["new_run_id"], live.summary.run_id)
 
     def _input(self, partition: int, wid: str, live: Live, event: dict[str, Any]) -> None:

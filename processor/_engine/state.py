@@ -42,6 +42,9 @@ class Summary:
     cancel_requested: bool = False
     run_id: str = ""  # "" for a run started before runs existed
     request_id: str | None = None  # of the StartWorkflow that started the run: a retried start attaches
+    # child_seq -> [child workflow id, parent_close_policy], while the child has not reported back
+    children: dict[int, list[str]] = field(default_factory=dict)
+    parent: list[Any] | None = None  # [parent workflow id, parent run id, child_seq] of a child workflow
 
     @property
     def running(self) -> bool:
@@ -54,12 +57,14 @@ class Summary:
             "status": self.status, "last_seq": self.last_seq, "start_ms": self.start_ms, "close_ms": self.close_ms,
             "activities": self.activities, "max_activity_seq": self.max_activity_seq, "held": self.held,
             "cancel_requested": self.cancel_requested, "run_id": self.run_id, "request_id": self.request_id,
+            "children": self.children, "parent": self.parent,
         }).encode()
 
     @classmethod
     def from_bytes(cls, data: bytes) -> Summary:
         raw = json.loads(data)
         raw["activities"] = {int(k): v for k, v in raw["activities"].items()}
+        raw["children"] = {int(k): v for k, v in raw.get("children", {}).items()}
         return cls(**raw)
 
     def describe(self) -> dict[str, Any]:
@@ -78,6 +83,9 @@ def fold(summary: Summary | None, event: dict[str, Any]) -> Summary:
             raise ValueError(f"history of {event['workflow_id']!r} starts with {etype}, not WorkflowStarted")
         summary = Summary(event["workflow_id"], event["workflow_type"], event["task_queue"], start_ms=event["time_ms"],
                           run_id=event.get("run_id") or "", request_id=event.get("request_id"))
+        if event.get("parent_workflow_id") is not None:
+            summary.parent = [event["parent_workflow_id"], event.get("parent_run_id") or "",
+                              event.get("parent_child_seq")]
     elif event["seq"] <= summary.last_seq:
         return summary
     summary.last_seq = event["seq"]
@@ -91,6 +99,11 @@ def fold(summary: Summary | None, event: dict[str, Any]) -> Summary:
         pending = summary.activities.get(event["activity_seq"])
         if pending is not None:
             pending[0] = event["next_attempt"]
+    elif etype == "ChildWorkflowStarted":
+        summary.children[event["child_seq"]] = [event["child_workflow_id"], event.get("parent_close_policy")
+                                                or "terminate"]
+    elif etype == "ChildWorkflowCompleted":
+        summary.children.pop(event["child_seq"], None)
     elif etype == "WorkflowCancelRequested":
         summary.cancel_requested = True
     elif etype == "WorkflowTaskFailed":

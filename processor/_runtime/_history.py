@@ -35,6 +35,8 @@ COMMAND_TYPES = frozenset(
         "WorkflowCanceled",
         "WorkflowContinuedAsNew",
         "PatchMarker",
+        "ChildWorkflowSignaled",
+        "ChildWorkflowCancelRequested",
     }
 )
 CLOSING_COMMANDS = frozenset({"WorkflowCompleted", "WorkflowFailed", "WorkflowCanceled", "WorkflowContinuedAsNew"})
@@ -53,6 +55,8 @@ _KEY_FIELDS: dict[str, tuple[str, ...]] = {
     "ChildWorkflowStarted": ("child_seq", "workflow_type"),
     "WorkflowContinuedAsNew": ("workflow_type",),
     "PatchMarker": ("patch_id",),
+    "ChildWorkflowSignaled": ("child_seq", "signal_name"),
+    "ChildWorkflowCancelRequested": ("child_seq",),
     "WorkflowStarted": ("workflow_type",),
     "SignalReceived": ("signal_name",),
     "ActivityCompleted": ("activity_seq",),

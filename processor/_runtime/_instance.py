@@ -51,6 +51,7 @@ from processor._runtime._loop import DurableTimerHandle, WorkflowEventLoop
 from processor.exceptions import (
     ActivityError,
     ApplicationError,
+    ChildWorkflowError,
     ConfigError,
     NondeterminismError,
     ProcessorError,
@@ -70,6 +71,13 @@ class _ActivityHandle:
     result_hint: object
 
 
+@dataclass
+class _ChildHandle:
+    workflow_type: str
+    future: asyncio.Future[Any]
+    result_hint: object
+
+
 class WorkflowInstance(WorkflowEventLoop, _Runtime):
     """A workflow execution replayed from, and advanced by, its history. Pure: no I/O, no clock."""
 
@@ -85,6 +93,7 @@ class WorkflowInstance(WorkflowEventLoop, _Runtime):
         # One allocator per command kind (docs/model.md); all 1-based.
         self._seqs = {"activity": 0, "timer": 0, "child": 0}
         self._activities: dict[int, _ActivityHandle] = {}
+        self._children: dict[int, _ChildHandle] = {}
         self._timers: dict[int, DurableTimerHandle] = {}
         self._unmatched: collections.deque[dict[str, Any]] = collections.deque()
         self._carry_unmatched = False  # set by WorkflowTaskFailed
@@ -347,8 +356,25 @@ class WorkflowInstance(WorkflowEventLoop, _Runtime):
             self._ready.append(handle)
 
     def _apply_child_workflow_completed(self, event: Mapping[str, Any]) -> None:
-        # Child workflows have no SDK call yet, so no child_seq was ever allocated.
-        self._check_known_seq("child", event["child_seq"], event)
+        seq = event["child_seq"]
+        handle = self._children.pop(seq, None)
+        if handle is None:
+            self._check_known_seq("child", seq, event)
+            return
+        if handle.future.done():
+            return
+        status = event.get("status") or "completed"
+        if status == "completed":
+            handle.future.set_result(_payload.from_payload(event["result"], handle.result_hint))
+            return
+        failure = event.get("failure")
+        what = "could not start" if status == "start_refused" else status.replace("_", " ")
+        error = ChildWorkflowError(
+            f"child workflow {handle.workflow_type!r} (id {event['child_workflow_id']!r}) {what}",
+            workflow_id=event["child_workflow_id"], run_id=event.get("child_run_id") or "", status=status)
+        if failure is not None:
+            error.__cause__ = exception_from_failure(failure)
+        handle.future.set_exception(error)
 
     # The one dispatcher: event type -> _apply_<event>. Plain functions (class body scope), called
     # as applier(self, event); a dict lookup per event is the cheapest dispatch Python has.
@@ -482,6 +508,25 @@ class WorkflowInstance(WorkflowEventLoop, _Runtime):
 
     def workflow_is_replaying(self) -> bool:
         return self._replaying
+
+    def workflow_start_child(self, workflow_type: str, args: list[Payload], workflow_id: str, task_queue: str | None,
+                             execution_timeout_ms: int | None, parent_close_policy: str,
+                             result_hint: object) -> tuple[int, asyncio.Future[Any]]:
+        seq = self._next_seq("child")
+        future = self.create_future()
+        self._children[seq] = _ChildHandle(workflow_type, future, result_hint)
+        self._emit({"type": "ChildWorkflowStarted", "child_seq": seq, "child_workflow_id": workflow_id,
+                    "workflow_type": workflow_type, "args": args,
+                    "task_queue": task_queue or self.workflow_info().task_queue,
+                    "parent_close_policy": parent_close_policy, "execution_timeout_ms": execution_timeout_ms})
+        return seq, future
+
+    def workflow_signal_child(self, child_seq: int, workflow_id: str, signal_name: str, args: list[Payload]) -> None:
+        self._emit({"type": "ChildWorkflowSignaled", "child_seq": child_seq, "child_workflow_id": workflow_id,
+                    "signal_name": signal_name, "args": args})
+
+    def workflow_cancel_child(self, child_seq: int, workflow_id: str) -> None:
+        self._emit({"type": "ChildWorkflowCancelRequested", "child_seq": child_seq, "child_workflow_id": workflow_id})
 
     def workflow_patched(self, patch_id: str, deprecated: bool) -> bool:
         """Patches (Temporal's model): a step executing for the first time takes the patch and

@@ -13,7 +13,7 @@ import time
 from datetime import timedelta
 
 from processor import RetryPolicy, Worker, activity, workflow
-from processor.exceptions import ActivityError, ApplicationError
+from processor.exceptions import ActivityError, ApplicationError, ChildWorkflowError
 
 
 def _log_run(tag: str) -> None:
@@ -148,6 +148,51 @@ class Approval:
 
 
 @workflow.defn
+class Child:
+    """One activity: n -> n + 1; or waits for a `release` signal first when asked to."""
+
+    def __init__(self) -> None:
+        self.released = False
+
+    @workflow.signal
+    def release(self) -> None:
+        self.released = True
+
+    @workflow.run
+    async def run(self, n: int, wait: bool = False) -> int:
+        if wait:
+            await workflow.wait_condition(lambda: self.released)
+        if n < 0:
+            raise ApplicationError(f"child {workflow.info().workflow_id} refuses {n}", non_retryable=True)
+        result: int = await workflow.execute_activity(step, "child", n, start_to_close_timeout=60)
+        return result
+
+
+@workflow.defn
+class Parent:
+    """Fans out `count` children (ids <parent id>-child-<i>), sums their results; a failed child
+    surfaces as ChildWorkflowError, reported in the result."""
+
+    @workflow.run
+    async def run(self, count: int, wait: bool = False, policy: str = "terminate",
+                  release: bool = True) -> dict[str, object]:
+        me = workflow.info().workflow_id
+        handles = [workflow.start_child_workflow(Child.run, i if i != 13 or count != 14 else -1, wait,
+                                                 id=f"{me}-child-{i}", parent_close_policy=policy)
+                   for i in range(count)]
+        if wait and release:
+            for h in handles:
+                h.signal("release")
+        results: list[object] = []
+        for h in handles:
+            try:
+                results.append(await h.result())
+            except ChildWorkflowError as exc:
+                results.append(f"{exc.status}: {exc.__cause__}")
+        return {"results": results}
+
+
+@workflow.defn
 class Looper:
     """One iteration per `bump` signal; continues as new every `every` iterations, carrying its
     count, the bumps not yet consumed and every `tag` signal seen, until `total` iterations."""
@@ -181,5 +226,5 @@ class Looper:
         return {"count": count, "tags": self.tags, "run": workflow.info().run_id}
 
 
-app = Worker(workflows=[ThreeSteps, FanOut, Retrying, Failing, Approval, Timeouts, Looper],
+app = Worker(workflows=[ThreeSteps, FanOut, Retrying, Failing, Approval, Timeouts, Looper, Child, Parent],
              activities=[step, async_step, flaky, fail_hard, slow])

@@ -27,12 +27,12 @@ from processor._engine.state import Summary
 from processor._engine.store import PartitionStore
 from processor._failure import failure_from_exception
 from processor.exceptions import ApplicationError
-from tests.apps.basic import Approval, Failing, FanOut, Looper, Retrying, ThreeSteps, Timeouts
+from tests.apps.basic import Approval, Child, Failing, FanOut, Looper, Parent, Retrying, ThreeSteps, Timeouts
 
 PREFIX = "t"
 PARTITIONS = 2
 START_MS = 1_700_000_000_000
-WORKFLOWS: tuple[type, ...] = (ThreeSteps, FanOut, Retrying, Failing, Approval, Timeouts, Looper)
+WORKFLOWS: tuple[type, ...] = (ThreeSteps, FanOut, Retrying, Failing, Approval, Timeouts, Looper, Child, Parent)
 CODEC = default_codec()
 CMD = "wf.commands.v1."
 EVENTS = f"{PREFIX}.events"
@@ -180,6 +180,7 @@ class EngineHarness:
         self.now_ms = now_ms
         self.offsets: dict[int, int] = defaultdict(int)
         self._answered = 0  # index into the task records already answered by run_activities
+        self._pumped = 0  # index into the engine-produced commands already applied by pump
         OPEN.append(self)
         for p in range(partitions):
             self.engine.open_partition(p, PartitionStore(self.store_path(p)))
@@ -237,6 +238,23 @@ class EngineHarness:
         else:
             self.engine.aborted()
         return self.sink.records[mark:]
+
+    def pump(self, *, activities: bool = True, max_rounds: int = 100) -> int:
+        """Play Kafka and the other processors for commands the engine itself produced (child
+        starts and results, signals and cancels to children): apply each, in produced order, one
+        per transaction; answer activity tasks too. Returns how many commands were applied."""
+        applied = 0
+        for _ in range(max_rounds):
+            produced = self.sink.on(COMMANDS)[self._pumped:]
+            self._pumped += len(produced)
+            answered = self.run_activities() if activities else 0
+            if not produced and not answered:
+                return applied
+            for r in produced:
+                assert r.partition is not None, "engine commands go to an explicit partition"
+                self.transaction([(r.partition, r.key, r.value, r.headers)])
+                applied += 1
+        raise AssertionError("commands never settled")
 
     def tick(self, advance_ms: int = 0) -> list[Record]:
         """A loop turn with no command: only due timers fire."""

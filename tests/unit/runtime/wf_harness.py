@@ -124,6 +124,7 @@ def assert_replays(definition_cls: type, history: list[dict[str, Any]]) -> None:
         "ActivityFailed",
         "ActivityTimedOut",
         "TimerFired",
+        "ChildWorkflowCompleted",
     }
     for index, event in enumerate(history):
         if event["type"] not in input_types:
