@@ -109,11 +109,13 @@ def cmd_start(args: argparse.Namespace) -> int:
     from processor.exceptions import WorkflowAlreadyStartedError
 
     args_list = _json_args(args.input)  # a bad --input fails before anything is sent
+    signal_args = _json_args(args.signal_input)
     client = _client(args)
     try:
         try:
             handle = client.start_workflow(args.type, *args_list, id=args.id, task_queue=args.task_queue,
-                                           id_reuse_policy=args.id_reuse_policy, if_exists=args.if_exists)
+                                           id_reuse_policy=args.id_reuse_policy, if_exists=args.if_exists,
+                                           start_signal=args.signal, start_signal_args=signal_args)
         except WorkflowAlreadyStartedError as exc:
             print(f"refused: {exc}; nothing started", file=sys.stderr)
             return 1
@@ -388,6 +390,8 @@ def register(sub: Sub[argparse.ArgumentParser], add_common: Callable[[argparse.A
                    help="when the id already ran and closed (default allow_duplicate: a new run)")
     p.add_argument("--if-exists", default="use_existing", choices=IF_EXISTS,
                    help="when the id is running (default use_existing: attach to it; fail: refuse, exit 1)")
+    p.add_argument("--signal", help="signal-with-start: also deliver this signal to the run started or attached to")
+    p.add_argument("--signal-input", help="JSON arguments of --signal")
     p.add_argument("--wait", action="store_true", help="wait for the result")
     p.add_argument("--timeout", type=float, default=300,
                    help="with --wait: seconds to wait (default 300); past it, exit 3 -- the workflow goes on")

@@ -14,7 +14,7 @@ import asyncio
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import timedelta
 from typing import Any, cast
 
@@ -310,7 +310,8 @@ class Client:
     def start_workflow(self, workflow: type | Callable[..., Any] | str, *args: Any, id: str,  # noqa: A002
                        task_queue: str = "default", execution_timeout: timedelta | float | None = None,
                        id_reuse_policy: str = ALLOW_DUPLICATE, if_exists: str = USE_EXISTING,
-                       request_id: str | None = None, wait_for_ack: bool = True,
+                       request_id: str | None = None, start_signal: str | None = None,
+                       start_signal_args: Sequence[Any] = (), wait_for_ack: bool = True,
                        timeout: float = REPLY_TIMEOUT_S) -> WorkflowHandle:
         """Start a run of workflow `id`, or attach to it, and say which (`handle.outcome`).
 
@@ -320,11 +321,14 @@ class Client:
         "terminate_if_running" (which also terminates a running run and starts a new one). The
         same `request_id` again attaches to the run it started, so a retry is safe.
 
+        `start_signal` (signal-with-start): deliver that signal, with `start_signal_args`, to the
+        run started or attached to, in the same transaction as the start.
+
         Waits for the processor's answer (`timeout` seconds, NoReplyError past it). With
         `wait_for_ack=False` it returns at once: the handle's run is learned later, and
         `result()` waits for it."""
         rec = self.start_record(workflow, args, task_queue, execution_timeout, id_reuse_policy, if_exists,
-                                request_id)
+                                request_id, start_signal, start_signal_args)
         start = _Start()
         if not wait_for_ack:
             self._check("StartWorkflow", id, rec)
@@ -345,14 +349,18 @@ class Client:
     @staticmethod
     def start_record(workflow: type | Callable[..., Any] | str, args: tuple[Any, ...], task_queue: str,
                      execution_timeout: timedelta | float | None, id_reuse_policy: str = ALLOW_DUPLICATE,
-                     if_exists: str = USE_EXISTING, request_id: str | None = None) -> dict[str, Any]:
+                     if_exists: str = USE_EXISTING, request_id: str | None = None, start_signal: str | None = None,
+                     start_signal_args: Sequence[Any] = ()) -> dict[str, Any]:
         if (problem := task_queue_problem(task_queue)) is not None:
             raise ConfigError(problem)
         if (problem := policy_problem(id_reuse_policy, if_exists)) is not None:
             raise ConfigError(problem)
+        if start_signal is not None and (not isinstance(start_signal, str) or not start_signal):
+            raise ConfigError(f"start_signal must be a signal name; got {start_signal!r}")
         return {"workflow_type": _workflow_type(workflow), "args": to_payloads(args), "task_queue": task_queue,
                 "execution_timeout_ms": _ms(execution_timeout), "request_id": request_id or uuid.uuid4().hex,
-                "id_reuse_policy": id_reuse_policy, "if_exists": if_exists}
+                "id_reuse_policy": id_reuse_policy, "if_exists": if_exists, "signal_name": start_signal,
+                "signal_args": to_payloads(tuple(start_signal_args))}
 
     def flush(self, timeout: float = 30) -> None:
         if self.producer.flush(timeout) != 0:
@@ -625,10 +633,12 @@ class AsyncClient:
     async def start_workflow(self, workflow: type | Callable[..., Any] | str, *args: Any, id: str,  # noqa: A002
                              task_queue: str = "default", execution_timeout: timedelta | float | None = None,
                              id_reuse_policy: str = ALLOW_DUPLICATE, if_exists: str = USE_EXISTING,
-                             request_id: str | None = None, timeout: float = REPLY_TIMEOUT_S) -> AsyncWorkflowHandle:
+                             request_id: str | None = None, start_signal: str | None = None,
+                             start_signal_args: Sequence[Any] = (),
+                             timeout: float = REPLY_TIMEOUT_S) -> AsyncWorkflowHandle:
         """As Client.start_workflow."""
         rec = Client.start_record(workflow, args, task_queue, execution_timeout, id_reuse_policy, if_exists,
-                                  request_id)
+                                  request_id, start_signal, start_signal_args)
         start = _Start()
         self.sync._starts[id] = start  # noqa: SLF001 - result(id) follows this start, as in Client
         reply = await self._ask("StartWorkflow", id, rec, timeout, start.arrived)

@@ -60,6 +60,7 @@ __all__ = [
     "query",
     "random",
     "run",
+    "set_signal_handler",
     "signal",
     "start_child_workflow",
     "time",
@@ -344,6 +345,9 @@ class _Runtime(ABC):
     def workflow_patched(self, patch_id: str, deprecated: bool) -> bool: ...
 
     @abstractmethod
+    def workflow_set_signal_handler(self, name: str, handler: Callable[..., Any] | None) -> None: ...
+
+    @abstractmethod
     def workflow_start_child(self, workflow_type: str, args: list[Payload], workflow_id: str, task_queue: str | None,
                              execution_timeout_ms: int | None, parent_close_policy: str,
                              result_hint: object) -> tuple[int, asyncio.Future[Any]]: ...
@@ -419,6 +423,17 @@ def continue_as_new(*args: Any, workflow: type | str | None = None, task_queue: 
     if task_queue is not None and (problem := task_queue_problem(task_queue)) is not None:
         raise ConfigError(problem)
     raise ContinueAsNewError(args, name, task_queue, _timeout_ms(execution_timeout, "execution_timeout"))
+
+
+def set_signal_handler(name: str, handler: Callable[..., Any] | None) -> None:
+    """Handle signal `name` with `handler(*args)` from now on (None: remove it). Signals of that
+    name that arrived while the workflow had no handler for it were buffered: they are delivered
+    now, in arrival order. Handlers declared with @workflow.signal need none of this."""
+    if not isinstance(name, str) or not name:
+        raise ConfigError(f"set_signal_handler needs a signal name; got {name!r}")
+    if handler is not None and not callable(handler):
+        raise ConfigError(f"set_signal_handler needs a callable (or None); got {handler!r}")
+    _runtime("set_signal_handler").workflow_set_signal_handler(name, handler)
 
 
 def patched(patch_id: str) -> bool:

@@ -184,6 +184,8 @@ class Engine:
         decision: StartDecision = decide_start(latest.summary if latest is not None else None, rec)
         if latest is not None and decision.outcome != "started":
             self.counters.duplicates += decision.outcome == ATTACHED
+            if decision.outcome == ATTACHED and rec.get("signal_name") and latest.summary.running:
+                self._signal_with_start(partition, wid, latest, rec)
             self._reply(rec, "StartWorkflow", decision.outcome, latest.summary.run_id, decision.message)
             if decision.outcome == REFUSED and rec.get("parent_workflow_id") is not None:
                 self._to_parent(rec["parent_workflow_id"], rec.get("parent_run_id") or "", rec["parent_child_seq"],
@@ -198,12 +200,18 @@ class Engine:
         if latest is not None:
             self._evict(wid)  # the closed run's cache entry; the new run gets its own
         run_id = keys.new_run_id()
-        self._start_run(partition, wid, rec, run_id, None)
+        live = self._start_run(partition, wid, rec, run_id, None)
+        if rec.get("signal_name") and live.summary.running:
+            # Signal-with-start: the signal follows the start's first step, in the same transaction.
+            self._signal_with_start(partition, wid, live, rec)
         self._reply(rec, "StartWorkflow", "started", run_id, "")
         return None
 
+    def _signal_with_start(self, partition: int, wid: str, live: Live, rec: dict[str, Any]) -> None:
+        self._input(partition, wid, live, _start_signal(rec))
+
     def _start_run(self, partition: int, wid: str, rec: dict[str, Any], run_id: str,
-                   continued_from: str | None) -> None:
+                   continued_from: str | None) -> Live:
         definition = self.definitions.get(rec["workflow_type"])
         started = {
             "type": "WorkflowStarted", "workflow_type": rec["workflow_type"], "args": rec["args"],
@@ -223,10 +231,11 @@ class Engine:
                 "message": f"workflow type {rec['workflow_type']!r} is not registered with this processor "
                            f"(registered: {registered})",
                 "stack_trace": "", "non_retryable": True, "cause": None}})
-            return
+            return live
         live.instance = WorkflowInstance(definition, wid)
         self._cache_put(wid, live)
         self._run(partition, wid, live, [started])
+        return live
 
     def _on_query(self, partition: int, rec: dict[str, Any]) -> str | None:
         """Answer from the live instance, or from one replayed for the purpose (a closed or evicted
@@ -817,6 +826,11 @@ class Engine:
 
 # Timer keys: kind letter + seq. u = workflow sleep (timer_seq); r = activity retry backoff,
 # s = start-to-close, c = schedule-to-close, h = heartbeat (activity_seq); w0 = execution timeout.
+def _start_signal(rec: dict[str, Any]) -> dict[str, Any]:
+    return {"type": "SignalReceived", "signal_name": rec["signal_name"], "args": rec.get("signal_args") or [],
+            "request_id": rec.get("request_id")}
+
+
 _COMMAND_OF = {"SignalReceived": "SignalWorkflow", "WorkflowCancelRequested": "CancelWorkflow",
                "WorkflowTerminated": "TerminateWorkflow"}
 _TIMER_KIND = {"u": "user", "r": "activity_retry", "s": "activity_timeout", "c": "activity_timeout",

@@ -111,6 +111,8 @@ class WorkflowInstance(WorkflowEventLoop, _Runtime):
         self._events: Sequence[Mapping[str, Any]] = ()  # the activation's events, for patch lookahead
         self._index = 0
         self._querying: str | None = None  # the query being answered: emitting anything is refused
+        self._signal_handlers: dict[str, Callable[..., Any]] = {}  # workflow.set_signal_handler
+        self._buffered_signals: dict[str, list[list[Payload]]] = {}  # name -> args of signals with no handler yet
 
     # ---- activation -------------------------------------------------------------------------
 
@@ -302,12 +304,17 @@ class WorkflowInstance(WorkflowEventLoop, _Runtime):
 
     def _apply_signal_received(self, event: Mapping[str, Any]) -> None:
         name = event["signal_name"]
+        dynamic = self._signal_handlers.get(name)
+        if dynamic is not None:
+            self._spawn(self._run_signal(dynamic, event["args"], bound=True), f"signal {name}")
+            return
         handler = self._definition.signals.get(name)
         if handler is None:
-            # Dropped, not buffered: handlers are fixed per class (no dynamic registration), so
-            # a later handler cannot appear. Logged (when not replaying) so a typo is visible.
+            # Buffered, as Temporal does: workflow.set_signal_handler(name, ...) later delivers it,
+            # in arrival order. Logged (when not replaying) so a typo is visible.
+            self._buffered_signals.setdefault(name, []).append(event["args"])
             workflow.logger.warning(
-                "signal %r has no handler on workflow %s (known: %s); dropped",
+                "signal %r has no handler on workflow %s yet (known: %s); buffered until one is set",
                 name,
                 self._definition.name,
                 ", ".join(sorted(self._definition.signals)) or "none",
@@ -449,10 +456,11 @@ class WorkflowInstance(WorkflowEventLoop, _Runtime):
             command = {"type": "WorkflowFailed", "failure": failure_from_exception(exc)}
         self._emit(command)
 
-    async def _run_signal(self, handler: Callable[..., Any], args: list[Payload]) -> None:
+    async def _run_signal(self, handler: Callable[..., Any], args: list[Payload], bound: bool = False) -> None:
+        """`bound`: a handler given to workflow.set_signal_handler (no `self` to pass)."""
         try:
-            values = _payload.from_payloads(args, _payload.param_hints(handler, skip_first=True))
-            result = handler(self._object, *values)
+            values = _payload.from_payloads(args, _payload.param_hints(handler, skip_first=not bound))
+            result = handler(*values) if bound else handler(self._object, *values)
             if inspect.isawaitable(result):
                 await result
         except asyncio.CancelledError:
@@ -527,6 +535,14 @@ class WorkflowInstance(WorkflowEventLoop, _Runtime):
 
     def workflow_cancel_child(self, child_seq: int, workflow_id: str) -> None:
         self._emit({"type": "ChildWorkflowCancelRequested", "child_seq": child_seq, "child_workflow_id": workflow_id})
+
+    def workflow_set_signal_handler(self, name: str, handler: Callable[..., Any] | None) -> None:
+        if handler is None:
+            self._signal_handlers.pop(name, None)
+            return
+        self._signal_handlers[name] = handler
+        for args in self._buffered_signals.pop(name, []):  # what arrived before, in arrival order
+            self._spawn(self._run_signal(handler, args, bound=True), f"signal {name}")
 
     def workflow_patched(self, patch_id: str, deprecated: bool) -> bool:
         """Patches (Temporal's model): a step executing for the first time takes the patch and

@@ -128,6 +128,8 @@ def test_encode_fills_defaults(codec: Codec) -> None:
         "parent_workflow_id": None,
         "parent_run_id": None,
         "parent_child_seq": None,
+        "signal_name": None,
+        "signal_args": [],
     }
 
 
@@ -163,7 +165,7 @@ def test_unknown_fingerprint_is_shown(codec: Codec) -> None:
         # A union branch index (3) that the [null, long] union does not have.
         (b"\x02a\x02T\x00\x0edefault\x06", "does not parse"),
         # A valid record followed by bytes that belong to nothing.
-        (b"\x02a\x02T\x00\x0edefault\x00\x00\x1eallow_duplicate\x18use_existing\x00\x00\x00\x00\x00",
+        (b"\x02a\x02T\x00\x0edefault\x00\x00\x1eallow_duplicate\x18use_existing\x00\x00\x00\x00\x00\x00\x00",
          "1 unexpected trailing bytes after a wf.commands.v1.StartWorkflow"),
     ],
     ids=["endless-varint", "bad-union-index", "trailing-bytes"],

@@ -274,3 +274,26 @@ def test_restore_follows_a_chain_of_runs(tmp_path: Path) -> None:
     assert restored.summary("loop").run_id == current  # type: ignore[union-attr]
     bump(restored, "loop", 5)
     assert restored.result_of_last("loop")["count"] == 10
+
+
+# ---- signal-with-start ----------------------------------------------------------------------------
+
+def test_signal_with_start_starts_and_signals_in_one_transaction(h: EngineHarness) -> None:
+    signal = {"signal_name": "approve", "signal_args": _payload.to_payloads(["ann"])}
+    out = h.start("a", "Approval", 1.0, request_id="r1", reply_partition=1, **signal)
+    assert [r.event()["type"] for r in out if r.topic == EVENTS] == ["WorkflowStarted", "TimerStarted",
+                                                                      "SignalReceived"]
+    assert h.replies()[-1]["outcome"] == "started"
+    h.tick(1_000)
+    assert h.result("a") == "approved by ann after sleeping True"
+
+
+def test_signal_with_start_on_a_running_id_signals_the_running_run(h: EngineHarness) -> None:
+    run = start(h, "a", 60.0, request_id="r1", workflow="Approval")["run_id"]
+    reply = start(h, "a", 60.0, request_id="r2", workflow="Approval", signal_name="approve",
+                  signal_args=_payload.to_payloads(["bob"]))
+    assert (reply["outcome"], reply["run_id"]) == ("attached", run)
+    assert h.event_types("a")[-1] == "SignalReceived"
+    refused = start(h, "a", 60.0, request_id="r3", workflow="Approval", if_exists="fail", signal_name="approve",
+                    signal_args=_payload.to_payloads(["eve"]))
+    assert refused["outcome"] == "refused" and h.event_types("a").count("SignalReceived") == 1

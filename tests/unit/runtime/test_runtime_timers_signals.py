@@ -6,6 +6,8 @@ import pytest
 from wf_harness import START_MS, Sim, assert_replays
 from wf_samples import Approval, CleansUpOnCancel, Item, Sleeper, SwallowsCancel
 
+from processor import workflow
+
 
 def test_sleep_is_a_durable_timer_with_the_right_fire_time(always_replay: bool) -> None:
     sim = Sim(Sleeper, always_replay=always_replay)
@@ -42,7 +44,7 @@ def test_wait_condition_timeout(always_replay: bool) -> None:
     assert sim.result() == {"approved_by": None, "items": 1}
 
 
-def test_signal_without_handler_is_logged_and_dropped(always_replay: bool, caplog: pytest.LogCaptureFixture) -> None:
+def test_signal_without_handler_is_logged_and_buffered(always_replay: bool, caplog: pytest.LogCaptureFixture) -> None:
     sim = Sim(Approval, always_replay=always_replay)
     sim.start(3600)
     with caplog.at_level(logging.WARNING, logger="processor.workflow"):
@@ -52,6 +54,7 @@ def test_signal_without_handler_is_logged_and_dropped(always_replay: bool, caplo
     # Logged once: in always-replay mode the replayed step is muted.
     assert len(warnings) == 1
     assert "'aprove'" in warnings[0].getMessage() and "add-item, approve" in warnings[0].getMessage()
+    assert "buffered until one is set" in warnings[0].getMessage()
     assert warnings[0].workflow_id == "wf-1"
     assert sim.result()["approved_by"] == "bob"
 
@@ -82,3 +85,34 @@ def test_input_after_close_is_ignored(always_replay: bool) -> None:
     sim.cancel()
     assert sim.fire(1).commands == []
     assert sim.cancel().closed
+
+
+@workflow.defn
+class LateHandler:
+    """Sets a handler for `note` only after a first `go` signal: notes sent before are buffered."""
+
+    def __init__(self) -> None:
+        self.notes: list[str] = []
+        self.go = False
+
+    @workflow.signal
+    def start_listening(self) -> None:
+        self.go = True
+
+    @workflow.run
+    async def run(self) -> list[str]:
+        await workflow.wait_condition(lambda: self.go)
+        workflow.set_signal_handler("note", self.notes.append)
+        await workflow.wait_condition(lambda: len(self.notes) >= 3)
+        return self.notes
+
+
+def test_signals_without_a_handler_are_delivered_in_order_once_one_is_set(always_replay: bool) -> None:
+    sim = Sim(LateHandler, always_replay=always_replay)
+    sim.start()
+    sim.signal("note", "a")
+    sim.signal("note", "b")
+    sim.signal("start_listening")
+    sim.signal("note", "c")
+    assert sim.result() == ["a", "b", "c"]
+    sim.close()
