@@ -281,8 +281,10 @@ class Client:
         check_size(what, self.codec.encode("wf.commands.v1." + short_name,
                                            {"workflow_id": workflow_id, **rec, "reply_partition": 2**31 - 1}))
 
-    def _ask(self, short_name: str, workflow_id: str, rec: dict[str, Any], timeout: float) -> Reply:
-        """Send a command that asks for a reply, and wait for the reply."""
+    def _ask(self, short_name: str, workflow_id: str, rec: dict[str, Any], timeout: float,
+             late: Callable[[Reply], None] | None = None) -> Reply:
+        """Send a command that asks for a reply, and wait for the reply. `late` gets a reply that
+        comes after the wait gave up (NoReplyError)."""
         self._check(short_name, workflow_id, rec)
         watcher = self._completions()
         request_id = rec["request_id"]
@@ -301,7 +303,10 @@ class Client:
             watcher.forget_reply(request_id)
             raise
         if not done.wait(timeout):
-            watcher.forget_reply(request_id)
+            if late is not None:
+                watcher.expect_reply(request_id, late)
+            else:
+                watcher.forget_reply(request_id)
             raise NoReplyError(f"{short_name} for {workflow_id!r} is in Kafka, but no processor answered within "
                                f"{timeout:g}s (is one running?); it is applied when one does, so do not send it "
                                "again blindly")
@@ -339,10 +344,12 @@ class Client:
             self._send("StartWorkflow", id, rec, wait=False)
             return WorkflowHandle(self, id)
         self._starts[id] = start
-        reply = self._ask("StartWorkflow", id, rec, timeout)
+        reply = self._ask("StartWorkflow", id, rec, timeout, late=start.arrived)
         start.arrived(reply)
         error = _refusal("StartWorkflow", reply)
         if error is not None:
+            if self._starts.get(id) is start:
+                del self._starts[id]  # result(id) then follows the run that is there, not this refusal
             raise error
         return WorkflowHandle(self, id, reply["run_id"], reply["outcome"])
 
@@ -623,7 +630,10 @@ class AsyncClient:
             await self._acked(short_name, workflow_id, rec)
             return await asyncio.wait_for(fut, timeout)
         except TimeoutError:
-            watcher.forget_reply(rec["request_id"])
+            if also is not None:
+                watcher.expect_reply(rec["request_id"], also)  # a late answer still reaches result()
+            else:
+                watcher.forget_reply(rec["request_id"])
             raise NoReplyError(f"{short_name} for {workflow_id!r} is in Kafka, but no processor answered within "
                                f"{timeout:g}s (is one running?); it is applied when one does") from None
         except BaseException:
@@ -644,6 +654,8 @@ class AsyncClient:
         reply = await self._ask("StartWorkflow", id, rec, timeout, start.arrived)
         error = _refusal("StartWorkflow", reply)
         if error is not None:
+            if self.sync._starts.get(id) is start:  # noqa: SLF001
+                del self.sync._starts[id]  # noqa: SLF001
             raise error
         return AsyncWorkflowHandle(self, id, reply["run_id"], reply["outcome"])
 

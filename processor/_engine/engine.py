@@ -178,7 +178,8 @@ class Engine:
             if size > MAX_RECORD_BYTES:
                 problem = too_large(f"the input of workflow {wid!r}", size)
         if problem is not None:
-            self._reply(rec, "StartWorkflow", REFUSED, "", problem)
+            existing = self._load(partition, wid)
+            self._reply(rec, "StartWorkflow", REFUSED, existing.summary.run_id if existing is not None else "", problem)
             return f"StartWorkflow of {wid!r}: {problem}"
         latest = self._load(partition, wid)
         decision: StartDecision = decide_start(latest.summary if latest is not None else None, rec)
@@ -297,8 +298,9 @@ class Engine:
 
     def _on_cancel(self, partition: int, rec: dict[str, Any]) -> str | None:
         live = self._load(partition, rec["workflow_id"])
-        if live is not None and live.summary.cancel_requested and self._addressed(rec, live) is None:
-            self.counters.duplicates += 1
+        if live is not None and self._addressed(rec, live) is None and (
+                live.summary.cancel_requested and live.summary.running or live.summary.status == "canceled"):
+            self.counters.duplicates += 1  # a repeated cancel
             self._reply(rec, "CancelWorkflow", "delivered", live.summary.run_id, "")
             return None
         return self._deliver(partition, rec, {"type": "WorkflowCancelRequested", "reason": rec.get("reason", "")})
@@ -306,18 +308,24 @@ class Engine:
     def _on_terminate(self, partition: int, rec: dict[str, Any]) -> str | None:
         wid = rec["workflow_id"]
         live = self._load(partition, wid)
-        if live is not None and not live.summary.running and self._addressed(rec, live) is None:
-            self.counters.duplicates += 1  # a repeated terminate: it is terminated (or closed) already
+        if live is not None and live.summary.status == "terminated" and self._addressed(rec, live) is None:
+            self.counters.duplicates += 1  # a repeated terminate
             self._reply(rec, "TerminateWorkflow", "delivered", live.summary.run_id, "")
             return None
         return self._deliver(partition, rec, {"type": "WorkflowTerminated", "reason": rec.get("reason", "")})
 
     def _addressed(self, rec: dict[str, Any], live: Live) -> str | None:
-        """Why a command addressed to a run (run_id set) may not apply to the id's current run."""
+        """Why a command addressed to a run (run_id set), or sent by a parent to its child
+        (parent_workflow_id set), may not apply to the id's current run."""
         run = rec.get("run_id")
         if run and run != live.summary.run_id:
             return (f"run {run} of workflow {rec['workflow_id']!r} is not its current run "
                     f"({live.summary.run_id or 'started before runs'}, {live.summary.status})")
+        parent = rec.get("parent_workflow_id")
+        if parent is not None and (live.summary.parent is None
+                                   or live.summary.parent[:2] != [parent, rec.get("parent_run_id") or ""]):
+            return (f"workflow {rec['workflow_id']!r} is not a child of run {rec.get('parent_run_id')} of "
+                    f"{parent!r}: the child never started under this id")
         return None
 
     def _deliver(self, partition: int, rec: dict[str, Any], event: dict[str, Any]) -> str | None:
@@ -547,14 +555,15 @@ class Engine:
         elif etype == "ChildWorkflowSignaled":
             self._command_to(event["child_workflow_id"], "SignalWorkflow", {
                 "signal_name": event["signal_name"], "args": event["args"],
-                "request_id": f"{wid}/{live.summary.run_id}/signal/{event['seq']}"})
+                "request_id": f"{wid}/{live.summary.run_id}/signal/{event['seq']}", **self._as_parent(wid, live)})
         elif etype == "ChildWorkflowCancelRequested":
             self._command_to(event["child_workflow_id"], "CancelWorkflow", {
-                "reason": f"requested by parent workflow {wid!r}"})
+                "reason": f"requested by parent workflow {wid!r}", **self._as_parent(wid, live)})
         elif etype == "WorkflowCancelRequested":
             for child_id, policy in live.summary.children.values():
                 if policy != "abandon":
-                    self._command_to(child_id, "CancelWorkflow", {"reason": f"parent workflow {wid!r} is canceled"})
+                    self._command_to(child_id, "CancelWorkflow", {"reason": f"parent workflow {wid!r} is canceled",
+                                                                  **self._as_parent(wid, live)})
         elif etype == "TimerCanceled":
             self._set_timer(partition, wid, f"u{event['timer_seq']}", None)
         elif etype in ("ActivityCompleted", "ActivityFailed", "ActivityTimedOut"):
@@ -649,9 +658,14 @@ class Engine:
         for child_id, policy in live.summary.children.values():
             reason = f"parent workflow {wid!r} closed (parent_close_policy {policy})"
             if policy == "terminate":
-                self._command_to(child_id, "TerminateWorkflow", {"reason": reason})
+                self._command_to(child_id, "TerminateWorkflow", {"reason": reason, **self._as_parent(wid, live)})
             elif policy == "request_cancel":
-                self._command_to(child_id, "CancelWorkflow", {"reason": reason})
+                self._command_to(child_id, "CancelWorkflow", {"reason": reason, **self._as_parent(wid, live)})
+
+    @staticmethod
+    def _as_parent(wid: str, live: Live) -> dict[str, Any]:
+        """What makes a command to a child apply only to the child this run started."""
+        return {"parent_workflow_id": wid, "parent_run_id": live.summary.run_id}
 
     def _on_child_result(self, partition: int, rec: dict[str, Any]) -> str | None:
         wid = rec["workflow_id"]

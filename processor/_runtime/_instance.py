@@ -171,6 +171,10 @@ class WorkflowInstance(WorkflowEventLoop, _Runtime):
         _set_running_loop(self)
         outer_guard = _guard.enter(self._refuse_call)
         ready, timers = len(self._ready), len(self._timers)
+        # What a handler could touch before _emit refuses it: put back afterwards, so the next
+        # real command gets the seq a replay gives it.
+        saved = (dict(self._seqs), dict(self._children), dict(self._timers), dict(self._activities),
+                 dict(self._patches))
         self._querying = name
         try:
             values = _payload.from_payloads(args, _payload.param_hints(handler, skip_first=True))
@@ -191,6 +195,7 @@ class WorkflowInstance(WorkflowEventLoop, _Runtime):
             raise QueryFailedError(f"query handler {name!r} raised {type(exc).__name__}: {exc}") from exc
         finally:
             self._querying = None
+            self._seqs, self._children, self._timers, self._activities, self._patches = saved
             while len(self._ready) > ready:  # drop what the handler scheduled, so nothing of it ever runs
                 self._ready.pop().cancel()
             self._refused_call = None
@@ -372,7 +377,10 @@ class WorkflowInstance(WorkflowEventLoop, _Runtime):
             return
         status = event.get("status") or "completed"
         if status == "completed":
-            handle.future.set_result(_payload.from_payload(event["result"], handle.result_hint))
+            try:
+                handle.future.set_result(_payload.from_payload(event["result"], handle.result_hint))
+            except ProcessorError as exc:  # a result this code cannot read fails the await, not the task
+                handle.future.set_exception(exc)
             return
         failure = event.get("failure")
         what = "could not start" if status == "start_refused" else status.replace("_", " ")

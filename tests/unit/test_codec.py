@@ -94,8 +94,9 @@ def test_byte_layout_is_magic_fingerprint_body(codec: Codec) -> None:
     data = codec.encode("wf.commands.v1.CancelWorkflow", {"workflow_id": "a", "reason": "b"})
     fingerprint = LOCK["wf.commands.v1.CancelWorkflow"][-1]["fingerprint"]
     # Body by hand from the Avro spec: each string is a zigzag varint length (1 -> 02) then UTF-8;
-    # then run_id, request_id and reply_partition, each a [null, ...] union at branch 0 (null).
-    assert data == b"\xc3\x01" + bytes.fromhex(fingerprint) + b"\x02a\x02b\x00\x00\x00"
+    # then run_id, request_id, reply_partition, parent_workflow_id and parent_run_id, each a
+    # [null, ...] union at branch 0 (null).
+    assert data == b"\xc3\x01" + bytes.fromhex(fingerprint) + b"\x02a\x02b\x00\x00\x00\x00\x00"
 
 
 @pytest.mark.parametrize("name", sorted(SCHEMAS))
@@ -219,7 +220,8 @@ def test_decode_checked_refuses_a_type_header_that_names_another_record(codec: C
     cancel = "wf.commands.v1.CancelWorkflow"
     value = codec.encode(cancel, {"workflow_id": "w", "reason": "r"})
     assert codec.decode_checked(value, codec.headers(cancel)) == (
-        cancel, {"workflow_id": "w", "reason": "r", "run_id": None, "request_id": None, "reply_partition": None})
+        cancel, {"workflow_id": "w", "reason": "r", "run_id": None, "request_id": None, "reply_partition": None,
+                 "parent_workflow_id": None, "parent_run_id": None})
     assert codec.decode_checked(value, None)[0] == cancel  # a header-less producer is not refused
     assert codec.decode_checked(value, [("traceparent", b"00-1")])[0] == cancel
     with pytest.raises(DecodeError, match=r"^the type header says wf\.commands\.v1\.TerminateWorkflow but the "

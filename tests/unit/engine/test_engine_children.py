@@ -122,3 +122,14 @@ def test_restore_rebuilds_pending_children(tmp_path: Path) -> None:
     restored.engine.committed()
     assert restored.summary("p").children == live.summary("p").children  # type: ignore[union-attr]
     assert set(restored.summary("p").children) == {1, 2}  # type: ignore[union-attr]
+
+
+def test_commands_from_a_parent_never_reach_a_workflow_it_did_not_start(h: EngineHarness) -> None:
+    h.start("p-child-0", "Child", 5, True)  # an unrelated workflow already runs under the child's id
+    h.start("p", "Parent", 1, True)  # starts (refused), signals the child in the same step
+    h.send("TerminateWorkflow", {"workflow_id": "p", "reason": "before the refusal came back"})
+    h.pump(activities=False)
+    stranger = h.summary("p-child-0")
+    assert stranger is not None and stranger.running, "neither the signal nor the close policy touched it"
+    assert "SignalReceived" not in h.event_types("p-child-0")
+    assert any("is not a child of run" in r for r in h.dlq_reasons())

@@ -10,7 +10,7 @@ from wf_harness import Sim, assert_replays, replay
 
 from processor import _payload, workflow
 from processor._failure import failure_from_exception
-from processor.exceptions import ApplicationError, ChildWorkflowError, ConfigError, NondeterminismError
+from processor.exceptions import ApplicationError, ChildWorkflowError, ConfigError, NondeterminismError, ProcessorError
 from processor.replayer import Replayer, history_from_json, history_to_json
 
 GOLDEN = Path(__file__).parent / "golden" / "child_workflow.jsonl"
@@ -108,4 +108,24 @@ def test_bad_child_arguments_fail_the_workflow_with_the_fix(bad: dict[str, str])
     sim.start()
     (failed,) = sim.commands("WorkflowFailed")
     assert failed["failure"]["type"] == ConfigError.__name__
+    sim.close()
+
+
+@workflow.defn(name="Picky")
+class Picky:
+    @workflow.run
+    async def run(self) -> str:
+        try:
+            await workflow.execute_child_workflow(Kid.run, 1, id="kid-1")
+        except ProcessorError as exc:
+            return f"unreadable: {type(exc).__name__}"
+        return "read"
+
+
+def test_a_child_result_the_parent_cannot_read_fails_the_await_not_the_task() -> None:
+    sim = Sim(Picky)
+    sim.start()
+    sim.feed("ChildWorkflowCompleted", child_seq=1, child_workflow_id="kid-1",
+             result={"encoding": "json/plain", "data": b"not json"}, failure=None, child_run_id="", status="completed")
+    assert sim.result() == "unreadable: PayloadError"
     sim.close()

@@ -134,3 +134,35 @@ def test_query_handlers_must_be_plain_methods() -> None:
             @workflow.run
             async def run(self) -> None:
                 return None
+
+
+@workflow.defn
+class Schemer:
+    def __init__(self) -> None:
+        self.go = False
+
+    @workflow.signal
+    def start(self) -> None:
+        self.go = True
+
+    @workflow.query
+    def sneaky(self) -> None:
+        workflow.start_child_workflow("Kid", id="kid")  # allocates child_seq 1 before it is refused
+
+    @workflow.run
+    async def run(self) -> int:
+        await workflow.wait_condition(lambda: self.go)
+        return await workflow.execute_child_workflow("Kid", id="kid-real")
+
+
+def test_a_refused_query_leaves_no_trace_in_the_sequence_counters() -> None:
+    sim = Sim(Schemer)
+    sim.start()
+    with pytest.raises(QueryFailedError, match="tried to change the workflow"):
+        ask(sim, "sneaky")
+    sim.signal("start")
+    (started,) = sim.commands("ChildWorkflowStarted")
+    assert started["child_seq"] == 1, "the query's allocation was put back"
+    completion = replay(Schemer, sim.history)
+    assert completion.error is None and completion.commands == []
+    sim.close()
