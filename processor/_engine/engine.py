@@ -24,6 +24,7 @@ from processor._codec import Codec
 from processor._codec.partitioner import partition_for
 from processor._engine import keys
 from processor._engine.deadline import Deadline
+from processor._engine.outbox import Outbox
 from processor._engine.retry import next_retry_delay_ms
 from processor._engine.runs import (
     ALLOW_DUPLICATE,
@@ -40,7 +41,6 @@ from processor._engine.store import PartitionStore
 from processor._kafka.messages import dlq_headers
 from processor._limits import MAX_RECORD_BYTES, too_large
 from processor._names import task_queue_problem
-from processor._payload import Payload
 from processor._runtime import Completion, WorkflowInstance
 from processor.exceptions import DecodeError, QueryFailedError
 from processor.workflow import WorkflowDefinition
@@ -84,7 +84,6 @@ class Counters:
     forwarded: int = 0
     timers_fired: int = 0
     replays: int = 0
-    replies: int = 0
 
 
 class Engine:
@@ -106,6 +105,7 @@ class Engine:
         self.now_ms = 0
         self.firing: tuple[int, str, str] | None = None  # the timer being fired, for quarantine
         self.deadline = Deadline()
+        self.outbox = Outbox(sink, codec, settings.topics, partitions)
         self._handlers = {
             CMD + "StartWorkflow": self._on_start,
             CMD + "SignalWorkflow": self._on_signal,
@@ -179,7 +179,8 @@ class Engine:
                 problem = too_large(f"the input of workflow {wid!r}", size)
         if problem is not None:
             existing = self._load(partition, wid)
-            self._reply(rec, "StartWorkflow", REFUSED, existing.summary.run_id if existing is not None else "", problem)
+            existing_run = existing.summary.run_id if existing is not None else ""
+            self.outbox.reply(rec, "StartWorkflow", REFUSED, existing_run, problem)
             return f"StartWorkflow of {wid!r}: {problem}"
         latest = self._load(partition, wid)
         decision: StartDecision = decide_start(latest.summary if latest is not None else None, rec)
@@ -187,10 +188,10 @@ class Engine:
             self.counters.duplicates += decision.outcome == ATTACHED
             if decision.outcome == ATTACHED and rec.get("signal_name") and latest.summary.running:
                 self._signal_with_start(partition, wid, latest, rec)
-            self._reply(rec, "StartWorkflow", decision.outcome, latest.summary.run_id, decision.message)
+            self.outbox.reply(rec, "StartWorkflow", decision.outcome, latest.summary.run_id, decision.message)
             if decision.outcome == REFUSED and rec.get("parent_workflow_id") is not None:
-                self._to_parent(rec["parent_workflow_id"], rec.get("parent_run_id") or "", rec["parent_child_seq"],
-                                wid, "", "start_refused", None, {
+                self.outbox.to_parent([rec["parent_workflow_id"], rec.get("parent_run_id") or "",
+                                       rec["parent_child_seq"]], wid, "", "start_refused", None, {
                                     "type": "WorkflowAlreadyStarted", "message": decision.message, "stack_trace": "",
                                     "non_retryable": True, "cause": None})
             return None
@@ -205,7 +206,7 @@ class Engine:
         if rec.get("signal_name") and live.summary.running:
             # Signal-with-start: the signal follows the start's first step, in the same transaction.
             self._signal_with_start(partition, wid, live, rec)
-        self._reply(rec, "StartWorkflow", "started", run_id, "")
+        self.outbox.reply(rec, "StartWorkflow", "started", run_id, "")
         return None
 
     def _signal_with_start(self, partition: int, wid: str, live: Live, rec: dict[str, Any]) -> None:
@@ -244,11 +245,11 @@ class Engine:
         wid, run = rec["workflow_id"], rec.get("run_id")
         live = self._load(partition, wid)
         if live is None:
-            self._reply(rec, "QueryWorkflow", "not_found", "", f"QueryWorkflow for unknown workflow {wid!r}")
+            self.outbox.reply(rec, "QueryWorkflow", "not_found", "", f"QueryWorkflow for unknown workflow {wid!r}")
             return None
         summary = live.summary
         if run and run != summary.run_id:
-            self._reply(rec, "QueryWorkflow", "not_found", summary.run_id,
+            self.outbox.reply(rec, "QueryWorkflow", "not_found", summary.run_id,
                         f"run {run} of workflow {wid!r} is not its latest run ({summary.run_id}): "
                         "only the latest run can be queried")
             return None
@@ -256,7 +257,7 @@ class Engine:
         if instance is None:  # closed (or held): replay its history into a throw-away instance
             definition = self.definitions.get(summary.workflow_type)
             if definition is None:
-                self._reply(rec, "QueryWorkflow", "failed", summary.run_id,
+                self.outbox.reply(rec, "QueryWorkflow", "failed", summary.run_id,
                             f"workflow type {summary.workflow_type!r} is not registered with this processor")
                 return None
             instance, temporary = WorkflowInstance(definition, wid), True
@@ -264,33 +265,19 @@ class Engine:
             replayed = self._activate(wid, instance, history, replay=True)
             if replayed.error is not None:
                 instance.close()
-                self._reply(rec, "QueryWorkflow", "failed", summary.run_id, f"cannot replay the workflow to "
+                self.outbox.reply(rec, "QueryWorkflow", "failed", summary.run_id, f"cannot replay the workflow to "
                             f"answer: {replayed.error}")
                 return None
         try:
             answer = instance.query(rec["query_name"], rec["args"])
         except QueryFailedError as exc:
-            self._reply(rec, "QueryWorkflow", "failed", summary.run_id, str(exc))
+            self.outbox.reply(rec, "QueryWorkflow", "failed", summary.run_id, str(exc))
             return None
         finally:
             if temporary:
                 instance.close()
-        self._reply(rec, "QueryWorkflow", "answered", summary.run_id, "", answer)
+        self.outbox.reply(rec, "QueryWorkflow", "answered", summary.run_id, "", answer)
         return None
-
-    def _reply(self, rec: dict[str, Any], command: str, outcome: str, run_id: str, message: str,
-               result: Payload | None = None) -> None:
-        """Answer a command that asked for it (reply_partition and request_id set), in this
-        transaction: the reply is committed exactly when what it reports is."""
-        p, request_id = rec.get("reply_partition"), rec.get("request_id")
-        if p is None or not request_id:
-            return
-        self.counters.replies += 1
-        reply = {"request_id": request_id, "workflow_id": rec["workflow_id"], "run_id": run_id, "command": command,
-                 "outcome": outcome, "message": message, "result": result}
-        name = "wf.replies.v1.CommandReply"
-        self.sink.produce(self.topics.replies, p % self.sink.reply_partitions(), request_id.encode(),
-                          self.codec.encode(name, reply), self.codec.headers(name))
 
     def _on_signal(self, partition: int, rec: dict[str, Any]) -> str | None:
         return self._deliver(partition, rec, {"type": "SignalReceived", "signal_name": rec["signal_name"],
@@ -301,7 +288,7 @@ class Engine:
         if live is not None and self._addressed(rec, live) is None and (
                 live.summary.cancel_requested and live.summary.running or live.summary.status == "canceled"):
             self.counters.duplicates += 1  # a repeated cancel
-            self._reply(rec, "CancelWorkflow", "delivered", live.summary.run_id, "")
+            self.outbox.reply(rec, "CancelWorkflow", "delivered", live.summary.run_id, "")
             return None
         return self._deliver(partition, rec, {"type": "WorkflowCancelRequested", "reason": rec.get("reason", "")})
 
@@ -310,7 +297,7 @@ class Engine:
         live = self._load(partition, wid)
         if live is not None and live.summary.status == "terminated" and self._addressed(rec, live) is None:
             self.counters.duplicates += 1  # a repeated terminate
-            self._reply(rec, "TerminateWorkflow", "delivered", live.summary.run_id, "")
+            self.outbox.reply(rec, "TerminateWorkflow", "delivered", live.summary.run_id, "")
             return None
         return self._deliver(partition, rec, {"type": "WorkflowTerminated", "reason": rec.get("reason", "")})
 
@@ -342,16 +329,16 @@ class Engine:
                 reason = f"{command} for workflow {wid!r} that is already {live.summary.status}"
         if reason is not None:
             if live is None:
-                self._reply(rec, command, "not_found", "", reason)
+                self.outbox.reply(rec, command, "not_found", "", reason)
             else:
-                self._reply(rec, command, "rejected", live.summary.run_id, reason)
+                self.outbox.reply(rec, command, "rejected", live.summary.run_id, reason)
             return reason
         assert live is not None
         if event["type"] == "WorkflowTerminated":
             self._append(partition, wid, live, event)
         else:
             self._input(partition, wid, live, event)
-        self._reply(rec, command, "delivered", live.summary.run_id, "")
+        self.outbox.reply(rec, command, "delivered", live.summary.run_id, "")
         return None
 
     def _pending_activity(self, partition: int, rec: dict[str, Any]) -> tuple[Live | None, str | None]:
@@ -551,19 +538,17 @@ class Engine:
         elif etype == "TimerStarted":
             self._set_timer(partition, wid, f"u{event['timer_seq']}", event["fire_at_ms"])
         elif etype == "ChildWorkflowStarted":
-            self._start_child(wid, live, event)
+            self.outbox.start_child(wid, live.summary.run_id, event)
         elif etype == "ChildWorkflowSignaled":
-            self._command_to(event["child_workflow_id"], "SignalWorkflow", {
-                "signal_name": event["signal_name"], "args": event["args"],
-                "request_id": f"{wid}/{live.summary.run_id}/signal/{event['seq']}", **self._as_parent(wid, live)})
+            self.outbox.signal_child(wid, live.summary.run_id, event)
         elif etype == "ChildWorkflowCancelRequested":
-            self._command_to(event["child_workflow_id"], "CancelWorkflow", {
-                "reason": f"requested by parent workflow {wid!r}", **self._as_parent(wid, live)})
+            self.outbox.cancel_child(wid, live.summary.run_id, event["child_workflow_id"],
+                                     f"requested by parent workflow {wid!r}")
         elif etype == "WorkflowCancelRequested":
             for child_id, policy in live.summary.children.values():
                 if policy != "abandon":
-                    self._command_to(child_id, "CancelWorkflow", {"reason": f"parent workflow {wid!r} is canceled",
-                                                                  **self._as_parent(wid, live)})
+                    self.outbox.cancel_child(wid, live.summary.run_id, child_id,
+                                             f"parent workflow {wid!r} is canceled")
         elif etype == "TimerCanceled":
             self._set_timer(partition, wid, f"u{event['timer_seq']}", None)
         elif etype in ("ActivityCompleted", "ActivityFailed", "ActivityTimedOut"):
@@ -607,7 +592,7 @@ class Engine:
     def _close(self, partition: int, wid: str, live: Live, event: dict[str, Any]) -> None:
         for tkey in self.stores[partition].timer_keys(wid):
             self._set_timer(partition, wid, tkey, None)
-        self._close_children(wid, live)
+        self.outbox.close_children(wid, live.summary.run_id, live.summary.children)
         parent = live.summary.parent
         if parent is not None and event["type"] != "WorkflowContinuedAsNew":
             status = CLOSING_STATUS[event["type"]]
@@ -615,8 +600,7 @@ class Engine:
             if failure is None and status != "completed":
                 failure = {"type": status.capitalize().replace("_", ""), "message": event.get("reason") or status,
                            "stack_trace": "", "non_retryable": True, "cause": None}
-            self._to_parent(parent[0], parent[1], parent[2], wid, live.summary.run_id, status, event.get("result"),
-                            failure)
+            self.outbox.to_parent(parent, wid, live.summary.run_id, status, event.get("result"), failure)
         rec: dict[str, Any] = {"workflow_id": wid, "workflow_type": live.summary.workflow_type,
                                "close_time_ms": self.now_ms, "run_id": live.summary.run_id}
         for field in ("result", "failure", "reason", "new_run_id"):
@@ -629,43 +613,7 @@ class Engine:
             live.instance.close()
             live.instance = None
 
-    # -- child workflows: every message between parent and child is a command, produced in the
-    # transaction of the step that causes it, so each is sent exactly once with that step.
-
-    def _command_to(self, wid: str, short_name: str, rec: dict[str, Any]) -> None:
-        name = CMD + short_name
-        value = self.codec.encode(name, {"workflow_id": wid, **rec})
-        self.sink.produce(self.topics.commands, partition_for(wid.encode(), self.partitions), wid.encode(), value,
-                          self.codec.headers(name))
-
-    def _start_child(self, wid: str, live: Live, event: dict[str, Any]) -> None:
-        # The request id names the parent's step: a start re-sent by a replay of the same step
-        # attaches to the child it started instead of starting another (runs.decide_start).
-        self._command_to(event["child_workflow_id"], "StartWorkflow", {
-            "workflow_type": event["workflow_type"], "args": event["args"], "task_queue": event["task_queue"],
-            "execution_timeout_ms": event.get("execution_timeout_ms"),
-            "request_id": f"{wid}/{live.summary.run_id}/child/{event['child_seq']}", "if_exists": "fail",
-            "parent_workflow_id": wid, "parent_run_id": live.summary.run_id, "parent_child_seq": event["child_seq"]})
-
-    def _to_parent(self, parent_id: str, parent_run: str, child_seq: int, wid: str, run_id: str, status: str,
-                   result: Payload | None, failure: dict[str, Any] | None) -> None:
-        self._command_to(parent_id, "ChildWorkflowResult", {
-            "run_id": parent_run, "child_seq": child_seq, "child_workflow_id": wid, "child_run_id": run_id,
-            "status": status, "result": result, "failure": failure})
-
-    def _close_children(self, wid: str, live: Live) -> None:
-        """The parent closed before these children: its parent_close_policy for each."""
-        for child_id, policy in live.summary.children.values():
-            reason = f"parent workflow {wid!r} closed (parent_close_policy {policy})"
-            if policy == "terminate":
-                self._command_to(child_id, "TerminateWorkflow", {"reason": reason, **self._as_parent(wid, live)})
-            elif policy == "request_cancel":
-                self._command_to(child_id, "CancelWorkflow", {"reason": reason, **self._as_parent(wid, live)})
-
-    @staticmethod
-    def _as_parent(wid: str, live: Live) -> dict[str, Any]:
-        """What makes a command to a child apply only to the child this run started."""
-        return {"parent_workflow_id": wid, "parent_run_id": live.summary.run_id}
+    # -- child workflows (the messages they exchange: outbox.py) ---------------------------------
 
     def _on_child_result(self, partition: int, rec: dict[str, Any]) -> str | None:
         wid = rec["workflow_id"]

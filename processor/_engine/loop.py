@@ -330,8 +330,8 @@ class ProcessorLoop:
                 self._beat()
                 if time.monotonic() >= next_stats:
                     next_stats = time.monotonic() + STATS_EVERY_S
-                    log.info("stats: partitions %s, cached workflows %d, %s", sorted(self.engine.stores),
-                             len(self.engine.cache), self.engine.counters)
+                    log.info("stats: partitions %s, cached workflows %d, replies %d, %s", sorted(self.engine.stores),
+                             len(self.engine.cache), self.engine.outbox.replies, self.engine.counters)
                 if not self._restore_or_wait():
                     continue
                 timeout = max_wait
