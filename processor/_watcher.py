@@ -52,12 +52,7 @@ class Watcher:
         self.reply_callbacks: dict[str, Callable[[Reply], None]] = {}
         self._watched: set[int] = set()
         self._add: list[int] = []
-        # A wait for "the id's latest completion" is answered only once the partition has been
-        # read up to where it ended when it was first watched: before that, the first completion
-        # read could be an old run's, with the latest further on.
-        self._ends: dict[int, int] = {}
-        self._caught_up: set[int] = set()
-        self._latest_waiters: dict[int, list[tuple[str, Callable[[Completion], None]]]] = {}
+
         self._stop = False
         self._thread = threading.Thread(target=self._run, name="completions", daemon=True)
         self._thread.start()
@@ -91,19 +86,12 @@ class Watcher:
 
     # -- completions -----------------------------------------------------------------------------
 
-    def watch(self, workflow_id: str) -> int:
+    def watch(self, workflow_id: str) -> None:
         p = partition_for(workflow_id.encode(), self.partitions)
         with self.lock:
-            new = p not in self._watched
-            self._watched.add(p)
-        if new:
-            end = self._end_of(TopicPartition(self.completions_topic, p))
-            with self.lock:
-                self._ends[p] = end
-                if end == 0:
-                    self._caught_up.add(p)
+            if p not in self._watched:
+                self._watched.add(p)
                 self._add.append(p)
-        return p
 
     def on_result(self, workflow_id: str, run_id: str | None,
                   fn: Callable[[Completion], None]) -> Callable[[Completion], None]:
@@ -117,11 +105,8 @@ class Watcher:
             else:
                 fn(res)
 
-        p = self.watch(workflow_id)
+        self.watch(workflow_id)
         with self.lock:
-            if run_id is None and p not in self._caught_up:
-                self._latest_waiters.setdefault(p, []).append((workflow_id, follow))
-                return follow
             ready = self.latest.get(workflow_id) if run_id is None else self.results.get(workflow_id, {}).get(run_id)
             if ready is None:
                 self.callbacks.setdefault((workflow_id, run_id), []).append(follow)
@@ -153,9 +138,6 @@ class Watcher:
                 waiting.remove(registered)
             if not waiting:
                 self.callbacks.pop((workflow_id, run_id), None)
-            for pending in self._latest_waiters.values():
-                if (workflow_id, registered) in pending:
-                    pending.remove((workflow_id, registered))
 
     # -- replies ---------------------------------------------------------------------------------
 
@@ -179,7 +161,6 @@ class Watcher:
                 self.consumer.incremental_assign(
                     [TopicPartition(self.completions_topic, p, OFFSET_BEGINNING) for p in add])
             msgs = consume_available(self.consumer, 500, 0.05)
-            self._check_caught_up()
             if not msgs:
                 if not self._watched and not self.reply_callbacks:
                     time.sleep(0.02)
@@ -213,31 +194,6 @@ class Watcher:
                         fire.append((fn, reply))
             for fn, arg in fire:
                 fn(arg)
-            self._check_caught_up()
-
-    def _check_caught_up(self) -> None:
-        """Partitions read up to their end at first watch answer the waits for a latest completion."""
-        with self.lock:
-            behind = [p for p in self._ends if p not in self._caught_up]
-        if not behind:
-            return
-        try:
-            positions = self.consumer.position([TopicPartition(self.completions_topic, p) for p in behind])
-        except KafkaException:
-            return
-        fire: list[tuple[Callable[[Completion], None], Completion]] = []
-        with self.lock:
-            for tp in positions:
-                if tp.offset >= 0 and tp.offset >= self._ends[tp.partition]:
-                    self._caught_up.add(tp.partition)
-                    for wid, fn in self._latest_waiters.pop(tp.partition, []):
-                        ready = self.latest.get(wid)
-                        if ready is None:
-                            self.callbacks.setdefault((wid, None), []).append(fn)
-                        else:
-                            fire.append((fn, ready))
-        for fn, res in fire:
-            fn(res)
 
     def close(self) -> None:
         self._stop = True

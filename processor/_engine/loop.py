@@ -30,6 +30,7 @@ consume()) never see an open transaction: revoking a partition is always clean.
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import threading
 import time
@@ -65,6 +66,8 @@ OUTAGE_LOG_EVERY_S = 10.0
 # transactional.id (two processors on one state dir): exit rather than fence each other for ever.
 MAX_PRODUCER_RESETS_PER_MIN = 5
 HEARTBEAT_FILE = "heartbeat"
+# How long restoring may fail with the broker "not answering" before the group consumer is rebuilt.
+CONSUMER_WATCHDOG_S = float(os.environ.get("DP_CONSUMER_WATCHDOG_MS", "60000")) / 1000
 HEARTBEAT_EVERY_S = 1.0
 
 
@@ -174,7 +177,11 @@ class ProcessorLoop:
             ensure_topics(settings.bootstrap, [s for s in specs if not s.name.startswith(settings.topics.tasks(""))],
                           exact_partitions=False)
             consumer = Consumer(settings.group_consumer_config(settings.processor_group, "processor"))
+            self._own_consumer = True
+        else:
+            self._own_consumer = False  # a twin from a test: never replaced
         self.consumer = consumer
+        self._restore_failing_since: float | None = None
         if partitions is None:
             md = self.consumer.list_topics(settings.topics.commands, timeout=30)
             partitions = len(md.topics[settings.topics.commands].partitions)
@@ -216,6 +223,9 @@ class ProcessorLoop:
         log.info("assigned %s", sorted(tp.partition for tp in partitions))
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        if consumer is not self.consumer:  # a replaced consumer closing (see _replace_consumer)
+            consumer.incremental_unassign(partitions)
+            return
         for tp in partitions:
             self.engine.close_partition(tp.partition)
             self._input_next.pop(tp.partition, None)
@@ -319,10 +329,13 @@ class ProcessorLoop:
 
     # -- the loop -----------------------------------------------------------------------------
 
-    def run(self) -> None:
-        self._init_producer()
+    def _subscribe(self) -> None:
         self.consumer.subscribe([self.settings.topics.commands], on_assign=self._on_assign,
                                 on_revoke=self._on_revoke, on_lost=self._on_revoke)
+
+    def run(self) -> None:
+        self._init_producer()
+        self._subscribe()
         max_wait = self.settings.max_wait_ms / 1000
         next_stats = time.monotonic() + STATS_EVERY_S
         try:
@@ -372,12 +385,37 @@ class ProcessorLoop:
         and report False (the partitions stay paused and are restored on a later turn)."""
         try:
             self._restore()
+            self._restore_failing_since = None
             return True
         except (KafkaException, ProcessorError) as exc:
             self._outage(f"restoring partitions: {exc}")
             self._rewind_all()
+            now = time.monotonic()
+            if self._restore_failing_since is None:
+                self._restore_failing_since = now
+            elif now - self._restore_failing_since >= CONSUMER_WATCHDOG_S and self._own_consumer:
+                self._replace_consumer(now - self._restore_failing_since)
+                self._restore_failing_since = now
             self.stop_event.wait(RETRY_BACKOFF_S)
             return False
+
+    def _replace_consumer(self, failing_s: float) -> None:
+        """A group consumer that cannot reach its coordinator long after the broker is back is
+        rebuilt. Seen in CI after a broker restart (librdkafka 2.16): `committed()` timed out for
+        minutes while the producer and a fresh consumer worked. Its partitions are dropped (the
+        group hands them out again on the new member's join) and restored from the log."""
+        log.warning("the group consumer has failed to restore partitions for %.0f s: replacing it", failing_s)
+        for p in list(self.engine.stores):
+            self.engine.close_partition(p)
+        self._to_restore.clear()
+        self._to_resume.clear()
+        self._input_next.clear()
+        self._input_ts.clear()
+        old = self.consumer
+        self.consumer = Consumer(self.settings.group_consumer_config(self.settings.processor_group, "processor"))
+        self._subscribe()
+        # Closed on the side: a wedged consumer's close may wait for a coordinator it cannot reach.
+        threading.Thread(target=_close_quietly, args=(old,), name="close-replaced-consumer", daemon=True).start()
 
     def _horizons(self, now_ms: int) -> dict[int, int]:
         """How far each partition's timers may fire: `now` once its input is read to the end of
@@ -627,6 +665,13 @@ class ProcessorLoop:
         finally:
             for p in list(self.engine.stores):
                 self.engine.close_partition(p)
+
+
+def _close_quietly(consumer: Consumer) -> None:
+    try:
+        consumer.close()
+    except Exception as exc:  # noqa: BLE001 - the old consumer is abandoned either way
+        log.warning("closing the replaced consumer failed: %s", exc)
 
 
 def run_processor(settings: Settings, workflows: Sequence[type], *, install_signals: bool = True) -> None:

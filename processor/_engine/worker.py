@@ -135,7 +135,8 @@ class _Offsets:
 class ActivityWorker:
     def __init__(self, settings: Settings, activities: Sequence[Callable[..., Any]], task_queue: str = "default",
                  max_concurrent: int = 100, *, clock_skew_ms: int | None = None,
-                 shutdown_grace_s: float | None = None, revoke_grace_s: float | None = None) -> None:
+                 shutdown_grace_s: float | None = None, revoke_grace_s: float | None = None,
+                 rejoin_watchdog_s: float | None = None) -> None:
         self.settings = settings
         self.queue = task_queue
         self.topic = settings.topics.tasks(task_queue)
@@ -148,13 +149,17 @@ class ActivityWorker:
         # A revoked partition's running tasks get this long to settle before it moves (see _on_revoke).
         self.revoke_grace_s = (revoke_grace_s if revoke_grace_s is not None
                                else _env_ms("DP_WORKER_REVOKE_GRACE_MS", 1_000) / 1000)
+        # A consumer that is no group member this long is rebuilt (see _check_membership).
+        self.rejoin_watchdog_s = (rejoin_watchdog_s if rejoin_watchdog_s is not None
+                                  else _env_ms("DP_WORKER_REJOIN_WATCHDOG_MS", 60_000) / 1000)
         self.definitions = {d.name: d for d in (activity.ActivityDefinition.of(fn) for fn in activities)}
         self.codec = default_codec()
         self.stop_event = threading.Event()
         ensure_topics(settings.bootstrap, [task_queue_spec(task_queue, settings.prefix)], exact_partitions=False)
         common = {"bootstrap.servers": settings.bootstrap, "client.id": f"worker-{task_queue}"}
         # read_committed: a task is visible only once the processor's transaction committed.
-        self.consumer = Consumer(settings.group_consumer_config(settings.worker_group(task_queue), common["client.id"]))
+        self._consumer_config = settings.group_consumer_config(settings.worker_group(task_queue), common["client.id"])
+        self.consumer = Consumer(self._consumer_config)
         self.producer = Producer({**common, "enable.idempotence": True, "linger.ms": 2,
                                   "message.max.bytes": PRODUCER_MESSAGE_MAX_BYTES, "partitioner": "murmur2_random"})
         self.pool = ThreadPoolExecutor(max_workers=max_concurrent, thread_name_prefix="activity")
@@ -162,6 +167,8 @@ class ActivityWorker:
         self._aio_thread = threading.Thread(target=self.aio.run_forever, name="activity-aio", daemon=True)
         self.offsets = _Offsets()
         self._assigned: set[int] = set()
+        self._paused = False  # the assignment is paused for a full backlog (run)
+        self._no_member_since: float | None = None  # monotonic time the consumer was first seen out of the group
         self.backlog: deque[Message] = deque()  # fetched, not started (offsets not committed)
         self.max_backlog = max(1_000, 4 * max_concurrent)
         self._finished: list[tuple[int, int]] = []  # (partition, offset) settled: acked, skipped or given up
@@ -179,7 +186,10 @@ class ActivityWorker:
     # -- rebalance ------------------------------------------------------------------------------
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        if consumer is not self.consumer:
+            return  # a replaced consumer (see _check_membership): what it gets is not ours
         self._assigned.update(tp.partition for tp in partitions)
+        log.info("assigned %s of %s", sorted(tp.partition for tp in partitions), self.topic)
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         """A partition moves to another member (cooperative: the others keep running here).
@@ -191,6 +201,8 @@ class ActivityWorker:
         after the grace go on here and report their results (the processor takes the first one
         of an attempt); the new owner runs them again unless `stale_attempt` says it need not.
         """
+        if consumer is not self.consumer:
+            return  # a replaced consumer closing: its partitions were given up already
         gone = {tp.partition for tp in partitions}
         self.backlog = deque(m for m in self.backlog if position(m)[0] not in gone)
         self._settle_running(gone, 0.0 if self._closing else self.revoke_grace_s)
@@ -199,7 +211,10 @@ class ActivityWorker:
 
     def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         """The partitions already belong to someone else (session timed out): nothing to commit."""
+        if consumer is not self.consumer and consumer is not None:
+            return
         gone = {tp.partition for tp in partitions}
+        log.warning("lost %s of %s (the group session timed out)", sorted(gone), self.topic)
         self.backlog = deque(m for m in self.backlog if position(m)[0] not in gone)
         self._forget(gone)
 
@@ -207,6 +222,39 @@ class ActivityWorker:
         for p in gone:
             self._assigned.discard(p)
             self.offsets.drop(p)
+
+    def _subscribe(self) -> None:
+        self.consumer.subscribe([self.topic], on_assign=self._on_assign, on_revoke=self._on_revoke,
+                                on_lost=self._on_lost)
+
+    def _check_membership(self, now: float) -> None:
+        """Rebuild a consumer that has been out of the group for `rejoin_watchdog_s`.
+
+        After a session timeout during a broker outage librdkafka resets the member id and is
+        meant to rejoin by itself; seen in CI (librdkafka 2.16, load 12): it never connected to
+        the broker again, so the worker polled an empty assignment forever. A member with no
+        partitions (more workers than partitions) still has a member id and is left alone.
+        """
+        if self.consumer.memberid():
+            self._no_member_since = None
+            return
+        if self._no_member_since is None:
+            self._no_member_since = now
+            return
+        if now - self._no_member_since < self.rejoin_watchdog_s:
+            return
+        log.warning("the consumer of %s has been out of group %s for %.0f s: replacing it", self.topic,
+                    self.settings.worker_group(self.queue), now - self._no_member_since)
+        self._no_member_since = now
+        # Whatever it held is lost already (its session timed out): nothing to commit, the backlog
+        # runs on whoever owns the partitions now; running tasks report their results as usual.
+        self._on_lost(self.consumer, [TopicPartition(self.topic, p) for p in self._assigned])
+        self._paused = False
+        old = self.consumer
+        self.consumer = Consumer(self._consumer_config)
+        self._subscribe()
+        # Closed on the side: a wedged consumer's close may wait for a coordinator it cannot reach.
+        threading.Thread(target=_close_quietly, args=(old,), name="close-replaced-consumer", daemon=True).start()
 
     # -- running one task -----------------------------------------------------------------------
 
@@ -428,20 +476,18 @@ class ActivityWorker:
 
     def run(self) -> None:
         self._aio_thread.start()
-        self.consumer.subscribe([self.topic], on_assign=self._on_assign, on_revoke=self._on_revoke,
-                                on_lost=self._on_lost)
-        paused = False
-        last_commit = 0.0
+        self._subscribe()
+        last_commit = last_member_check = 0.0
         try:
             while not self.stop_event.is_set():
                 while self.backlog and self._busy() < self.max_concurrent:
                     self._start(self.backlog.popleft())
-                if len(self.backlog) >= self.max_backlog and not paused:
+                if len(self.backlog) >= self.max_backlog and not self._paused:
                     self.consumer.pause(self.consumer.assignment())
-                    paused = True
-                elif len(self.backlog) < self.max_backlog // 2 and paused:
+                    self._paused = True
+                elif len(self.backlog) < self.max_backlog // 2 and self._paused:
                     self.consumer.resume(self.consumer.assignment())
-                    paused = False
+                    self._paused = False
                 for m in consume_available(self.consumer, 100, 0.05 if not self.backlog else 0.005):
                     if m.error() is None:
                         if self._busy() < self.max_concurrent and not self.backlog:
@@ -454,6 +500,9 @@ class ActivityWorker:
                 if now - last_commit > 0.1:
                     self._commit()
                     last_commit = now
+                if now - last_member_check > 1.0:
+                    self._check_membership(now)
+                    last_member_check = now
         finally:
             self.close()
         if self._fatal is not None:
@@ -494,3 +543,10 @@ def run_worker(settings: Settings, activities: Sequence[Callable[..., Any]], tas
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: worker.stop_event.set())
     worker.run()
+
+
+def _close_quietly(consumer: Consumer) -> None:
+    try:
+        consumer.close()
+    except Exception as exc:  # noqa: BLE001 - the old consumer is abandoned either way
+        log.warning("closing the replaced consumer failed: %s", exc)

@@ -97,10 +97,21 @@ class FakeProducer:
 
 
 class FakeConsumer:
+    """`member` is what memberid() answers: None while out of the group (librdkafka resets it on
+    a session timeout)."""
+
     def __init__(self, config: dict[str, Any]) -> None:
         self.config = config
         self.commits: list[tuple[dict[int, int], bool]] = []
         self.closed = False
+        self.member: str | None = "worker-1"
+        self.subscribed: list[str] = []
+
+    def subscribe(self, topics: list[str], **callbacks: Any) -> None:
+        self.subscribed = list(topics)
+
+    def memberid(self) -> str | None:
+        return self.member
 
     def commit(self, *, offsets: list[TopicPartition], asynchronous: bool = True) -> None:
         self.commits.append(({tp.partition: tp.offset for tp in offsets}, asynchronous))
