@@ -51,6 +51,17 @@ class Cluster:
                   env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
         return self._spawn("processor", index, app, env)
 
+    def supervisor(self, processors: int = 1, workers: int = 1) -> subprocess.Popen[bytes]:
+        """`processor run` as a user runs it: one supervisor that starts and watches its children."""
+        argv = [sys.executable, "-m", "processor.cli", "run", "--app", self.app, "--processors", str(processors),
+                "--workers", str(workers), "--bootstrap", self.bootstrap, "--prefix", self.prefix,
+                "--state-dir", str(self.state), "-v"]
+        log = open(self.logs / "supervisor.log", "ab")  # noqa: SIM115 - owned by the child
+        proc = subprocess.Popen(argv, cwd=REPO, env=self.env, stdout=log, stderr=subprocess.STDOUT)
+        log.close()
+        self.procs.append(proc)
+        return proc
+
     def worker(self, index: int = 0, app: str | None = None) -> subprocess.Popen[bytes]:
         return self._spawn("worker", index, app)
 

@@ -23,15 +23,21 @@ pytestmark = [pytest.mark.integration, pytest.mark.chaos]
 OUTAGE_S = float(os.environ.get("DP_OUTAGE_S") or 20)
 
 
-def test_processor_and_worker_ride_out_a_broker_outage(tmp_path: Path, prefix: str) -> None:
+@pytest.mark.parametrize("supervised", [False, True], ids=["alone", "supervised"])
+def test_processor_and_worker_ride_out_a_broker_outage(tmp_path: Path, prefix: str, supervised: bool) -> None:
+    """`alone`: --role processes; `supervised`: `processor run` with its children (the supervisor
+    may also restart a child that stopped making progress)."""
     home = tmp_path / "kafka"
     info, _ = local.start(home, port=local.free_port(), controller_port=local.free_port(), heap="384m")
     c = None
     try:
         c = Cluster(info.bootstrap, prefix, tmp_path, app="tests.apps.hardening:app",
                     env={"DP_TEST_ACTIVITY_DELAY": "0.2"})
-        proc = c.processor()
-        worker = c.worker()
+        if supervised:
+            proc = worker = c.supervisor()
+        else:
+            proc = c.processor()
+            worker = c.worker()
         client = Client(c.bootstrap, prefix=c.prefix)
         ids = [f"out-{i}" for i in range(150)]
         for i, wid in enumerate(ids):
@@ -52,7 +58,12 @@ def test_processor_and_worker_ride_out_a_broker_outage(tmp_path: Path, prefix: s
             assert client.result(wid, timeout=240) == [i + 1, i + 2, i + 3]
         client.close()
         done = time.monotonic() - back
-        print(f"broker down {OUTAGE_S:.0f}s with {runs_at_stop} of 450 activity runs done; first progress "
+        restarts = ""
+        if supervised:  # how often the supervisor had to kill or restart a child
+            text = (c.logs / "supervisor.log").read_text(errors="replace")
+            restarts = f" (supervisor: {text.count('made no progress')} stalled, {text.count('exited')} exits)"
+        print(f"{'supervised' if supervised else 'alone'}{restarts}: broker down {OUTAGE_S:.0f}s with "
+              f"{runs_at_stop} of 450 activity runs done; first progress "
               f"{first_progress:.1f}s after it was back; all {len(ids)} done {done:.1f}s after")
         completions = Counter(k.decode() for k, _, _ in read_all(c.bootstrap, f"{c.prefix}.completions"))
         assert {w: n for w, n in completions.items() if n != 1} == {}
