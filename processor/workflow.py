@@ -248,6 +248,20 @@ def _check_method(fn: object, decorator: str) -> None:
         )
 
 
+def _by_name(cls: type, handlers: dict[str, Callable[..., Any]], mark: str, kind: str) -> dict[str, Callable[..., Any]]:
+    """Handlers (attribute -> method) keyed by the name their decorator gave; two for one name is an error."""
+    out: dict[str, Callable[..., Any]] = {}
+    for attr, handler in handlers.items():
+        handler_name = handler.__dict__[mark]
+        if handler_name in out:
+            raise ConfigError(
+                f"workflow class {cls.__qualname__} has two handlers for {kind} {handler_name!r} "
+                f"({out[handler_name].__name__} and {attr}): rename one with @workflow.{kind}(name=...)"
+            )
+        out[handler_name] = handler
+    return out
+
+
 def _build_definition(cls: object, name: str | None) -> WorkflowDefinition:
     if not isinstance(cls, type):
         raise ConfigError(f"@workflow.defn decorates a class; got {cls!r:.80}: put it above `class ...:`")
@@ -277,24 +291,8 @@ def _build_definition(cls: object, name: str | None) -> WorkflowDefinition:
             f"workflow class {cls.__qualname__} has several @workflow.run methods ({', '.join(sorted(runs))}): "
             "a workflow has exactly one entry point, keep one"
         )
-    signals: dict[str, Callable[..., Any]] = {}
-    for attr, handler in handlers.items():
-        signal_name = handler.__dict__[_SIGNAL_ATTR]
-        if signal_name in signals:
-            raise ConfigError(
-                f"workflow class {cls.__qualname__} has two handlers for signal {signal_name!r} "
-                f"({signals[signal_name].__name__} and {attr}): rename one with @workflow.signal(name=...)"
-            )
-        signals[signal_name] = handler
-    queries: dict[str, Callable[..., Any]] = {}
-    for attr, handler in query_handlers.items():
-        query_name = handler.__dict__[_QUERY_ATTR]
-        if query_name in queries:
-            raise ConfigError(
-                f"workflow class {cls.__qualname__} has two handlers for query {query_name!r} "
-                f"({queries[query_name].__name__} and {attr}): rename one with @workflow.query(name=...)"
-            )
-        queries[query_name] = handler
+    signals = _by_name(cls, handlers, _SIGNAL_ATTR, "signal")
+    queries = _by_name(cls, query_handlers, _QUERY_ATTR, "query")
     try:
         params = list(inspect.signature(cls).parameters.values())
     except ValueError:  # no introspectable signature (a C-level __init__): nothing to check
