@@ -39,6 +39,8 @@ MAX_DELIVERY_ATTEMPTS = 5
 _TOO_LARGE = {KafkaError.MSG_SIZE_TOO_LARGE, KafkaError.RECORD_LIST_TOO_LARGE, KafkaError.INVALID_MSG_SIZE}
 _PERMANENT = _TOO_LARGE | {KafkaError.TOPIC_AUTHORIZATION_FAILED, KafkaError.CLUSTER_AUTHORIZATION_FAILED,
                            KafkaError.INVALID_RECORD, KafkaError._INVALID_ARG, KafkaError._BAD_MSG}  # noqa: SLF001
+# Withdrawn by the worker itself when it replaced a wedged producer (ActivityWorker._check_producer).
+_PURGED = {KafkaError._PURGE_QUEUE, KafkaError._PURGE_INFLIGHT}  # noqa: SLF001 - librdkafka's code names
 _DLQ_REASON_CHARS = 4_000  # dlq.reason is a header: it must leave the value its room in the record
 
 
@@ -149,7 +151,19 @@ def heartbeat_value(codec: Codec, task: Mapping[str, Any], details: tuple[Any, .
 
 
 Kind = Literal["result", "failure", "dlq"]
-Action = Literal["stop", "replace", "retry", "give_up"]
+Action = Literal["stop", "replace", "retry", "resend", "give_up"]
+
+
+def producer_wedged(pending: int, idle_s: float, after_s: float) -> bool:
+    """Whether a producer with `pending` records (queued, in flight, or waiting to be produced
+    again) and no delivery for `idle_s` counts as wedged -- if Kafka answers a new client (the
+    caller checks that, so a broker outage is never taken for a wedged client).
+
+    Seen in CI (librdkafka 2.16, after a broker restart at load 12): an idempotent producer never
+    connected again; every result timed out after message.timeout.ms and was produced again on
+    the same client, for ever, while a new client reached the broker at once.
+    """
+    return pending > 0 and idle_s >= after_s
 
 
 def delivery_action(code: int, kind: Kind, attempts: int) -> Action:
@@ -163,6 +177,8 @@ def delivery_action(code: int, kind: Kind, attempts: int) -> Action:
       instead of at its timeout (or never, with no timeout).
     - retry: a retriable error (timeout, broker unavailable): produce the same record again, up to
       MAX_DELIVERY_ATTEMPTS in all. A duplicate delivery is harmless, the processor ignores it.
+    - resend: the worker withdrew the record from a producer it replaced: produce it again on the
+      new one now. Not an attempt: the record never had its chance.
     - give_up: a failure or DLQ record refused for good, or retries exhausted: log loudly and mark
       the offset finished without a delivered record. This is the one place at-least-once is
       given up, for that one attempt, on purpose: re-running the task after a restart would make
@@ -174,6 +190,8 @@ def delivery_action(code: int, kind: Kind, attempts: int) -> Action:
     """
     if code == KafkaError._FATAL:  # noqa: SLF001 - librdkafka's code name
         return "stop"
+    if code in _PURGED:
+        return "resend"
     if code in _PERMANENT:
         return "replace" if kind == "result" else "give_up"
     return "retry" if attempts < MAX_DELIVERY_ATTEMPTS else "give_up"

@@ -56,12 +56,13 @@ from processor._engine.settle import (  # noqa: F401 - re-exported for tests and
     delivery_action,
     failure_value,
     heartbeat_value,
+    producer_wedged,
     refused_value,
     settle_value,
     stale_attempt,
 )
 from processor._kafka.messages import Headers, consume_available, dlq_headers, headers, position
-from processor._kafka.topics import ensure_topics, task_queue_spec
+from processor._kafka.topics import ensure_topics, require_reachable, task_queue_spec
 from processor._limits import (
     MAX_RECORD_BYTES,
     PRODUCER_MESSAGE_MAX_BYTES,
@@ -72,6 +73,7 @@ from processor._payload import from_payloads
 from processor.exceptions import DecodeError, KafkaUnavailableError
 
 log = logging.getLogger("processor.worker")
+_PRODUCER_PROBE_EVERY_S = 10.0  # while Kafka is down, how often the producer watchdog looks again
 
 
 
@@ -136,7 +138,7 @@ class ActivityWorker:
     def __init__(self, settings: Settings, activities: Sequence[Callable[..., Any]], task_queue: str = "default",
                  max_concurrent: int = 100, *, clock_skew_ms: int | None = None,
                  shutdown_grace_s: float | None = None, revoke_grace_s: float | None = None,
-                 rejoin_watchdog_s: float | None = None) -> None:
+                 rejoin_watchdog_s: float | None = None, producer_watchdog_s: float | None = None) -> None:
         self.settings = settings
         self.queue = task_queue
         self.topic = settings.topics.tasks(task_queue)
@@ -152,6 +154,9 @@ class ActivityWorker:
         # A consumer that is no group member this long is rebuilt (see _check_membership).
         self.rejoin_watchdog_s = (rejoin_watchdog_s if rejoin_watchdog_s is not None
                                   else _env_ms("DP_WORKER_REJOIN_WATCHDOG_MS", 60_000) / 1000)
+        # A producer that delivers nothing this long while Kafka answers is rebuilt (see _check_producer).
+        self.producer_watchdog_s = (producer_watchdog_s if producer_watchdog_s is not None
+                                    else _env_ms("DP_WORKER_PRODUCER_WATCHDOG_MS", 30_000) / 1000)
         self.definitions = {d.name: d for d in (activity.ActivityDefinition.of(fn) for fn in activities)}
         self.codec = default_codec()
         self.stop_event = threading.Event()
@@ -160,8 +165,10 @@ class ActivityWorker:
         # read_committed: a task is visible only once the processor's transaction committed.
         self._consumer_config = settings.group_consumer_config(settings.worker_group(task_queue), common["client.id"])
         self.consumer = Consumer(self._consumer_config)
-        self.producer = Producer({**common, "enable.idempotence": True, "linger.ms": 2,
-                                  "message.max.bytes": PRODUCER_MESSAGE_MAX_BYTES, "partitioner": "murmur2_random"})
+        self._producer_config = {**common, "enable.idempotence": True, "linger.ms": 2,
+                                 "message.max.bytes": PRODUCER_MESSAGE_MAX_BYTES, "partitioner": "murmur2_random"}
+        self.producer = Producer(self._producer_config)
+        self._delivered_at = time.monotonic()  # the producer's last delivery, or when it last had nothing to do
         self.pool = ThreadPoolExecutor(max_workers=max_concurrent, thread_name_prefix="activity")
         self.aio = asyncio.new_event_loop()
         self._aio_thread = threading.Thread(target=self.aio.run_forever, name="activity-aio", daemon=True)
@@ -256,6 +263,29 @@ class ActivityWorker:
         # Closed on the side: a wedged consumer's close may wait for a coordinator it cannot reach.
         threading.Thread(target=_close_quietly, args=(old,), name="close-replaced-consumer", daemon=True).start()
 
+    def _check_producer(self, now: float) -> None:
+        """Rebuild a producer that has delivered nothing for `producer_watchdog_s` while it had
+        records to deliver and a new client reaches Kafka (`producer_wedged`). What the old one
+        still holds is purged: those records come back as `resend` and go out on the new one. A
+        duplicate is harmless (the processor ignores results it already has)."""
+        pending = len(self.producer) + len(self._retries)
+        if pending == 0:
+            self._delivered_at = now
+            return
+        if not producer_wedged(pending, now - self._delivered_at, self.producer_watchdog_s):
+            return
+        try:
+            require_reachable(self.settings.bootstrap, timeout=5.0)
+        except KafkaUnavailableError:  # Kafka is down: an outage, not a wedged client; look again later
+            self._delivered_at = now - self.producer_watchdog_s + _PRODUCER_PROBE_EVERY_S
+            return
+        log.warning("the producer of worker %s has delivered nothing for %.0f s with %d record(s) pending while "
+                    "Kafka answers a new client: replacing it", self.queue, now - self._delivered_at, pending)
+        old = self.producer
+        self.producer = Producer(self._producer_config)
+        self._delivered_at = now
+        threading.Thread(target=_retire_producer, args=(old,), name="retire-replaced-producer", daemon=True).start()
+
     # -- running one task -----------------------------------------------------------------------
 
     def _start(self, m: Message) -> None:
@@ -339,17 +369,24 @@ class ActivityWorker:
     def _settle(self, s: _Settle) -> None:
         """Produce a record that settles a task offset; its delivery report decides what next."""
 
+        producer = self.producer
+
         def acked(err: KafkaError | None, _msg: Message) -> None:
+            if err is not None and producer is not self.producer:
+                # Whatever the old producer of a replacement (_check_producer) says, even _FATAL:
+                # the record gets its chance on the new one.
+                err = KafkaError(KafkaError._PURGE_QUEUE)  # noqa: SLF001 - librdkafka's code name
             self._delivered(s, err)
 
         try:
-            self._produce(s.topic, s.key, s.value, s.headers, acked)
+            self._produce(s.topic, s.key, s.value, s.headers, acked, producer)
         except KafkaException as exc:  # refused before sending (fatal producer, bad record): same path
             self._delivered(s, exc.args[0])
 
     def _delivered(self, s: _Settle, err: KafkaError | None) -> None:
         with self._lock:
             if err is None:
+                self._delivered_at = time.monotonic()
                 self._finished.append((s.p, s.offset))
             else:
                 self._undelivered.append((s, err))
@@ -380,6 +417,9 @@ class ActivityWorker:
                 s.not_before = now + min(30.0, 0.5 * 2 ** s.attempts)
                 s.attempts += 1
                 self._retries.append(s)
+            elif action == "resend":
+                s.not_before = now
+                self._retries.append(s)
             elif action == "replace" and s.task is not None:
                 log.error("%s refused (%s): reporting the attempt as failed instead", where, err)
                 self.completed -= 1
@@ -396,15 +436,17 @@ class ActivityWorker:
                     self._finished.append((s.p, s.offset))
 
     def _produce(self, topic: str, key: bytes, value: bytes | None, out_headers: Headers,
-                 cb: Callable[[KafkaError | None, Message], None] | None = None) -> None:
+                 cb: Callable[[KafkaError | None, Message], None] | None = None,
+                 producer: Producer | None = None) -> None:
+        producer = producer or self.producer
         while True:
             try:
-                self.producer.produce(topic, value, key, headers=cast(Any, out_headers), on_delivery=cb)
+                producer.produce(topic, value, key, headers=cast(Any, out_headers), on_delivery=cb)
                 return
             except BufferError:
                 # Local queue full: serve delivery reports (they free it) rather than only sleep;
                 # the callbacks are thread-safe, so any thread may serve them.
-                self.producer.poll(0.01)
+                producer.poll(0.01)
 
     def _heartbeater(self, task: dict[str, Any]) -> Callable[[tuple[Any, ...]], None]:
         last = [0.0]
@@ -502,6 +544,7 @@ class ActivityWorker:
                     last_commit = now
                 if now - last_member_check > 1.0:
                     self._check_membership(now)
+                    self._check_producer(now)
                     last_member_check = now
         finally:
             self.close()
@@ -543,6 +586,17 @@ def run_worker(settings: Settings, activities: Sequence[Callable[..., Any]], tas
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: worker.stop_event.set())
     worker.run()
+
+
+def _retire_producer(producer: Producer) -> None:
+    """Withdraw what a replaced producer holds, so its delivery reports (_PURGE_*) send it again
+    on the new one; a record produced onto it in the moment of the swap is withdrawn too."""
+    try:
+        for _ in range(3):
+            producer.purge(in_queue=True, in_flight=True)
+            producer.poll(1.0)
+    except Exception as exc:  # noqa: BLE001 - the old producer is abandoned either way
+        log.warning("retiring the replaced producer failed: %s", exc)
 
 
 def _close_quietly(consumer: Consumer) -> None:

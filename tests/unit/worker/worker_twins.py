@@ -65,13 +65,16 @@ class Sent:
 
 class FakeProducer:
     """Delivers on poll(); `outcomes` are the delivery errors of the next produces (None: acked),
-    `refuse` the errors raised by the next produce() calls."""
+    `refuse` the errors raised by the next produce() calls. A `wedged` one delivers nothing (a
+    client that lost its brokers) until purge() withdraws what it holds."""
 
     def __init__(self, config: dict[str, Any]) -> None:
         self.config = config
         self.sent: list[Sent] = []
         self.outcomes: list[KafkaError | None] = []
         self.refuse: list[KafkaError] = []
+        self.wedged = False
+        self.purged = 0
         self._queue: list[tuple[Callable[[KafkaError | None, Any], None] | None, KafkaError | None]] = []
         self._lock = threading.Lock()
 
@@ -83,8 +86,20 @@ class FakeProducer:
             self.sent.append(Sent(topic, key, value, list(headers or [])))
             self._queue.append((on_delivery, self.outcomes.pop(0) if self.outcomes else None))
 
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._queue)
+
+    def purge(self, in_queue: bool = True, in_flight: bool = True, blocking: bool = True) -> None:
+        with self._lock:
+            self.purged += len(self._queue)
+            self._queue = [(cb, KafkaError(KafkaError._PURGE_QUEUE)) for cb, _ in self._queue]
+            self.wedged = False  # what it holds now is the purge reports
+
     def poll(self, timeout: float = 0) -> int:
         with self._lock:
+            if self.wedged:
+                return 0
             queue, self._queue = self._queue, []
         for cb, err in queue:
             if cb is not None:
