@@ -30,7 +30,6 @@ consume()) never see an open transaction: revoking a partition is always clean.
 from __future__ import annotations
 
 import logging
-import os
 import signal
 import threading
 import time
@@ -47,6 +46,7 @@ from processor._codec import default_codec
 from processor._engine.engine import Engine, Headers
 from processor._engine.settings import Settings
 from processor._engine.store import EVENTS_NEXT, TIMERS_NEXT, PartitionStore
+from processor._kafka.health import WedgeClock, kafka_answers, watchdog_s
 from processor._kafka.messages import consume_available, headers, high_watermarks, position
 from processor._kafka.topics import ensure_topics, load_specs, task_queue_spec
 from processor._limits import PRODUCER_MESSAGE_MAX_BYTES
@@ -66,8 +66,11 @@ OUTAGE_LOG_EVERY_S = 10.0
 # transactional.id (two processors on one state dir): exit rather than fence each other for ever.
 MAX_PRODUCER_RESETS_PER_MIN = 5
 HEARTBEAT_FILE = "heartbeat"
-# How long restoring may fail with the broker "not answering" before the group consumer is rebuilt.
-CONSUMER_WATCHDOG_S = float(os.environ.get("DP_CONSUMER_WATCHDOG_MS", "60000")) / 1000
+# How long restoring may fail while Kafka answers a new client before the group consumer is rebuilt.
+CONSUMER_WATCHDOG_S = watchdog_s("DP_CONSUMER_WATCHDOG_MS", 20_000)
+# A committed-offsets query waits this long: a wedged consumer is found sooner, and the coordinator
+# answers in milliseconds when it can.
+COMMITTED_TIMEOUT_S = 10.0
 HEARTBEAT_EVERY_S = 1.0
 
 
@@ -181,7 +184,7 @@ class ProcessorLoop:
         else:
             self._own_consumer = False  # a twin from a test: never replaced
         self.consumer = consumer
-        self._restore_failing_since: float | None = None
+        self._consumer_health = WedgeClock(CONSUMER_WATCHDOG_S, lambda: kafka_answers(self.settings.bootstrap))
         if partitions is None:
             md = self.consumer.list_topics(settings.topics.commands, timeout=30)
             partitions = len(md.topics[settings.topics.commands].partitions)
@@ -275,7 +278,8 @@ class ProcessorLoop:
         none was ever committed). Every transaction commits these again, so even a transaction
         that consumed nothing carries the group metadata that fences a zombie."""
         commands = self.settings.topics.commands
-        for tp in self.consumer.committed([TopicPartition(commands, p) for p in partitions], timeout=30):
+        for tp in self.consumer.committed([TopicPartition(commands, p) for p in partitions],
+                                      timeout=COMMITTED_TIMEOUT_S):
             offset = tp.offset
             if tp.error is not None:
                 raise KafkaException(tp.error)
@@ -383,19 +387,16 @@ class ProcessorLoop:
     def _restore_or_wait(self) -> bool:
         """Restore newly assigned partitions; if the broker cannot serve that now, wait a moment
         and report False (the partitions stay paused and are restored on a later turn)."""
+        began = time.monotonic()
         try:
             self._restore()
-            self._restore_failing_since = None
+            self._consumer_health.ok()
             return True
         except (KafkaException, ProcessorError) as exc:
             self._outage(f"restoring partitions: {exc}")
             self._rewind_all()
-            now = time.monotonic()
-            if self._restore_failing_since is None:
-                self._restore_failing_since = now
-            elif now - self._restore_failing_since >= CONSUMER_WATCHDOG_S and self._own_consumer:
-                self._replace_consumer(now - self._restore_failing_since)
-                self._restore_failing_since = now
+            if self._own_consumer and self._consumer_health.failing(time.monotonic(), began=began):
+                self._replace_consumer(self._consumer_health.wedged_for)
             self.stop_event.wait(RETRY_BACKOFF_S)
             return False
 
@@ -404,7 +405,8 @@ class ProcessorLoop:
         rebuilt. Seen in CI after a broker restart (librdkafka 2.16): `committed()` timed out for
         minutes while the producer and a fresh consumer worked. Its partitions are dropped (the
         group hands them out again on the new member's join) and restored from the log."""
-        log.warning("the group consumer has failed to restore partitions for %.0f s: replacing it", failing_s)
+        log.warning("the group consumer has failed to restore partitions for %.0f s while Kafka answers a new client: "
+                    "replacing it", failing_s)
         for p in list(self.engine.stores):
             self.engine.close_partition(p)
         self._to_restore.clear()

@@ -154,18 +154,6 @@ Kind = Literal["result", "failure", "dlq"]
 Action = Literal["stop", "replace", "retry", "resend", "give_up"]
 
 
-def producer_wedged(pending: int, idle_s: float, after_s: float) -> bool:
-    """Whether a producer with `pending` records (queued, in flight, or waiting to be produced
-    again) and no delivery for `idle_s` counts as wedged -- if Kafka answers a new client (the
-    caller checks that, so a broker outage is never taken for a wedged client).
-
-    Seen in CI (librdkafka 2.16, after a broker restart at load 12): an idempotent producer never
-    connected again; every result timed out after message.timeout.ms and was produced again on
-    the same client, for ever, while a new client reached the broker at once.
-    """
-    return pending > 0 and idle_s >= after_s
-
-
 def delivery_action(code: int, kind: Kind, attempts: int) -> Action:
     """What to do when the record that settles a task offset was not delivered.
 

@@ -56,13 +56,13 @@ from processor._engine.settle import (  # noqa: F401 - re-exported for tests and
     delivery_action,
     failure_value,
     heartbeat_value,
-    producer_wedged,
     refused_value,
     settle_value,
     stale_attempt,
 )
+from processor._kafka.health import WedgeClock, kafka_answers
 from processor._kafka.messages import Headers, consume_available, dlq_headers, headers, position
-from processor._kafka.topics import ensure_topics, require_reachable, task_queue_spec
+from processor._kafka.topics import ensure_topics, task_queue_spec
 from processor._limits import (
     MAX_RECORD_BYTES,
     PRODUCER_MESSAGE_MAX_BYTES,
@@ -73,7 +73,8 @@ from processor._payload import from_payloads
 from processor.exceptions import DecodeError, KafkaUnavailableError
 
 log = logging.getLogger("processor.worker")
-_PRODUCER_PROBE_EVERY_S = 10.0  # while Kafka is down, how often the producer watchdog looks again
+# A producer with records pending that has delivered nothing this long is failing (see _check_producer).
+_PRODUCER_SILENCE_S = 5.0
 
 
 
@@ -151,12 +152,14 @@ class ActivityWorker:
         # A revoked partition's running tasks get this long to settle before it moves (see _on_revoke).
         self.revoke_grace_s = (revoke_grace_s if revoke_grace_s is not None
                                else _env_ms("DP_WORKER_REVOKE_GRACE_MS", 1_000) / 1000)
-        # A consumer that is no group member this long is rebuilt (see _check_membership).
+        # A consumer out of its group, or a producer delivering nothing, this long while Kafka
+        # answers a new client is rebuilt (_check_membership, _check_producer; processor/_kafka/health.py).
         self.rejoin_watchdog_s = (rejoin_watchdog_s if rejoin_watchdog_s is not None
-                                  else _env_ms("DP_WORKER_REJOIN_WATCHDOG_MS", 60_000) / 1000)
-        # A producer that delivers nothing this long while Kafka answers is rebuilt (see _check_producer).
+                                  else _env_ms("DP_WORKER_REJOIN_WATCHDOG_MS", 20_000) / 1000)
         self.producer_watchdog_s = (producer_watchdog_s if producer_watchdog_s is not None
-                                    else _env_ms("DP_WORKER_PRODUCER_WATCHDOG_MS", 30_000) / 1000)
+                                    else _env_ms("DP_WORKER_PRODUCER_WATCHDOG_MS", 15_000) / 1000)
+        self._membership = WedgeClock(self.rejoin_watchdog_s, lambda: kafka_answers(settings.bootstrap))
+        self._producer_health = WedgeClock(self.producer_watchdog_s, lambda: kafka_answers(settings.bootstrap))
         self.definitions = {d.name: d for d in (activity.ActivityDefinition.of(fn) for fn in activities)}
         self.codec = default_codec()
         self.stop_event = threading.Event()
@@ -175,7 +178,6 @@ class ActivityWorker:
         self.offsets = _Offsets()
         self._assigned: set[int] = set()
         self._paused = False  # the assignment is paused for a full backlog (run)
-        self._no_member_since: float | None = None  # monotonic time the consumer was first seen out of the group
         self.backlog: deque[Message] = deque()  # fetched, not started (offsets not committed)
         self.max_backlog = max(1_000, 4 * max_concurrent)
         self._finished: list[tuple[int, int]] = []  # (partition, offset) settled: acked, skipped or given up
@@ -235,7 +237,8 @@ class ActivityWorker:
                                 on_lost=self._on_lost)
 
     def _check_membership(self, now: float) -> None:
-        """Rebuild a consumer that has been out of the group for `rejoin_watchdog_s`.
+        """Rebuild a consumer that has been out of its group for `rejoin_watchdog_s` while Kafka
+        answers a new client (`WedgeClock`).
 
         After a session timeout during a broker outage librdkafka resets the member id and is
         meant to rejoin by itself; seen in CI (librdkafka 2.16, load 12): it never connected to
@@ -243,16 +246,12 @@ class ActivityWorker:
         partitions (more workers than partitions) still has a member id and is left alone.
         """
         if self.consumer.memberid():
-            self._no_member_since = None
+            self._membership.ok()
             return
-        if self._no_member_since is None:
-            self._no_member_since = now
+        if not self._membership.failing(now):
             return
-        if now - self._no_member_since < self.rejoin_watchdog_s:
-            return
-        log.warning("the consumer of %s has been out of group %s for %.0f s: replacing it", self.topic,
-                    self.settings.worker_group(self.queue), now - self._no_member_since)
-        self._no_member_since = now
+        log.warning("the consumer of %s has been out of group %s for %.0f s while Kafka answers: replacing it",
+                    self.topic, self.settings.worker_group(self.queue), self._membership.wedged_for)
         # Whatever it held is lost already (its session timed out): nothing to commit, the backlog
         # runs on whoever owns the partitions now; running tasks report their results as usual.
         self._on_lost(self.consumer, [TopicPartition(self.topic, p) for p in self._assigned])
@@ -264,20 +263,17 @@ class ActivityWorker:
         threading.Thread(target=_close_quietly, args=(old,), name="close-replaced-consumer", daemon=True).start()
 
     def _check_producer(self, now: float) -> None:
-        """Rebuild a producer that has delivered nothing for `producer_watchdog_s` while it had
-        records to deliver and a new client reaches Kafka (`producer_wedged`). What the old one
-        still holds is purged: those records come back as `resend` and go out on the new one. A
-        duplicate is harmless (the processor ignores results it already has)."""
+        """Rebuild a producer that has had records pending and delivered nothing for
+        `producer_watchdog_s` (after `_PRODUCER_SILENCE_S`) while Kafka answers a new client. What
+        the old one still holds is purged: those records come back as `resend` and go out on the
+        new one. A duplicate is harmless (the processor ignores results it already has)."""
         pending = len(self.producer) + len(self._retries)
         if pending == 0:
             self._delivered_at = now
+        if pending == 0 or now - self._delivered_at < _PRODUCER_SILENCE_S:
+            self._producer_health.ok()
             return
-        if not producer_wedged(pending, now - self._delivered_at, self.producer_watchdog_s):
-            return
-        try:
-            require_reachable(self.settings.bootstrap, timeout=5.0)
-        except KafkaUnavailableError:  # Kafka is down: an outage, not a wedged client; look again later
-            self._delivered_at = now - self.producer_watchdog_s + _PRODUCER_PROBE_EVERY_S
+        if not self._producer_health.failing(now, began=self._delivered_at + _PRODUCER_SILENCE_S):
             return
         log.warning("the producer of worker %s has delivered nothing for %.0f s with %d record(s) pending while "
                     "Kafka answers a new client: replacing it", self.queue, now - self._delivered_at, pending)

@@ -146,6 +146,7 @@ def worker_factory(monkeypatch: pytest.MonkeyPatch, **defaults: Any) -> Iterator
     """ActivityWorkers on the twins, owning partitions 0 and 1 of the task topic; `RELEASE` lets
     the `gated` activities finish; every worker made is shut down at the end."""
     monkeypatch.setattr(worker_module, "ensure_topics", lambda *a, **k: None)
+    monkeypatch.setattr(worker_module, "kafka_answers", lambda bootstrap: True)  # the watchdogs' probe
     monkeypatch.setattr(worker_module, "Producer", FakeProducer)
     monkeypatch.setattr(worker_module, "Consumer", FakeConsumer)
     made: list[ActivityWorker] = []
