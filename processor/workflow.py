@@ -30,8 +30,8 @@ import random as _random
 import uuid
 from abc import ABC, abstractmethod
 from asyncio.events import _get_running_loop
-from collections.abc import Awaitable, Callable, Mapping, MutableMapping
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, NoReturn, TypedDict, TypeVar, overload
 
@@ -146,6 +146,11 @@ class WorkflowDefinition:
     run_fn: Callable[..., Awaitable[Any]]
     signals: Mapping[str, Callable[..., Any]] = field(default_factory=dict)
     queries: Mapping[str, Callable[..., Any]] = field(default_factory=dict)
+    # Exception types that fail the workflow when its code raises them (beyond ApplicationError,
+    # ActivityError and ChildWorkflowError); any other exception holds it (see the runtime).
+    failure_exception_types: tuple[type[Exception], ...] = ()
+    # Seconds one activation may block the event loop; None: the processor's setting.
+    activation_deadline_s: float | None = None
 
     @property
     def run_param_hints(self) -> tuple[object, ...]:
@@ -169,13 +174,26 @@ class WorkflowDefinition:
 @overload
 def defn(cls: C, /) -> C: ...
 @overload
-def defn(*, name: str | None = None) -> Callable[[C], C]: ...
-def defn(cls: C | None = None, /, *, name: str | None = None) -> C | Callable[[C], C]:
-    """Mark a class as a workflow: `@workflow.defn` or `@workflow.defn(name="checkout")`."""
+def defn(*, name: str | None = None, failure_exception_types: Sequence[type[Exception]] = (),
+         activation_deadline: float | timedelta | None = None) -> Callable[[C], C]: ...
+def defn(cls: C | None = None, /, *, name: str | None = None, failure_exception_types: Sequence[type[Exception]] = (),
+         activation_deadline: float | timedelta | None = None) -> C | Callable[[C], C]:
+    """Mark a class as a workflow: `@workflow.defn` or `@workflow.defn(name="checkout")`.
+
+    What workflow code raising does (as in Temporal): `ApplicationError` (and an `ActivityError`
+    or `ChildWorkflowError` it lets through) fails the workflow; any other exception is a bug and
+    *holds* it, with the reason in its history, until a fix is deployed -- then it resumes from
+    history. `failure_exception_types` lists more types that fail it instead.
+    `activation_deadline` (seconds or timedelta) overrides DP_ACTIVATION_DEADLINE_MS for this
+    workflow: how long one step of its code may block the event loop before it is held.
+    """
     _check_name(name, "@workflow.defn")
+    failure_types = _failure_types(failure_exception_types)
+    deadline_s = _deadline_s(activation_deadline)
 
     def decorate(target: C) -> C:
-        setattr(target, _DEFN_ATTR, _build_definition(target, name))
+        setattr(target, _DEFN_ATTR, replace(_build_definition(target, name), failure_exception_types=failure_types,
+                                            activation_deadline_s=deadline_s))
         return target
 
     return decorate(cls) if cls is not None else decorate
@@ -260,6 +278,26 @@ def _by_name(cls: type, handlers: dict[str, Callable[..., Any]], mark: str, kind
             )
         out[handler_name] = handler
     return out
+
+
+def _failure_types(types: Sequence[type[Exception]]) -> tuple[type[Exception], ...]:
+    if isinstance(types, type) or not isinstance(types, Sequence):
+        raise ConfigError(f"@workflow.defn(failure_exception_types=...) takes a list of exception classes, got "
+                          f"{types!r:.80}: write failure_exception_types=[ValueError]")
+    for t in types:
+        if not (isinstance(t, type) and issubclass(t, Exception)):
+            raise ConfigError(f"@workflow.defn(failure_exception_types=...): {t!r:.80} is not an Exception subclass")
+    return tuple(types)
+
+
+def _deadline_s(value: float | timedelta | None) -> float | None:
+    if value is None:
+        return None
+    seconds = value.total_seconds() if isinstance(value, timedelta) else value
+    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not seconds > 0:
+        raise ConfigError(f"@workflow.defn(activation_deadline=...) must be a positive number of seconds or a "
+                          f"timedelta, got {value!r:.80}")
+    return float(seconds)
 
 
 def _build_definition(cls: object, name: str | None) -> WorkflowDefinition:

@@ -713,7 +713,7 @@ class Engine:
         """`instance.activate(events)` under the activation deadline (see deadline.py). A replay
         may take longer than one live step (it runs the whole history) but never long enough to
         overrun the transaction."""
-        limit = self.settings.activation_deadline_ms / 1000
+        limit = instance.activation_deadline_s or self.settings.activation_deadline_ms / 1000
         if replay:
             limit = max(limit, self.settings.transaction_timeout_ms / 1000 * 0.4)
         return self.deadline.activate(instance, events, limit, f"workflow {wid!r}",

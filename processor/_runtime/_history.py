@@ -86,6 +86,11 @@ class WorkflowTaskError(ProcessorError):
     """
 
 
+class WorkflowCodeError(WorkflowTaskError):
+    """Workflow code raised an exception that does not fail the workflow (not ApplicationError,
+    nor a type in `failure_exception_types`): a bug, so the workflow is held, as in Temporal."""
+
+
 @dataclass(frozen=True)
 class Completion:
     """What one `activate` produced.

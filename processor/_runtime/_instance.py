@@ -24,10 +24,12 @@ import contextvars
 import inspect
 import random
 import sys
+import traceback
 from asyncio.events import _get_running_loop, _set_running_loop
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any, ClassVar
 
 from processor import _payload, workflow
@@ -43,6 +45,7 @@ from processor._runtime._history import (
     PATCH_MARKER,
     TASK_FAILED,
     Completion,
+    WorkflowCodeError,
     WorkflowTaskError,
     describe,
     identity,
@@ -60,6 +63,8 @@ from processor.exceptions import (
 from processor.workflow import _Runtime
 
 __all__ = ["WorkflowInstance"]
+
+_OUR_CODE = str(Path(__file__).resolve().parents[1])  # processor/: frames of ours are not the user's line
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -104,6 +109,7 @@ class WorkflowInstance(WorkflowEventLoop, _Runtime):
         self._error: ProcessorError | None = None
         self._refused_call: str | None = None  # the first clock/random/uuid call of workflow code
         self._internal_error: BaseException | None = None
+        self._code_error: WorkflowCodeError | None = None  # workflow code raised a bug: the task fails
         self._cancel_reason: str | None = None
         self._object: Any = None
         self._primary: asyncio.Task[None] | None = None
@@ -156,6 +162,11 @@ class WorkflowInstance(WorkflowEventLoop, _Runtime):
             _set_running_loop(previous)
         self._unmatched.clear()
         return Completion([], self._error, self._closed)
+
+    @property
+    def activation_deadline_s(self) -> float | None:
+        """@workflow.defn(activation_deadline=...), or None for the processor's setting."""
+        return self._definition.activation_deadline_s
 
     def query(self, name: str, args: list[Payload]) -> Payload:
         """Answer query `name` from the instance's current state, changing nothing (no command, no
@@ -225,6 +236,8 @@ class WorkflowInstance(WorkflowEventLoop, _Runtime):
                 raise NondeterministicCallError(self._refused_call)
             if self._internal_error is not None:
                 raise self._internal_error
+            if self._code_error is not None:
+                raise self._code_error
         elif kind in COMMAND_TYPES:
             self._match(event)
         elif kind == TASK_FAILED:
@@ -460,8 +473,11 @@ class WorkflowInstance(WorkflowEventLoop, _Runtime):
                 command = {"type": "WorkflowFailed", "failure": failure_from_exception(exc)}
             else:
                 command = {"type": "WorkflowCanceled", "reason": self._cancel_reason}
-        except Exception as exc:  # noqa: BLE001 - user code failing is the workflow failing
-            command = {"type": "WorkflowFailed", "failure": failure_from_exception(exc)}
+        except Exception as exc:  # noqa: BLE001 - user code raising fails the workflow or holds it
+            failed = self._raised(exc, "its @workflow.run method")
+            if failed is None:
+                return
+            command = failed
         self._emit(command)
 
     async def _run_signal(self, handler: Callable[..., Any], args: list[Payload], bound: bool = False) -> None:
@@ -475,8 +491,32 @@ class WorkflowInstance(WorkflowEventLoop, _Runtime):
             return
         except workflow.ContinueAsNewError as can:
             self._emit(self._continued_as_new(can))
-        except Exception as exc:  # noqa: BLE001 - a failing signal handler fails the workflow
-            self._emit({"type": "WorkflowFailed", "failure": failure_from_exception(exc)})
+        except Exception as exc:  # noqa: BLE001 - a raising signal handler fails the workflow or holds it
+            failed = self._raised(exc, f"signal handler {getattr(handler, '__name__', '?')!r}")
+            if failed is not None:
+                self._emit(failed)
+
+    _FAILS_WORKFLOW: ClassVar[tuple[type[Exception], ...]] = (ApplicationError, ActivityError, ChildWorkflowError)
+
+    def _raised(self, exc: Exception, where: str) -> dict[str, Any] | None:
+        """What workflow code raising `exc` does: the WorkflowFailed command for a failure type
+        (ApplicationError, an ActivityError/ChildWorkflowError let through, or one listed in
+        failure_exception_types), else None and the task fails (the workflow is held: a bug that
+        a deployed fix resumes from history, as in Temporal)."""
+        if isinstance(exc, self._FAILS_WORKFLOW + self._definition.failure_exception_types):
+            return {"type": "WorkflowFailed", "failure": failure_from_exception(exc)}
+        if self._code_error is None:
+            frames = [f for f in traceback.extract_tb(exc.__traceback__) if not f.filename.startswith(_OUR_CODE)]
+            at = f", at {frames[-1].filename}:{frames[-1].lineno} in {frames[-1].name}" if frames else ""
+            self._code_error = WorkflowCodeError(
+                f"workflow {self._workflow_id!r} ({self._definition.name}): {where} raised "
+                f"{type(exc).__name__}: {str(exc).rstrip('.')} (history seq {self._event_seq}{at}). An "
+                "exception that is not an ApplicationError is taken for a bug: the workflow is held until a fix is "
+                "deployed, then resumes from its history. To fail the workflow on purpose raise ApplicationError, "
+                "or list the type in @workflow.defn(failure_exception_types=[...])."
+            )
+            self._code_error.__cause__ = exc
+        return None
 
     def _continued_as_new(self, can: workflow.ContinueAsNewError) -> dict[str, Any]:
         """The closing command of `workflow.continue_as_new` (the engine adds new_run_id)."""

@@ -4,6 +4,7 @@ WorkflowTaskFailed, input still recorded, nothing advanced); the original code r
 from __future__ import annotations
 
 import asyncio
+import threading
 from pathlib import Path
 
 import pytest
@@ -176,3 +177,71 @@ def test_resumed_workflow_that_owes_nothing_is_no_longer_held(tmp_path: Path) ->
     assert summary is not None and summary.held is None
     assert good.store(p).held_workflows() == []
     good.close()
+
+
+@workflow.defn(name="Ship")
+class ShipV1:
+    """A bug: the label is read from a key the input does not have."""
+
+    @workflow.run
+    async def run(self, order: dict[str, str]) -> str:
+        await asyncio.sleep(1.0)
+        return order["label"]
+
+
+@workflow.defn(name="Ship")
+class ShipV2:
+    """The hotfix."""
+
+    @workflow.run
+    async def run(self, order: dict[str, str]) -> str:
+        await asyncio.sleep(1.0)
+        return order.get("label", "no label")
+
+
+def test_a_plain_exception_holds_the_workflow_and_a_hotfix_resumes_it(tmp_path: Path) -> None:
+    bad = EngineHarness(tmp_path, [ShipV1])
+    bad.start("ship-1", "Ship", {"id": "o-1"})
+    bad.tick(1_000)
+    assert bad.event_types("ship-1") == ["WorkflowStarted", "TimerStarted", "TimerFired", "WorkflowTaskFailed"]
+    reason = bad.events("ship-1")[-1]["reason"]
+    assert "raised KeyError: 'label'" in reason and "test_engine_held.py" in reason
+    summary = bad.summary("ship-1")
+    assert summary is not None and summary.status == "running" and summary.held == reason
+    assert bad.completions("ship-1") == [], "held, not failed: no completion record"
+    p = bad.partition_of("ship-1")
+    bad.close()
+
+    good = EngineHarness(tmp_path, [ShipV2], now_ms=bad.now_ms)
+    out = good.transaction(resume=[p])
+    assert [r.event()["type"] for r in out if r.topic == EVENTS] == ["WorkflowTaskRecovered", "WorkflowCompleted"]
+    assert good.result("ship-1") == "no label"
+    good.close()
+
+
+@workflow.defn(name="Patient", activation_deadline=5)
+class Patient:
+    @workflow.run
+    async def run(self, block_s: float) -> str:
+        threading.Event().wait(block_s)  # blocking workflow code (time.sleep itself is refused)
+        return "done"
+
+
+@workflow.defn(name="Impatient", activation_deadline=0.2)
+class Impatient:
+    @workflow.run
+    async def run(self, block_s: float) -> str:
+        threading.Event().wait(block_s)  # blocking workflow code (time.sleep itself is refused)
+        return "done"
+
+
+def test_the_activation_deadline_is_set_per_workflow(tmp_path: Path) -> None:
+    h = EngineHarness(tmp_path, [Patient, Impatient])
+    h.settings = h.engine.settings = type(h.settings)(**{**h.settings.__dict__, "activation_deadline_ms": 400})
+    assert h.engine.deadline.enforced, "pytest runs tests in the main thread"
+    h.start("patient", "Patient", 0.6)
+    assert h.result("patient") == "done", "0.6 s is within its own 5 s, though over the processor's 0.4 s"
+    h.start("impatient", "Impatient", 0.3)
+    assert h.event_types("impatient")[-1] == "WorkflowTaskFailed"
+    assert "for more than 0.2s" in h.events("impatient")[-1]["reason"]
+    h.close()

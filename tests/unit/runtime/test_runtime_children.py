@@ -10,6 +10,7 @@ from wf_harness import Sim, assert_replays, replay
 
 from processor import _payload, workflow
 from processor._failure import failure_from_exception
+from processor._runtime._history import WorkflowCodeError
 from processor.exceptions import ApplicationError, ChildWorkflowError, ConfigError, NondeterminismError, ProcessorError
 from processor.replayer import Replayer, history_from_json, history_to_json
 
@@ -97,7 +98,8 @@ def test_starting_another_child_type_on_replay_is_a_nondeterminism() -> None:
 
 @pytest.mark.parametrize("bad", [{"id": ""}, {"id": "a\x00b"}, {"id": "x", "parent_close_policy": "keep"},
                                  {"id": "x", "task_queue": "bad queue!"}])
-def test_bad_child_arguments_fail_the_workflow_with_the_fix(bad: dict[str, str]) -> None:
+def test_bad_child_arguments_hold_the_workflow_with_the_fix(bad: dict[str, str]) -> None:
+    """A wrong call is a bug in workflow code: the workflow is held (a fix resumes it), not failed."""
     @workflow.defn(name="BadParent")
     class BadParent:
         @workflow.run
@@ -105,9 +107,10 @@ def test_bad_child_arguments_fail_the_workflow_with_the_fix(bad: dict[str, str])
             workflow.start_child_workflow(Kid.run, 1, **bad)
 
     sim = Sim(BadParent)
-    sim.start()
-    (failed,) = sim.commands("WorkflowFailed")
-    assert failed["failure"]["type"] == ConfigError.__name__
+    with pytest.raises(WorkflowCodeError, match="raised ConfigError: ") as held:
+        sim.start()
+    assert isinstance(held.value.__cause__, ConfigError)
+    assert sim.commands("WorkflowFailed") == []
     sim.close()
 
 

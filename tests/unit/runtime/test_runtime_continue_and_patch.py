@@ -11,6 +11,7 @@ import pytest
 from wf_harness import Sim, assert_replays, replay
 
 from processor import workflow
+from processor._runtime._history import WorkflowCodeError
 from processor.exceptions import NondeterminismError
 from processor.replayer import Replayer, history_from_json, history_to_json
 
@@ -276,7 +277,6 @@ def test_patch_ids_must_be_strings() -> None:
             return workflow.patched("")
 
     sim = Sim(BadPatch)
-    sim.start()
-    (failed,) = sim.commands("WorkflowFailed")
-    assert "workflow.patched() needs a non-empty string patch id" in failed["failure"]["message"]
+    with pytest.raises(WorkflowCodeError, match=r"workflow.patched\(\) needs a non-empty string patch id"):
+        sim.start()
     sim.close()

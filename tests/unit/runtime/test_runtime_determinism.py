@@ -11,6 +11,7 @@ from wf_harness import START_MS, Sim, assert_replays
 from wf_samples import Deterministic, Order, cleanup
 
 from processor import workflow
+from processor._runtime._history import WorkflowCodeError
 from processor.exceptions import ConfigError
 
 
@@ -81,12 +82,11 @@ class UsesThreads:
         await asyncio.get_running_loop().run_in_executor(None, print)
 
 
-def test_io_loop_operations_fail_the_workflow_with_a_clear_message() -> None:
+def test_io_loop_operations_hold_the_workflow_with_a_clear_message() -> None:
     sim = Sim(UsesThreads)
-    sim.start()
-    failure = sim.closing()["failure"]
-    assert failure["type"] == "ConfigError"
-    assert "run_in_executor() is not allowed in workflow code" in failure["message"]
+    with pytest.raises(WorkflowCodeError,
+                       match=r"raised ConfigError: event loop operation run_in_executor\(\) is not allowed"):
+        sim.start()
 
 
 @workflow.defn
@@ -96,11 +96,10 @@ class ReturnsASet:
         return {1}
 
 
-def test_unencodable_result_fails_the_workflow() -> None:
+def test_unencodable_result_holds_the_workflow() -> None:
     sim = Sim(ReturnsASet)
-    sim.start()
-    failure = sim.closing()["failure"]
-    assert failure["type"] == "PayloadError" and "set" in failure["message"]
+    with pytest.raises(WorkflowCodeError, match="raised PayloadError: .*set"):
+        sim.start()
 
 
 finally_ran: list[str] = []
