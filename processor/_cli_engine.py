@@ -246,6 +246,27 @@ def cmd_query(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_update(args: argparse.Namespace) -> int:
+    """Print the update's result as JSON; exit 1 when it was rejected (nothing recorded) or failed."""
+    from processor.exceptions import UpdateFailedError, UpdateRejectedError, WorkflowNotFoundError
+
+    values = _json_args(args.input)
+    client = _client(args)
+    try:
+        result = client.execute_update(args.id, args.name, *values, run_id=args.run_id, request_id=args.request_id,
+                                       timeout=args.timeout)
+    except UpdateRejectedError as exc:
+        print(f"rejected (nothing recorded): {exc}", file=sys.stderr)
+        return 1
+    except (UpdateFailedError, WorkflowNotFoundError) as exc:
+        print(f"{'failed' if isinstance(exc, UpdateFailedError) else 'not found'}: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        client.close()
+    print(json.dumps(result))
+    return 0
+
+
 def cmd_cancel(args: argparse.Namespace) -> int:
     verb = args.command
     return _answered(args, verb, lambda c: (c.terminate if verb == "terminate" else c.cancel)(
@@ -426,6 +447,16 @@ def register(sub: Sub[argparse.ArgumentParser], add_common: Callable[[argparse.A
     p.add_argument("--run-id", help="only if this is the latest run")
     p.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for the answer (default 30)")
     p.set_defaults(func=cmd_query)
+
+    p = sub.add_parser("update", help="run a workflow's update handler (prints its result as JSON)")
+    add_common(p)
+    p.add_argument("id")
+    p.add_argument("name")
+    p.add_argument("--input", help="JSON: one argument, or a JSON list of arguments")
+    p.add_argument("--run-id", help="only if this is the current run")
+    p.add_argument("--request-id", help="the update's id: sending the same id again returns the first outcome")
+    p.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for the result (default 60)")
+    p.set_defaults(func=cmd_update)
 
     for verb in ("cancel", "terminate"):
         p = sub.add_parser(verb, help=f"{verb} a running workflow")

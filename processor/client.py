@@ -40,6 +40,8 @@ from processor.exceptions import (
     PayloadTooLargeError,
     ProcessorError,
     QueryFailedError,
+    UpdateFailedError,
+    UpdateRejectedError,
     WorkflowAlreadyStartedError,
     WorkflowFailureError,
     WorkflowNotFoundError,
@@ -149,6 +151,36 @@ def _answer(reply: Reply, result_type: object) -> Any:
     if reply["outcome"] == "not_found":
         raise WorkflowNotFoundError(reply["message"])
     raise QueryFailedError(reply["message"])
+
+
+def _update_outcome(reply: Reply, result_type: object) -> Any:
+    outcome, message = reply["outcome"], reply["message"]
+    if outcome == "completed":
+        return from_payload(reply["result"], result_type)
+    if outcome == "not_found":
+        raise WorkflowNotFoundError(message)
+    if outcome == "failed":
+        error = UpdateFailedError(f"update {reply['request_id']!r} of workflow {reply['workflow_id']!r} failed: "
+                                  f"{message}")
+        if reply.get("failure") is not None:
+            error.__cause__ = exception_from_failure(reply["failure"])
+        raise error
+    raise UpdateRejectedError(message)
+
+
+def _update_record(update_name: str, args: tuple[Any, ...], run_id: str | None,
+                   request_id: str | None) -> dict[str, Any]:
+    if not isinstance(update_name, str) or not update_name:
+        raise ConfigError(f"update_name must be a non-empty string; got {update_name!r}")
+    if request_id is not None and (not isinstance(request_id, str) or not request_id):
+        raise ConfigError(f"request_id must be a non-empty string or None; got {request_id!r}")
+    return {"update_name": update_name, "args": to_payloads(args), "run_id": run_id,
+            "request_id": request_id or uuid.uuid4().hex}
+
+
+def _no_update_reply(exc: NoReplyError, rec: dict[str, Any]) -> NoReplyError:
+    return NoReplyError(f"{str(exc).split(';')[0]}; the update may still be applied: call execute_update again "
+                        f"with request_id={rec['request_id']!r} to get its outcome (never applied twice)")
 
 
 def _refusal(short_name: str, reply: Reply) -> ProcessorError | None:
@@ -411,6 +443,21 @@ class Client:
         rec = {"query_name": query_name, "args": to_payloads(args), "run_id": run_id, "request_id": uuid.uuid4().hex}
         return _answer(self._ask("QueryWorkflow", workflow_id, rec, timeout), result_type)
 
+    def execute_update(self, workflow_id: str, update_name: str, *args: Any, run_id: str | None = None,
+                       request_id: str | None = None, timeout: float = REPLY_TIMEOUT_S,
+                       result_type: object = None) -> Any:
+        """Run the workflow's `@workflow.update` handler and return its result. Its validator runs
+        first: UpdateRejectedError (nothing recorded) if it raises, there is no such update or the
+        workflow is not running; UpdateFailedError if the handler raised ApplicationError;
+        WorkflowNotFoundError; NoReplyError past `timeout`. Sending the same `request_id` again
+        returns the first outcome: an update is applied at most once."""
+        rec = _update_record(update_name, args, run_id, request_id)
+        try:
+            reply = self._ask("UpdateWorkflow", workflow_id, rec, timeout)
+        except NoReplyError as exc:
+            raise _no_update_reply(exc, rec) from None
+        return _update_outcome(reply, result_type)
+
     def get_handle(self, workflow_id: str, run_id: str | None = None) -> WorkflowHandle:
         """A handle on run `run_id` of the workflow, or (None) on the run this client last
         started, else the id's latest completed run."""
@@ -558,6 +605,11 @@ class WorkflowHandle:
     def query(self, query_name: str, *args: Any, timeout: float = 30.0, result_type: object = None) -> Any:
         return self.client.query(self.id, query_name, *args, timeout=timeout, result_type=result_type)
 
+    def execute_update(self, update_name: str, *args: Any, request_id: str | None = None,
+                       timeout: float = REPLY_TIMEOUT_S, result_type: object = None) -> Any:
+        return self.client.execute_update(self.id, update_name, *args, run_id=self.run_id, request_id=request_id,
+                                          timeout=timeout, result_type=result_type)
+
     def describe(self) -> dict[str, Any]:
         return self.client.describe(self.id, run_id=self.run_id)
 
@@ -588,6 +640,11 @@ class AsyncWorkflowHandle:
 
     async def terminate(self, reason: str = "") -> None:
         await self.client.terminate(self.id, reason, run_id=self.run_id)
+
+    async def execute_update(self, update_name: str, *args: Any, request_id: str | None = None,
+                             timeout: float = REPLY_TIMEOUT_S, result_type: object = None) -> Any:
+        return await self.client.execute_update(self.id, update_name, *args, run_id=self.run_id,
+                                                request_id=request_id, timeout=timeout, result_type=result_type)
 
     def __repr__(self) -> str:
         return f"AsyncWorkflowHandle({self.id!r}, run_id={self.run_id!r})"
@@ -686,6 +743,17 @@ class AsyncClient:
                     timeout: float = 30.0, result_type: object = None) -> Any:
         rec = {"query_name": query_name, "args": to_payloads(args), "run_id": run_id, "request_id": uuid.uuid4().hex}
         return _answer(await self._ask("QueryWorkflow", workflow_id, rec, timeout), result_type)
+
+    async def execute_update(self, workflow_id: str, update_name: str, *args: Any, run_id: str | None = None,
+                             request_id: str | None = None, timeout: float = REPLY_TIMEOUT_S,
+                             result_type: object = None) -> Any:
+        """See Client.execute_update."""
+        rec = _update_record(update_name, args, run_id, request_id)
+        try:
+            reply = await self._ask("UpdateWorkflow", workflow_id, rec, timeout)
+        except NoReplyError as exc:
+            raise _no_update_reply(exc, rec) from None
+        return _update_outcome(reply, result_type)
 
     async def result(self, workflow_id: str, timeout: float | None = None,
                      result_type: object = None, run_id: str | None = None) -> Any:

@@ -25,6 +25,8 @@ __all__ = [
     "ProcessorError",
     "QueryFailedError",
     "TopicMismatchError",
+    "UpdateFailedError",
+    "UpdateRejectedError",
     "WorkflowAlreadyStartedError",
     "WorkflowFailureError",
     "WorkflowNotFoundError",
@@ -149,6 +151,16 @@ class CommandRejectedError(ProcessorError):
 class QueryFailedError(ProcessorError):
     """A query was not answered: no such query handler, the handler raised, or it tried to change
     the workflow (schedule work, sleep, emit a command). The message says which."""
+
+
+class UpdateRejectedError(ProcessorError):
+    """An update was not accepted: no such update handler, its validator raised, or the workflow is
+    not running. Nothing was recorded."""
+
+
+class UpdateFailedError(ProcessorError):
+    """An accepted update's handler failed (raised ApplicationError, or let an ActivityError
+    through); `__cause__` is that error. The workflow goes on."""
 
 
 class NoReplyError(ProcessorError):

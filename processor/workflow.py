@@ -64,6 +64,7 @@ __all__ = [
     "signal",
     "start_child_workflow",
     "time",
+    "update",
     "uuid4",
     "wait_condition",
 ]
@@ -75,6 +76,8 @@ _DEFN_ATTR = "__workflow_definition__"
 _RUN_ATTR = "__workflow_run__"
 _SIGNAL_ATTR = "__workflow_signal__"
 _QUERY_ATTR = "__workflow_query__"
+_UPDATE_ATTR = "__workflow_update__"
+_VALIDATOR_ATTR = "__workflow_update_validator__"
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
@@ -146,6 +149,7 @@ class WorkflowDefinition:
     run_fn: Callable[..., Awaitable[Any]]
     signals: Mapping[str, Callable[..., Any]] = field(default_factory=dict)
     queries: Mapping[str, Callable[..., Any]] = field(default_factory=dict)
+    updates: Mapping[str, Callable[..., Any]] = field(default_factory=dict)
     # Exception types that fail the workflow when its code raises them (beyond ApplicationError,
     # ActivityError and ChildWorkflowError); any other exception holds it (see the runtime).
     failure_exception_types: tuple[type[Exception], ...] = ()
@@ -248,6 +252,55 @@ def query(fn: F | None = None, /, *, name: str | None = None) -> F | Callable[[F
     return decorate(fn) if fn is not None else decorate
 
 
+@overload
+def update(fn: F, /) -> F: ...
+@overload
+def update(*, name: str | None = None) -> Callable[[F], F]: ...
+def update(fn: F | None = None, /, *, name: str | None = None) -> F | Callable[[F], F]:
+    """Mark an update handler (sync or async method): a request that changes the workflow's state
+    and returns a value to the caller (`client.execute_update`). Optionally validated first::
+
+        @workflow.update
+        async def add_item(self, sku: str) -> int: ...
+
+        @add_item.validator
+        def check_item(self, sku: str) -> None:
+            if not sku:
+                raise ValueError("sku must not be empty")   # rejects: nothing is recorded
+
+    The validator is a plain method with the handler's parameters that raises to reject the update;
+    it runs read-only (like a query) and a rejected update leaves no trace in history. An accepted
+    update is recorded and its handler runs exactly once; raising ApplicationError in it (or
+    letting an ActivityError through) fails the update, not the workflow."""
+    _check_name(name, "@workflow.update")
+
+    def decorate(target: F) -> F:
+        _check_method(target, "@workflow.update")
+        if inspect.isasyncgenfunction(target) or inspect.isgeneratorfunction(target):
+            raise ConfigError(f"update handler {target.__qualname__} must not be a generator: use a plain or "
+                              "async method")
+        target.__dict__[_UPDATE_ATTR] = name or target.__name__
+
+        def validator(check: Callable[..., Any]) -> Callable[..., Any]:
+            _check_method(check, f"@{target.__name__}.validator")
+            if inspect.iscoroutinefunction(check) or inspect.isasyncgenfunction(check) or \
+                    inspect.isgeneratorfunction(check):
+                raise ConfigError(f"update validator {check.__qualname__} must be a plain `def` method: it only "
+                                  "reads state and raises to reject")
+            target.__dict__[_VALIDATOR_ATTR] = check
+            return check
+
+        target.__dict__["validator"] = validator
+        return target
+
+    return decorate(fn) if fn is not None else decorate
+
+
+def update_validator(handler: Callable[..., Any]) -> Callable[..., Any] | None:
+    """The validator given with `@<handler>.validator`, if any."""
+    return handler.__dict__.get(_VALIDATOR_ATTR)
+
+
 def _check_patch_id(patch_id: object, api: str) -> None:
     if not isinstance(patch_id, str) or not patch_id:
         raise ConfigError(f"workflow.{api}() needs a non-empty string patch id; got {patch_id!r}")
@@ -306,6 +359,7 @@ def _build_definition(cls: object, name: str | None) -> WorkflowDefinition:
     runs: dict[str, Callable[..., Any]] = {}
     handlers: dict[str, Callable[..., Any]] = {}
     query_handlers: dict[str, Callable[..., Any]] = {}
+    update_handlers: dict[str, Callable[..., Any]] = {}
     # Walk the MRO base-first so an override in a subclass replaces (or un-marks) the base's method.
     for klass in reversed(cls.__mro__):
         for attr, member in vars(klass).items():
@@ -313,12 +367,15 @@ def _build_definition(cls: object, name: str | None) -> WorkflowDefinition:
             runs.pop(attr, None)
             handlers.pop(attr, None)
             query_handlers.pop(attr, None)
+            update_handlers.pop(attr, None)
             if marks.get(_RUN_ATTR):
                 runs[attr] = member
             if _SIGNAL_ATTR in marks:
                 handlers[attr] = member
             if _QUERY_ATTR in marks:
                 query_handlers[attr] = member
+            if _UPDATE_ATTR in marks:
+                update_handlers[attr] = member
     if not runs:
         raise ConfigError(
             f"workflow class {cls.__qualname__} has no @workflow.run method: add "
@@ -331,6 +388,7 @@ def _build_definition(cls: object, name: str | None) -> WorkflowDefinition:
         )
     signals = _by_name(cls, handlers, _SIGNAL_ATTR, "signal")
     queries = _by_name(cls, query_handlers, _QUERY_ATTR, "query")
+    updates = _by_name(cls, update_handlers, _UPDATE_ATTR, "update")
     try:
         params = list(inspect.signature(cls).parameters.values())
     except ValueError:  # no introspectable signature (a C-level __init__): nothing to check
@@ -342,7 +400,7 @@ def _build_definition(cls: object, name: str | None) -> WorkflowDefinition:
             "the object with no arguments; take inputs as parameters of the @workflow.run method"
         )
     return WorkflowDefinition(name=name or cls.__name__, cls=cls, run_fn=next(iter(runs.values())), signals=signals,
-                              queries=queries)
+                              queries=queries, updates=updates)
 
 
 # ---- what the runtime provides ----------------------------------------------------------------

@@ -42,7 +42,7 @@ from processor._kafka.messages import dlq_headers
 from processor._limits import MAX_RECORD_BYTES, too_large
 from processor._names import task_queue_problem
 from processor._runtime import Completion, WorkflowInstance
-from processor.exceptions import DecodeError, QueryFailedError
+from processor.exceptions import DecodeError, QueryFailedError, UpdateRejectedError
 from processor.workflow import WorkflowDefinition
 
 log = logging.getLogger("processor.engine")
@@ -106,6 +106,9 @@ class Engine:
         self.firing: tuple[int, str, str] | None = None  # the timer being fired, for quarantine
         self.deadline = Deadline()
         self.outbox = Outbox(sink, codec, settings.topics, partitions)
+        # (workflow id, update id) -> repeated UpdateWorkflow requests waiting for that update to
+        # complete. In memory only: after a crash a caller retries and gets the recorded outcome.
+        self._update_waiters: dict[tuple[str, str], list[dict[str, Any]]] = {}
         self._handlers = {
             CMD + "StartWorkflow": self._on_start,
             CMD + "SignalWorkflow": self._on_signal,
@@ -115,6 +118,7 @@ class Engine:
             CMD + "ActivityFailed": self._on_activity_failed,
             CMD + "ActivityHeartbeat": self._on_activity_heartbeat,
             CMD + "QueryWorkflow": self._on_query,
+            CMD + "UpdateWorkflow": self._on_update,
             CMD + "ChildWorkflowResult": self._on_child_result,
         }
 
@@ -278,6 +282,79 @@ class Engine:
                 instance.close()
         self.outbox.reply(rec, "QueryWorkflow", "answered", summary.run_id, "", answer)
         return None
+
+    def _on_update(self, partition: int, rec: dict[str, Any]) -> str | None:
+        """Validate on the live instance (read-only) and, if accepted, record it: the handler runs
+        as the workflow's code and its WorkflowUpdateCompleted is answered (_update_done). A
+        rejected update leaves no trace; a repeated request id is answered, never applied again."""
+        wid, uid = rec["workflow_id"], rec["request_id"]
+        live = self._load(partition, wid)
+        if live is None:
+            self.outbox.reply(rec, "UpdateWorkflow", "not_found", "", f"UpdateWorkflow for unknown workflow {wid!r}")
+            return None
+        summary = live.summary
+        reason = self._addressed(rec, live)
+        known = summary.updates.get(uid) if reason is None else None
+        if known is not None:  # the same update again: its outcome, now or when it completes
+            self.counters.duplicates += 1
+            if known[1]:
+                self._answer_update(partition, wid, live, rec, known[1])
+            elif summary.running:
+                self._update_waiters.setdefault((wid, uid), []).append(rec)
+            else:
+                self.outbox.reply(rec, "UpdateWorkflow", "failed", summary.run_id,
+                                  f"workflow {wid!r} closed ({summary.status}) before update {uid!r} completed")
+            return None
+        if reason is None and not summary.running:
+            reason = f"workflow {wid!r} is {summary.status}: a closed workflow takes no updates"
+        if reason is None and live.instance is None:
+            reason = f"workflow {wid!r} is held ({summary.held}): updates wait for code that replays it"
+        if reason is None:
+            assert live.instance is not None
+            try:
+                live.instance.validate_update(rec["update_name"], rec["args"])
+            except UpdateRejectedError as exc:
+                reason = str(exc)
+        if reason is not None:
+            self.outbox.reply(rec, "UpdateWorkflow", "rejected", summary.run_id, reason)
+            return None
+        self._input(partition, wid, live, {"type": "WorkflowUpdateAccepted", "update_id": uid,
+                                           "update_name": rec["update_name"], "args": rec["args"],
+                                           "reply_partition": rec["reply_partition"]})
+        return None
+
+    def _answer_update(self, partition: int, wid: str, live: Live, rec: dict[str, Any], seq: int) -> None:
+        raw = self.stores[partition].event(wid, live.summary.run_id, seq)
+        done = self.codec.decode_typed(raw) if raw is not None else {"failure": None, "result": None}
+        failure = done.get("failure")
+        if failure is not None:
+            self.outbox.reply(rec, "UpdateWorkflow", "failed", live.summary.run_id, failure.get("message", ""),
+                              failure=failure)
+        else:
+            self.outbox.reply(rec, "UpdateWorkflow", "completed", live.summary.run_id, "", done.get("result"))
+
+    def _update_done(self, partition: int, wid: str, live: Live, event: dict[str, Any]) -> None:
+        """An update's handler finished (WorkflowUpdateCompleted appended): answer its caller and
+        whoever sent the same request id meanwhile."""
+        uid = event["update_id"]
+        known = live.summary.updates.get(uid)
+        waiters = self._update_waiters.pop((wid, uid), [])
+        if known is not None and known[0] >= 0:
+            waiters.insert(0, {"workflow_id": wid, "request_id": uid, "reply_partition": known[0]})
+        for rec in waiters:
+            self._answer_update(partition, wid, live, rec, event["seq"])
+
+    def _updates_orphaned(self, wid: str, live: Live, status: str) -> None:
+        """The run closed with updates still running: their callers hear so."""
+        for uid, (p, done) in live.summary.updates.items():
+            if done:
+                continue
+            waiters = self._update_waiters.pop((wid, uid), [])
+            if p >= 0:
+                waiters.insert(0, {"workflow_id": wid, "request_id": uid, "reply_partition": p})
+            for rec in waiters:
+                self.outbox.reply(rec, "UpdateWorkflow", "failed", live.summary.run_id,
+                                  f"workflow {wid!r} closed ({status}) before update {uid!r} completed")
 
     def _on_signal(self, partition: int, rec: dict[str, Any]) -> str | None:
         return self._deliver(partition, rec, {"type": "SignalReceived", "signal_name": rec["signal_name"],
@@ -558,7 +635,10 @@ class Engine:
             self._set_timer(partition, wid, f"s{event['activity_seq']}", None)
             self._set_timer(partition, wid, f"h{event['activity_seq']}", None)
             self._set_timer(partition, wid, f"r{event['activity_seq']}", event["retry_at_ms"])
+        elif etype == "WorkflowUpdateCompleted":
+            self._update_done(partition, wid, live, event)
         elif etype in CLOSING_STATUS:
+            self._updates_orphaned(wid, live, CLOSING_STATUS[etype])
             self._close(partition, wid, live, event)
             if etype == "WorkflowContinuedAsNew":
                 self._continue(partition, wid, live, event)

@@ -33,7 +33,7 @@ class Outbox:
         self.replies = 0
 
     def reply(self, rec: dict[str, Any], command: str, outcome: str, run_id: str, message: str,
-              result: Payload | None = None) -> None:
+              result: Payload | None = None, failure: dict[str, Any] | None = None) -> None:
         """Answer a command that asked for it (reply_partition and request_id set), in this
         transaction: the reply is committed exactly when what it reports is."""
         p, request_id = rec.get("reply_partition"), rec.get("request_id")
@@ -41,7 +41,7 @@ class Outbox:
             return
         self.replies += 1
         reply = {"request_id": request_id, "workflow_id": rec["workflow_id"], "run_id": run_id, "command": command,
-                 "outcome": outcome, "message": message, "result": result}
+                 "outcome": outcome, "message": message, "result": result, "failure": failure}
         self.sink.produce(self.topics.replies, p % self.sink.reply_partitions(), request_id.encode(),
                           self.codec.encode(REPLY, reply), self.codec.headers(REPLY))
 

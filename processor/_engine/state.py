@@ -22,7 +22,8 @@ CLOSING_STATUS = {
 }
 COMMAND_EVENTS = frozenset(
     {"ActivityScheduled", "TimerStarted", "TimerCanceled", "ChildWorkflowStarted",
-     "WorkflowCompleted", "WorkflowFailed", "WorkflowCanceled", "WorkflowContinuedAsNew", "PatchMarker"}
+     "WorkflowCompleted", "WorkflowFailed", "WorkflowCanceled", "WorkflowContinuedAsNew", "PatchMarker",
+     "WorkflowUpdateCompleted"}
 )
 
 
@@ -45,6 +46,8 @@ class Summary:
     # child_seq -> [child workflow id, parent_close_policy], while the child has not reported back
     children: dict[int, list[str]] = field(default_factory=dict)
     parent: list[Any] | None = None  # [parent workflow id, parent run id, child_seq] of a child workflow
+    # update_id -> [reply partition (-1: none), seq of its WorkflowUpdateCompleted (0: still running)]
+    updates: dict[str, list[int]] = field(default_factory=dict)
 
     @property
     def running(self) -> bool:
@@ -57,7 +60,7 @@ class Summary:
             "status": self.status, "last_seq": self.last_seq, "start_ms": self.start_ms, "close_ms": self.close_ms,
             "activities": self.activities, "max_activity_seq": self.max_activity_seq, "held": self.held,
             "cancel_requested": self.cancel_requested, "run_id": self.run_id, "request_id": self.request_id,
-            "children": self.children, "parent": self.parent,
+            "children": self.children, "parent": self.parent, "updates": self.updates,
         }).encode()
 
     @classmethod
@@ -104,6 +107,13 @@ def fold(summary: Summary | None, event: dict[str, Any]) -> Summary:
                                                 or "terminate"]
     elif etype == "ChildWorkflowCompleted":
         summary.children.pop(event["child_seq"], None)
+    elif etype == "WorkflowUpdateAccepted":
+        p = event.get("reply_partition")
+        summary.updates[event["update_id"]] = [-1 if p is None else p, 0]
+    elif etype == "WorkflowUpdateCompleted":
+        known = summary.updates.get(event["update_id"])
+        if known is not None:
+            known[1] = event["seq"]
     elif etype == "WorkflowCancelRequested":
         summary.cancel_requested = True
     elif etype == "WorkflowTaskFailed":

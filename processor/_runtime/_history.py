@@ -37,6 +37,7 @@ COMMAND_TYPES = frozenset(
         "PatchMarker",
         "ChildWorkflowSignaled",
         "ChildWorkflowCancelRequested",
+        "WorkflowUpdateCompleted",
     }
 )
 CLOSING_COMMANDS = frozenset({"WorkflowCompleted", "WorkflowFailed", "WorkflowCanceled", "WorkflowContinuedAsNew"})
@@ -64,6 +65,8 @@ _KEY_FIELDS: dict[str, tuple[str, ...]] = {
     "ActivityTimedOut": ("activity_seq", "timeout_type"),
     "TimerFired": ("timer_seq",),
     "ChildWorkflowCompleted": ("child_seq",),
+    "WorkflowUpdateAccepted": ("update_id", "update_name"),
+    "WorkflowUpdateCompleted": ("update_id",),
 }
 
 

@@ -59,6 +59,7 @@ from processor.exceptions import (
     NondeterminismError,
     ProcessorError,
     QueryFailedError,
+    UpdateRejectedError,
 )
 from processor.workflow import _Runtime
 
@@ -175,8 +176,40 @@ class WorkflowInstance(WorkflowEventLoop, _Runtime):
         if handler is None:
             known = ", ".join(sorted(self._definition.queries)) or "none"
             raise QueryFailedError(f"workflow type {self._definition.name!r} has no query {name!r} (queries: {known})")
+        answer = self._read_only(handler, args, f"query handler {name!r}", "a query")
+        try:
+            return _payload.to_payload(answer)
+        except ProcessorError as exc:
+            raise QueryFailedError(f"query handler {name!r} returned what cannot be sent: {exc}") from None
+
+    def validate_update(self, name: str, args: list[Payload]) -> None:
+        """Run update `name`'s validator (if any) on the current state, changing nothing. Raises
+        UpdateRejectedError with the reason when the update must not be accepted."""
+        handler = self._definition.updates.get(name)
+        if handler is None:
+            known = ", ".join(sorted(self._definition.updates)) or "none"
+            raise UpdateRejectedError(f"workflow type {self._definition.name!r} has no update {name!r} "
+                                      f"(updates: {known})")
+        check = workflow.update_validator(handler)
+        try:
+            values = _payload.from_payloads(args, _payload.param_hints(handler, skip_first=True))
+            inspect.signature(handler).bind(None, *values)
+        except (ProcessorError, TypeError) as exc:
+            raise UpdateRejectedError(f"update {name!r}: the arguments do not fit its handler "
+                                      f"{handler.__qualname__}: {exc}") from None
+        if check is None:
+            return
+        try:
+            self._read_only(check, args, f"validator of update {name!r}", "a validator", values)
+        except QueryFailedError as exc:
+            raise UpdateRejectedError(f"update {name!r} rejected: {exc}") from None
+
+    def _read_only(self, handler: Callable[..., Any], args: list[Payload], who: str, kind: str,
+                   values: list[Any] | None = None) -> Any:
+        """Call `handler` on the current state so that it changes nothing (queries, validators).
+        Raises QueryFailedError with `who` in the message; never anything else."""
         if self._error is not None or self._discarded or self._object is None:
-            raise QueryFailedError(f"workflow {self._workflow_id!r} has no state to query (not started, or its "
+            raise QueryFailedError(f"workflow {self._workflow_id!r} has no state to read (not started, or its "
                                    "history does not replay)")
         previous = _get_running_loop()
         _set_running_loop(self)
@@ -186,24 +219,24 @@ class WorkflowInstance(WorkflowEventLoop, _Runtime):
         # real command gets the seq a replay gives it.
         saved = (dict(self._seqs), dict(self._children), dict(self._timers), dict(self._activities),
                  dict(self._patches))
-        self._querying = name
+        self._querying = who
         try:
-            values = _payload.from_payloads(args, _payload.param_hints(handler, skip_first=True))
+            if values is None:
+                values = _payload.from_payloads(args, _payload.param_hints(handler, skip_first=True))
             result = handler(self._object, *values)
             if inspect.isawaitable(result):
                 if inspect.iscoroutine(result):
                     result.close()
-                raise QueryFailedError(f"query handler {name!r} returned an awaitable: a query cannot wait")
+                raise QueryFailedError(f"{who} returned an awaitable: {kind} cannot wait")
             if len(self._ready) != ready or len(self._timers) != timers:
-                raise QueryFailedError(f"query handler {name!r} tried to start work (a task or timer): a query "
-                                       "only reads state")
-            return _payload.to_payload(result)
+                raise QueryFailedError(f"{who} tried to start work (a task or timer): {kind} only reads state")
+            return result
         except QueryFailedError:
             raise
         except NondeterministicCall as exc:
             raise QueryFailedError(str(exc)) from None
-        except Exception as exc:  # noqa: BLE001 - a failing handler fails the query, never the workflow
-            raise QueryFailedError(f"query handler {name!r} raised {type(exc).__name__}: {exc}") from exc
+        except Exception as exc:  # noqa: BLE001 - a failing handler fails the request, never the workflow
+            raise QueryFailedError(f"{who} raised {type(exc).__name__}: {exc}") from exc
         finally:
             self._querying = None
             self._seqs, self._children, self._timers, self._activities, self._patches = saved
@@ -279,8 +312,8 @@ class WorkflowInstance(WorkflowEventLoop, _Runtime):
 
     def _emit(self, command: dict[str, Any]) -> None:
         if self._querying is not None:
-            raise QueryFailedError(f"query handler {self._querying!r} tried to change the workflow "
-                                   f"({describe(command)}): a query only reads state")
+            raise QueryFailedError(f"{self._querying} tried to change the workflow ({describe(command)}): it only "
+                                   "reads state")
         # After close, or once discarded, the code may still run (other tasks, finally blocks)
         # but decides nothing any more.
         if self._closed or self._discarded:
@@ -339,6 +372,16 @@ class WorkflowInstance(WorkflowEventLoop, _Runtime):
             )
             return
         self._spawn(self._run_signal(handler, event["args"]), f"signal {name}")
+
+    def _apply_workflow_update_accepted(self, event: Mapping[str, Any]) -> None:
+        name = event["update_name"]
+        handler = self._definition.updates.get(name)
+        if handler is None:  # accepted by code that had the handler: this code cannot apply it
+            raise WorkflowTaskError(
+                f"workflow {self._workflow_id!r}: history seq {self._event_seq} accepted update {name!r}, which "
+                f"workflow type {self._definition.name!r} no longer handles: deploy code with the handler"
+            )
+        self._spawn(self._run_update(handler, name, event["update_id"], event["args"]), f"update {name}")
 
     def _apply_workflow_cancel_requested(self, event: Mapping[str, Any]) -> None:
         self._cancel_reason = event.get("reason", "")
@@ -409,6 +452,7 @@ class WorkflowInstance(WorkflowEventLoop, _Runtime):
     _APPLIERS: ClassVar[dict[str, Callable[[WorkflowInstance, Mapping[str, Any]], None]]] = {
         "WorkflowStarted": _apply_workflow_started,
         "SignalReceived": _apply_signal_received,
+        "WorkflowUpdateAccepted": _apply_workflow_update_accepted,
         "WorkflowCancelRequested": _apply_workflow_cancel_requested,
         "ActivityCompleted": _apply_activity_completed,
         "ActivityFailed": _apply_activity_failed,
@@ -495,6 +539,29 @@ class WorkflowInstance(WorkflowEventLoop, _Runtime):
             failed = self._raised(exc, f"signal handler {getattr(handler, '__name__', '?')!r}")
             if failed is not None:
                 self._emit(failed)
+
+    async def _run_update(self, handler: Callable[..., Any], name: str, update_id: str, args: list[Payload]) -> None:
+        """Run an accepted update; its WorkflowUpdateCompleted carries the result, or the failure
+        of an ApplicationError (the update fails, the workflow goes on). A bug holds the workflow."""
+        done: dict[str, Any] = {"type": "WorkflowUpdateCompleted", "update_id": update_id, "result": None,
+                                "failure": None}
+        try:
+            values = _payload.from_payloads(args, _payload.param_hints(handler, skip_first=True))
+            result = handler(self._object, *values)
+            if inspect.isawaitable(result):
+                result = await result
+            done["result"] = _payload.to_payload(result)
+        except asyncio.CancelledError as exc:  # the workflow was cancelled while the update ran
+            done["failure"] = failure_from_exception(ApplicationError(f"update {name!r} canceled: {exc}",
+                                                                      type="Canceled"))
+        except workflow.ContinueAsNewError as can:
+            self._emit(self._continued_as_new(can))
+            return
+        except Exception as exc:  # noqa: BLE001 - a raising update handler fails the update or holds the workflow
+            if self._raised(exc, f"update handler {name!r}") is None:
+                return
+            done["failure"] = failure_from_exception(exc)
+        self._emit(done)
 
     _FAILS_WORKFLOW: ClassVar[tuple[type[Exception], ...]] = (ApplicationError, ActivityError, ChildWorkflowError)
 

@@ -226,5 +226,49 @@ class Looper:
         return {"count": count, "tags": self.tags, "run": workflow.info().run_id}
 
 
-app = Worker(workflows=[ThreeSteps, FanOut, Retrying, Failing, Approval, Timeouts, Looper, Child, Parent],
+@workflow.defn
+class Cart:
+    """Updates: items are added by update (validated), one priced by an activity; checkout by signal."""
+
+    def __init__(self) -> None:
+        self.items: list[str] = []
+        self.checked_out = False
+
+    @workflow.update
+    def add_item(self, sku: str) -> int:
+        self.items.append(sku)
+        return len(self.items)
+
+    @add_item.validator  # type: ignore[attr-defined]
+    def check_item(self, sku: str) -> None:
+        if not sku:
+            raise ValueError("sku must not be empty")
+        if self.checked_out:
+            raise ValueError("the cart is checked out")
+
+    @workflow.update
+    async def add_priced(self, sku: str) -> int:
+        price = await workflow.execute_activity(async_step, 21, start_to_close_timeout=timedelta(seconds=30))
+        self.items.append(f"{sku}@{price}")
+        return int(price)
+
+    @workflow.update
+    def refuse(self, why: str) -> None:
+        raise ApplicationError(why, type="Refused")
+
+    @workflow.signal
+    def checkout(self) -> None:
+        self.checked_out = True
+
+    @workflow.query
+    def contents(self) -> list[str]:
+        return list(self.items)
+
+    @workflow.run
+    async def run(self) -> list[str]:
+        await workflow.wait_condition(lambda: self.checked_out)
+        return self.items
+
+
+app = Worker(workflows=[ThreeSteps, FanOut, Retrying, Failing, Approval, Timeouts, Looper, Child, Parent, Cart],
              activities=[step, async_step, flaky, fail_hard, slow])

@@ -22,7 +22,7 @@ MODEL_RECORDS = sorted(
         f"wf.commands.v1.{n}"
         for n in (
             "StartWorkflow SignalWorkflow CancelWorkflow TerminateWorkflow "
-            "ActivityCompleted ActivityFailed ActivityHeartbeat QueryWorkflow ChildWorkflowResult"
+            "ActivityCompleted ActivityFailed ActivityHeartbeat QueryWorkflow ChildWorkflowResult UpdateWorkflow"
         ).split()
     ]
     + [
@@ -32,7 +32,8 @@ MODEL_RECORDS = sorted(
             "ActivityTimedOut TimerFired ChildWorkflowCompleted ActivityScheduled TimerStarted TimerCanceled "
             "ChildWorkflowStarted WorkflowCompleted WorkflowFailed WorkflowCanceled WorkflowTerminated "
             "WorkflowTimedOut ActivityAttemptFailed WorkflowTaskFailed WorkflowTaskRecovered "
-            "WorkflowContinuedAsNew PatchMarker ChildWorkflowSignaled ChildWorkflowCancelRequested"
+            "WorkflowContinuedAsNew PatchMarker ChildWorkflowSignaled ChildWorkflowCancelRequested "
+            "WorkflowUpdateAccepted WorkflowUpdateCompleted"
         ).split()
     ]
     + [

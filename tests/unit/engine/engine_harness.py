@@ -27,12 +27,13 @@ from processor._engine.state import Summary
 from processor._engine.store import PartitionStore
 from processor._failure import failure_from_exception
 from processor.exceptions import ApplicationError
-from tests.apps.basic import Approval, Child, Failing, FanOut, Looper, Parent, Retrying, ThreeSteps, Timeouts
+from tests.apps.basic import Approval, Cart, Child, Failing, FanOut, Looper, Parent, Retrying, ThreeSteps, Timeouts
 
 PREFIX = "t"
 PARTITIONS = 2
 START_MS = 1_700_000_000_000
-WORKFLOWS: tuple[type, ...] = (ThreeSteps, FanOut, Retrying, Failing, Approval, Timeouts, Looper, Child, Parent)
+WORKFLOWS: tuple[type, ...] = (ThreeSteps, FanOut, Retrying, Failing, Approval, Timeouts, Looper, Child, Parent,
+                               Cart)
 CODEC = default_codec()
 CMD = "wf.commands.v1."
 EVENTS = f"{PREFIX}.events"

@@ -95,7 +95,7 @@ def test_unknown_workflow_type_fails_with_registered_types(tmp_path: Path) -> No
     assert failure["type"] == "UnknownWorkflowType" and failure["non_retryable"] is True
     assert failure["message"] == (
         "workflow type 'NoSuchWorkflow' is not registered with this processor "
-        "(registered: Approval, Child, Failing, FanOut, Looper, Parent, Retrying, ThreeSteps, Timeouts)"
+        "(registered: Approval, Cart, Child, Failing, FanOut, Looper, Parent, Retrying, ThreeSteps, Timeouts)"
     )
     ((name, rec),) = h.completions("u-1")
     assert name == "wf.completions.v1.WorkflowFailed"

@@ -125,6 +125,7 @@ def assert_replays(definition_cls: type, history: list[dict[str, Any]]) -> None:
         "ActivityTimedOut",
         "TimerFired",
         "ChildWorkflowCompleted",
+        "WorkflowUpdateAccepted",
     }
     for index, event in enumerate(history):
         if event["type"] not in input_types:
