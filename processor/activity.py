@@ -79,6 +79,9 @@ class ActivityInfo:
     # left empty.
     idempotency_key: str = ""
     run_id: str = ""
+    # What the previous attempt last passed to activity.heartbeat(*details): resume from there.
+    # () on the first attempt, or when the previous one sent no details.
+    heartbeat_details: tuple[Any, ...] = ()
 
     def __post_init__(self) -> None:
         if not self.idempotency_key:

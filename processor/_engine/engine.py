@@ -41,6 +41,7 @@ from processor._engine.store import PartitionStore
 from processor._kafka.messages import dlq_headers
 from processor._limits import MAX_RECORD_BYTES, too_large
 from processor._names import task_queue_problem
+from processor._payload import Payload
 from processor._runtime import Completion, WorkflowInstance
 from processor.exceptions import DecodeError, QueryFailedError, UpdateRejectedError
 from processor.workflow import WorkflowDefinition
@@ -109,6 +110,10 @@ class Engine:
         # (workflow id, update id) -> repeated UpdateWorkflow requests waiting for that update to
         # complete. In memory only: after a crash a caller retries and gets the recorded outcome.
         self._update_waiters: dict[tuple[str, str], list[dict[str, Any]]] = {}
+        # (workflow id, run id, activity_seq) -> the details of the running attempt's last heartbeat.
+        # In memory: recorded in ActivityAttemptFailed when the attempt fails. A beat applied by a
+        # processor that then dies is lost only if the activity dies too (a live one beats again).
+        self._beat_details: dict[tuple[str, str, int], Payload] = {}
         self._handlers = {
             CMD + "StartWorkflow": self._on_start,
             CMD + "SignalWorkflow": self._on_signal,
@@ -455,6 +460,8 @@ class Engine:
     def _on_activity_heartbeat(self, partition: int, rec: dict[str, Any]) -> str | None:
         live, reason = self._pending_activity(partition, rec)
         seq = rec["activity_seq"]
+        if live is not None and rec.get("details") is not None:
+            self._beat_details[(rec["workflow_id"], live.summary.run_id, seq)] = rec["details"]
         # Only an activity with a heartbeat timeout has an h-timer; the others need no decode.
         if live is not None and self.stores[partition].timer_due(rec["workflow_id"], f"h{seq}") is not None:
             timeout = self._scheduled_event(partition, rec["workflow_id"], live, seq)["heartbeat_timeout_ms"]
@@ -465,10 +472,11 @@ class Engine:
                         failure: dict[str, Any]) -> None:
         scheduled = self._scheduled_event(partition, wid, live, seq)
         delay = next_retry_delay_ms(scheduled.get("retry_policy"), attempt, failure)
+        details = self._beat_details.pop((wid, live.summary.run_id, seq), None)
         if delay is not None:
             self._append(partition, wid, live, {
                 "type": "ActivityAttemptFailed", "activity_seq": seq, "attempt": attempt, "failure": failure,
-                "next_attempt": attempt + 1, "retry_at_ms": self.now_ms + delay})
+                "next_attempt": attempt + 1, "retry_at_ms": self.now_ms + delay, "last_heartbeat_details": details})
             return
         self._input(partition, wid, live, {"type": "ActivityFailed", "activity_seq": seq, "attempt": attempt,
                                             "failure": failure})
@@ -629,6 +637,7 @@ class Engine:
         elif etype == "TimerCanceled":
             self._set_timer(partition, wid, f"u{event['timer_seq']}", None)
         elif etype in ("ActivityCompleted", "ActivityFailed", "ActivityTimedOut"):
+            self._beat_details.pop((wid, live.summary.run_id, event["activity_seq"]), None)
             for kind in "schr":  # the activity is over: none of its timers may fire
                 self._set_timer(partition, wid, f"{kind}{event['activity_seq']}", None)
         elif etype == "ActivityAttemptFailed":
@@ -651,6 +660,7 @@ class Engine:
             "scheduled_time_ms": self.now_ms, "start_to_close_timeout_ms": scheduled.get("start_to_close_timeout_ms"),
             "heartbeat_timeout_ms": scheduled.get("heartbeat_timeout_ms"),
             "workflow_type": live.summary.workflow_type, "run_id": live.summary.run_id,
+            "heartbeat_details": self._previous_details(partition, wid, live, scheduled["activity_seq"], attempt),
         }
         name = "wf.tasks.v1.ActivityTask"
         topic = self.sink.task_topic(queue)
@@ -669,7 +679,18 @@ class Engine:
         if scheduled.get("heartbeat_timeout_ms"):
             self._set_timer(partition, wid, f"h{seq}", self.now_ms + scheduled["heartbeat_timeout_ms"])
 
+    def _previous_details(self, partition: int, wid: str, live: Live, seq: int, attempt: int) -> Payload | None:
+        """What the last heartbeat of the attempt before `attempt` reported (its ActivityAttemptFailed)."""
+        failed_seq = live.summary.failed_attempts.get(seq) if attempt > 1 else None
+        if failed_seq is None:
+            return None
+        raw = self.stores[partition].event(wid, live.summary.run_id, failed_seq)
+        return self.codec.decode_as(raw, EV + "ActivityAttemptFailed").get("last_heartbeat_details") if raw else None
+
     def _close(self, partition: int, wid: str, live: Live, event: dict[str, Any]) -> None:
+        if self._beat_details:
+            for gone in [k for k in self._beat_details if k[0] == wid]:
+                del self._beat_details[gone]
         for tkey in self.stores[partition].timer_keys(wid):
             self._set_timer(partition, wid, tkey, None)
         self.outbox.close_children(wid, live.summary.run_id, live.summary.children)

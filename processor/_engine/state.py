@@ -46,6 +46,8 @@ class Summary:
     # child_seq -> [child workflow id, parent_close_policy], while the child has not reported back
     children: dict[int, list[str]] = field(default_factory=dict)
     parent: list[Any] | None = None  # [parent workflow id, parent run id, child_seq] of a child workflow
+    # activity_seq -> seq of its latest ActivityAttemptFailed (what the next attempt is handed)
+    failed_attempts: dict[int, int] = field(default_factory=dict)
     # update_id -> [reply partition (-1: none), seq of its WorkflowUpdateCompleted (0: still running)]
     updates: dict[str, list[int]] = field(default_factory=dict)
 
@@ -61,6 +63,7 @@ class Summary:
             "activities": self.activities, "max_activity_seq": self.max_activity_seq, "held": self.held,
             "cancel_requested": self.cancel_requested, "run_id": self.run_id, "request_id": self.request_id,
             "children": self.children, "parent": self.parent, "updates": self.updates,
+            "failed_attempts": self.failed_attempts,
         }).encode()
 
     @classmethod
@@ -68,6 +71,7 @@ class Summary:
         raw = json.loads(data)
         raw["activities"] = {int(k): v for k, v in raw["activities"].items()}
         raw["children"] = {int(k): v for k, v in raw.get("children", {}).items()}
+        raw["failed_attempts"] = {int(k): v for k, v in raw.get("failed_attempts", {}).items()}
         return cls(**raw)
 
     def describe(self) -> dict[str, Any]:
@@ -98,10 +102,12 @@ def fold(summary: Summary | None, event: dict[str, Any]) -> Summary:
         summary.max_activity_seq = max(summary.max_activity_seq, seq)
     elif etype in ("ActivityCompleted", "ActivityFailed", "ActivityTimedOut"):
         summary.activities.pop(event["activity_seq"], None)
+        summary.failed_attempts.pop(event["activity_seq"], None)
     elif etype == "ActivityAttemptFailed":
         pending = summary.activities.get(event["activity_seq"])
         if pending is not None:
             pending[0] = event["next_attempt"]
+            summary.failed_attempts[event["activity_seq"]] = event["seq"]
     elif etype == "ChildWorkflowStarted":
         summary.children[event["child_seq"]] = [event["child_workflow_id"], event.get("parent_close_policy")
                                                 or "terminate"]
@@ -124,6 +130,7 @@ def fold(summary: Summary | None, event: dict[str, Any]) -> Summary:
         summary.status = CLOSING_STATUS[etype]
         summary.close_ms = event["time_ms"]
         summary.activities.clear()
+        summary.failed_attempts.clear()
         summary.held = None
     if summary.held is not None and etype in COMMAND_EVENTS:
         summary.held = None

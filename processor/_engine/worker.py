@@ -69,7 +69,7 @@ from processor._limits import (
     clip,
     dlq_value,
 )
-from processor._payload import from_payloads
+from processor._payload import from_payload, from_payloads
 from processor.exceptions import DecodeError, KafkaUnavailableError
 
 log = logging.getLogger("processor.worker")
@@ -308,7 +308,8 @@ class ActivityWorker:
         info = activity.ActivityInfo(
             workflow_id=task["workflow_id"], workflow_type=task["workflow_type"], activity_seq=task["activity_seq"],
             activity_type=task["activity_type"], attempt=task["attempt"], task_queue=task["task_queue"],
-            scheduled_time=datetime.fromtimestamp(task["scheduled_time_ms"] / 1000, UTC), run_id=task.get("run_id", ""))
+            scheduled_time=datetime.fromtimestamp(task["scheduled_time_ms"] / 1000, UTC), run_id=task.get("run_id", ""),
+            heartbeat_details=_details(task.get("heartbeat_details")))
         ctx = activity.ActivityContext(info=info, heartbeat_fn=self._heartbeater(task))
         try:
             args = from_payloads(task["args"], definition.param_hints)
@@ -582,6 +583,18 @@ def run_worker(settings: Settings, activities: Sequence[Callable[..., Any]], tas
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: worker.stop_event.set())
     worker.run()
+
+
+def _details(payload: Any) -> tuple[Any, ...]:
+    """The previous attempt's heartbeat details (a Payload of a JSON list, see heartbeat_value)."""
+    if payload is None:
+        return ()
+    try:
+        value = from_payload(payload)
+    except Exception as exc:  # noqa: BLE001 - unreadable details must not keep the attempt from running
+        log.warning("heartbeat details of the previous attempt cannot be read (%s): starting without them", exc)
+        return ()
+    return tuple(value) if isinstance(value, list) else (value,)
 
 
 def _retire_producer(producer: Producer) -> None:

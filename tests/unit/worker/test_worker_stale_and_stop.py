@@ -128,3 +128,14 @@ def test_close_after_the_grace_leaves_unfinished_tasks_uncommitted(
     w.close()
     assert consumer(w).committed_to() == {0: 1}
     assert "run again on the next owner" in caplog.text
+
+
+def test_an_attempt_gets_the_previous_attempts_heartbeat_details(make_worker: Callable[..., ActivityWorker]) -> None:
+    from processor import _payload
+
+    w = make_worker()
+    w._start(task_message(0, 3, "resumes", attempt=2, heartbeat_details=_payload.to_payload(["page", 7])))
+    w._start(task_message(0, 4, "resumes"))  # attempt 1: nothing to resume from
+    sent = wait_sent(w, 2)
+    results = sorted(_payload.from_payload(s.record()["result"]) for s in sent)
+    assert results == [[], ["page", 7]]

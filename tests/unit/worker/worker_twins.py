@@ -40,6 +40,12 @@ def gated(tag: str) -> str:
     return tag
 
 
+@activity.defn
+def resumes() -> list[object]:
+    """Returns where the previous attempt got to (its last heartbeat details)."""
+    return list(activity.info().heartbeat_details)
+
+
 @dataclass
 class FakeMessage(KafkaMessage):
     """A task record: the type header of an ActivityTask unless told otherwise."""
@@ -152,7 +158,7 @@ def worker_factory(monkeypatch: pytest.MonkeyPatch, **defaults: Any) -> Iterator
     made: list[ActivityWorker] = []
 
     def make(**kwargs: Any) -> ActivityWorker:
-        w = ActivityWorker(Settings(bootstrap="unused:9092", prefix=PREFIX), [sized, gated], max_concurrent=4,
+        w = ActivityWorker(Settings(bootstrap="unused:9092", prefix=PREFIX), [sized, gated, resumes], max_concurrent=4,
                            **{**defaults, **kwargs})
         w._aio_thread.start()
         w._assigned.update({0, 1})
