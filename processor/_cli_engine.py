@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from processor._engine.runs import ID_REUSE_POLICIES, IF_EXISTS
-from processor.exceptions import ProcessorError, WorkflowFailureError
+from processor.exceptions import NoReplyError, ProcessorError, WorkflowFailureError
 
 Sub = argparse._SubParsersAction  # noqa: SLF001 - argparse exposes no public name for it
 
@@ -355,9 +355,31 @@ def _demo(client: Any, count: int, stopped: Callable[[], bool]) -> int:
         client.start_workflow("OrderWorkflow", order, id=order["order_id"], wait_for_ack=False)
         ids.append(order["order_id"])
     client.flush()
-    print(f"started {count} OrderWorkflow runs (every 5th with a card that is declined)", flush=True)
-    completed = 0
+    large = [(wid, i) for i, wid in enumerate(ids) if 1 + i % 3 >= 3]  # examples/orders.py: they wait for a person
+    print(f"started {count} OrderWorkflow runs (every 5th with a card that is declined; {len(large)} large ones "
+          "wait for approval)", flush=True)
     deadline = time.monotonic() + 120
+    for n, (wid, _) in enumerate(large):
+        if n == 0:  # what a large order is doing, asked while it waits (a query writes nothing)
+            state: Any = None
+            while time.monotonic() < deadline:
+                if stopped():
+                    return EXIT_INTERRUPTED
+                try:  # short waits, so that a Ctrl-C is served at once
+                    state = client.query(wid, "state", timeout=2)
+                except NoReplyError:
+                    continue
+                if state["status"] == "awaiting approval":
+                    break
+                time.sleep(0.2)
+            print(f"  {wid}: query state -> {json.dumps(state)}", flush=True)
+        if n == len(large) - 1 and len(large) > 1:
+            client.signal(wid, "reject", "over the customer's limit")
+            print(f"  {wid}: signalled reject", flush=True)
+        else:
+            client.signal(wid, "approve", "demo-approver")
+            print(f"  {wid}: signalled approve", flush=True)
+    completed = 0
     for wid in ids:
         while True:
             if stopped():
@@ -374,7 +396,8 @@ def _demo(client: Any, count: int, stopped: Callable[[], bool]) -> int:
                       f"workflow with `{prog()} show {wid}`", flush=True)
                 return 1
             break
-    print(f"{completed} completed, {count - completed} failed as designed, in {time.monotonic() - t0:.1f}s; "
+    print(f"{completed} completed, {count - completed} failed as designed (declined or rejected), in "
+          f"{time.monotonic() - t0:.1f}s; "
           f"inspect one with `{prog()} show {ids[0]}`", flush=True)
     return 0
 

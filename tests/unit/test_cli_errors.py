@@ -181,6 +181,13 @@ class _NeverDone:
     def flush(self) -> None:
         pass
 
+    def query(self, workflow_id: str, name: str, timeout: float = 30.0) -> Any:
+        time.sleep(0.05)
+        return {"status": "reserved"}  # never gets to "awaiting approval"
+
+    def signal(self, workflow_id: str, name: str, *args: Any) -> None:
+        pass
+
     def result(self, workflow_id: str, timeout: float | None = None, run_id: str | None = None) -> Any:
         time.sleep(timeout or 0)
         raise TimeoutError(workflow_id)
