@@ -31,7 +31,7 @@ def test_a_patch_deployed_under_a_sleeping_run(cluster: Cluster, client: Client)
     assert client.result("new", timeout=120) == "new-order sent by courier"
     assert client.result("old", timeout=120) == "old-order sent by post"
     new_types = [e["type"] for e in client.history("new")]
-    assert new_types[:3] == ["WorkflowStarted", "PatchMarker", "TimerStarted"], new_types
+    assert new_types[:3] == ["WorkflowStarted", "PatchMarker", "ActivityScheduled"], new_types
     assert "PatchMarker" not in [e["type"] for e in client.history("old")]
     for wid in ("old", "new"):
         replayed = _replay(cluster, wid, V2)
