@@ -1,4 +1,5 @@
-"""The activity SDK: `@activity.defn`, and `info()` / `heartbeat()` for code running as an activity.
+"""The activity SDK: `@activity.defn`, and `info()` / `heartbeat()` / `is_cancelled()` for code
+running as an activity.
 
 Activities are ordinary functions (sync or async) run by workers, at least once per attempt; they
 do the I/O that workflow code may not. Nothing is registered globally: the decorator only attaches
@@ -13,13 +14,14 @@ from __future__ import annotations
 
 import contextvars
 import inspect
+import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, TypeVar, overload
 
 from processor import _payload
-from processor.exceptions import ConfigError
+from processor.exceptions import ActivityCancelledError, ConfigError
 
 __all__ = [
     "ActivityContext",
@@ -29,6 +31,7 @@ __all__ = [
     "heartbeat",
     "in_activity",
     "info",
+    "is_cancelled",
 ]
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -95,6 +98,9 @@ class ActivityContext:
 
     info: ActivityInfo
     heartbeat_fn: Callable[[tuple[Any, ...]], None]
+    # Set by the worker when the processor cancels this attempt (its workflow was canceled or closed).
+    cancelled: threading.Event = field(default_factory=threading.Event)
+    cancel_reason: list[str] = field(default_factory=list)
 
 
 _context: contextvars.ContextVar[ActivityContext] = contextvars.ContextVar("processor_activity_context")
@@ -156,8 +162,20 @@ def info() -> ActivityInfo:
 
 
 def heartbeat(*details: Any) -> None:
-    """Report liveness (and progress details) so the heartbeat timeout does not fire."""
-    _current("heartbeat").heartbeat_fn(details)
+    """Report liveness (and progress details) so the heartbeat timeout does not fire; a retried
+    attempt finds the last details in `info().heartbeat_details`. Raises ActivityCancelledError
+    once the workflow was canceled or closed: stop, and let it propagate."""
+    ctx = _current("heartbeat")
+    if ctx.cancelled.is_set():
+        raise ActivityCancelledError(f"activity {ctx.info.activity_type!r} (seq {ctx.info.activity_seq}, attempt "
+                                     f"{ctx.info.attempt}) of workflow {ctx.info.workflow_id!r} was canceled: "
+                                     f"{''.join(ctx.cancel_reason) or 'its workflow closed'}")
+    ctx.heartbeat_fn(details)
+
+
+def is_cancelled() -> bool:
+    """Whether the processor canceled this attempt (for activities that do not heartbeat often)."""
+    return _current("is_cancelled").cancelled.is_set()
 
 
 def in_activity() -> bool:

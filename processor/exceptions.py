@@ -11,6 +11,7 @@ edge and never reach users.
 from __future__ import annotations
 
 __all__ = [
+    "ActivityCancelledError",
     "ActivityError",
     "ApplicationError",
     "ChildWorkflowError",
@@ -80,6 +81,14 @@ class ApplicationError(ProcessorError):
         self.type = type or self.__class__.__name__
         self.non_retryable = non_retryable
         self.details = details
+
+
+class ActivityCancelledError(ApplicationError):
+    """Raised by `activity.heartbeat()` in an activity whose workflow was canceled or closed: stop
+    the work (clean up if need be) and let it propagate. Reported as a non-retryable failure."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, type="ActivityCancelled", non_retryable=True)
 
 
 class ActivityError(ProcessorError):

@@ -594,6 +594,9 @@ class Engine:
                           self.codec.headers(name))
         store = self.stores[partition]
         store.add_event(wid, run_id, event["seq"], value)
+        if summary is not None and summary.activities and event["type"] in CLOSING_STATUS:
+            self._cancel_attempts(partition, wid, run_id, dict(summary.activities),
+                                  f"workflow {wid!r} closed ({CLOSING_STATUS[event['type']]})")
         live.summary = fold(summary, event)
         store.put_summary(live.summary)
         self.touched.add(wid)
@@ -630,6 +633,10 @@ class Engine:
             self.outbox.cancel_child(wid, live.summary.run_id, event["child_workflow_id"],
                                      f"requested by parent workflow {wid!r}")
         elif etype == "WorkflowCancelRequested":
+            if live.summary.activities:
+                why = event.get("reason") or "no reason given"
+                self._cancel_attempts(partition, wid, live.summary.run_id, live.summary.activities,
+                                      f"workflow {wid!r} was asked to cancel: {why}")
             for child_id, policy in live.summary.children.values():
                 if policy != "abandon":
                     self.outbox.cancel_child(wid, live.summary.run_id, child_id,
@@ -663,21 +670,38 @@ class Engine:
             "heartbeat_details": self._previous_details(partition, wid, live, scheduled["activity_seq"], attempt),
         }
         name = "wf.tasks.v1.ActivityTask"
-        topic = self.sink.task_topic(queue)
-        task_partition: int | None = None  # attempt 1: where its key (the workflow id) puts it
-        if attempt > 1:
-            # A retry goes one partition further per attempt: the partition of the attempt that
-            # timed out may belong to a worker that died, and stays with it until the group's
-            # session timeout; there the retry would wait, and time out, again.
-            n = self.sink.task_partitions(queue)
-            if n > 1:
-                task_partition = (partition_for(wid.encode(), n) + attempt - 1) % n
-        self.sink.produce(topic, task_partition, wid.encode(), self.codec.encode(name, task), self.codec.headers(name))
+        self.sink.produce(self.sink.task_topic(queue), self._task_partition(queue, wid, attempt), wid.encode(),
+                          self.codec.encode(name, task), self.codec.headers(name))
         seq = scheduled["activity_seq"]
         if scheduled.get("start_to_close_timeout_ms"):
             self._set_timer(partition, wid, f"s{seq}", self.now_ms + scheduled["start_to_close_timeout_ms"])
         if scheduled.get("heartbeat_timeout_ms"):
             self._set_timer(partition, wid, f"h{seq}", self.now_ms + scheduled["heartbeat_timeout_ms"])
+
+    def _task_partition(self, queue: str, wid: str, attempt: int) -> int | None:
+        """Where an attempt's task goes. Attempt 1: where its key (the workflow id) puts it (None).
+        A retry goes one partition further per attempt: the partition of the attempt that timed
+        out may belong to a worker that died, and stays with it until the group's session
+        timeout; there the retry would wait, and time out, again."""
+        if attempt > 1:
+            n = self.sink.task_partitions(queue)
+            if n > 1:
+                return (partition_for(wid.encode(), n) + attempt - 1) % n
+        return None
+
+    def _cancel_attempts(self, partition: int, wid: str, run_id: str, pending: dict[int, list[int]],
+                         reason: str) -> None:
+        """Tell the workers running these attempts (activity_seq -> [attempt, scheduled seq]) that
+        they are canceled: an ActivityCancel on the partition each attempt's task went to."""
+        name = "wf.tasks.v1.ActivityCancel"
+        for seq, (attempt, sched_seq) in pending.items():
+            raw = self.stores[partition].event(wid, run_id, sched_seq)
+            if raw is None:
+                continue
+            queue = self.codec.decode_as(raw, EV + "ActivityScheduled")["task_queue"]
+            rec = {"workflow_id": wid, "run_id": run_id, "activity_seq": seq, "attempt": attempt, "reason": reason}
+            self.sink.produce(self.sink.task_topic(queue), self._task_partition(queue, wid, attempt), wid.encode(),
+                              self.codec.encode(name, rec), self.codec.headers(name))
 
     def _previous_details(self, partition: int, wid: str, live: Live, seq: int, attempt: int) -> Payload | None:
         """What the last heartbeat of the attempt before `attempt` reported (its ActivityAttemptFailed)."""

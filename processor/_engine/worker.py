@@ -25,7 +25,7 @@ import logging
 import signal
 import threading
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -73,6 +73,9 @@ from processor._payload import from_payload, from_payloads
 from processor.exceptions import DecodeError, KafkaUnavailableError
 
 log = logging.getLogger("processor.worker")
+CANCEL = "wf.tasks.v1.ActivityCancel"
+_CANCEL_HEADER = ("type", CANCEL.encode())
+_CANCELED_KEPT = 10_000
 # A producer with records pending that has delivered nothing this long is failing (see _check_producer).
 _PRODUCER_SILENCE_S = 5.0
 
@@ -186,6 +189,10 @@ class ActivityWorker:
         self._closing = False
         self._lock = threading.Lock()
         self._running = 0  # activities executing now, revoked partitions' included
+        # (workflow id, run id, activity_seq, attempt) -> the context of an attempt running here
+        self._contexts: dict[tuple[str, str, int, int], activity.ActivityContext] = {}
+        # Attempts canceled before they started here (skipped when their task comes up), newest last.
+        self._canceled: OrderedDict[tuple[str, str, int, int], str] = OrderedDict()
         self._fatal: KafkaError | None = None
         self.completed = 0
         self.failed = 0
@@ -284,8 +291,37 @@ class ActivityWorker:
 
     # -- running one task -----------------------------------------------------------------------
 
+    def _cancel_seen(self, m: Message) -> None:
+        """An ActivityCancel consumed: the attempt it names, if running here, is told at once (its
+        next activity.heartbeat() raises); if not started yet, it is skipped when its turn comes.
+        The record's offset itself settles in order, through the backlog like a task (_start)."""
+        try:
+            rec = self.codec.decode_as(m.value() or b"", CANCEL)
+        except DecodeError:
+            return  # _start dead-letters it
+        key = (rec["workflow_id"], rec["run_id"], rec["activity_seq"], rec["attempt"])
+        with self._lock:
+            ctx = self._contexts.get(key)
+        if ctx is not None:
+            ctx.cancel_reason.append(rec["reason"])
+            ctx.cancelled.set()
+            log.info("canceled %s: %s", _what({**rec, "activity_type": ctx.info.activity_type}), rec["reason"])
+        else:
+            self._canceled[key] = rec["reason"]
+            while len(self._canceled) > _CANCELED_KEPT:
+                self._canceled.popitem(last=False)
+
     def _start(self, m: Message) -> None:
         p, offset = position(m)
+        if _is_cancel(m):
+            try:
+                self.codec.decode_as(m.value() or b"", CANCEL)
+            except DecodeError as exc:
+                self._dead_letter(m, f"undecodable activity cancel: {exc}")
+                return
+            self.offsets.start(p, offset)
+            self.offsets.finish(p, offset)
+            return
         try:
             task = self.codec.decode_as(m.value() or b"", TASK)
         except DecodeError as exc:
@@ -296,6 +332,12 @@ class ActivityWorker:
         if stale is not None:
             self.skipped += 1
             log.debug("skipped %s: its %s passed before it was started; the processor retries it", _what(task), stale)
+            self.offsets.finish(p, offset)
+            return
+        key = (task["workflow_id"], task.get("run_id", ""), task["activity_seq"], task["attempt"])
+        if self._canceled.pop(key, None) is not None:
+            self.skipped += 1
+            log.debug("skipped %s: canceled before it started", _what(task))
             self.offsets.finish(p, offset)
             return
         definition = self.definitions.get(task["activity_type"])
@@ -324,11 +366,12 @@ class ActivityWorker:
         fut: Future[Any]
         with self._lock:
             self._running += 1
+            self._contexts[key] = ctx
         if definition.is_async:
             fut = asyncio.run_coroutine_threadsafe(self._run_async(ctx, definition.fn, args), self.aio)
         else:
             fut = self.pool.submit(contextvars.copy_context().run, self._run_sync, ctx, definition.fn, args)
-        fut.add_done_callback(lambda f: self._done(p, offset, task, f))
+        fut.add_done_callback(lambda f: self._done(p, offset, task, f, key))
 
     @staticmethod
     def _run_sync(ctx: activity.ActivityContext, fn: Callable[..., Any], args: list[Any]) -> Any:
@@ -346,9 +389,11 @@ class ActivityWorker:
         finally:
             activity._reset_context(token)  # noqa: SLF001
 
-    def _done(self, p: int, offset: int, task: dict[str, Any], fut: Future[Any]) -> None:
+    def _done(self, p: int, offset: int, task: dict[str, Any], fut: Future[Any],
+              key: tuple[str, str, int, int]) -> None:
         with self._lock:
             self._running -= 1
+            self._contexts.pop(key, None)
         if fut.cancelled():  # shut down before it ran: unsettled, the task runs again
             return
         exc = fut.exception()
@@ -529,6 +574,8 @@ class ActivityWorker:
                     self._paused = False
                 for m in consume_available(self.consumer, 100, 0.05 if not self.backlog else 0.005):
                     if m.error() is None:
+                        if _is_cancel(m):
+                            self._cancel_seen(m)
                         if self._busy() < self.max_concurrent and not self.backlog:
                             self._start(m)
                         else:
@@ -583,6 +630,11 @@ def run_worker(settings: Settings, activities: Sequence[Callable[..., Any]], tas
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: worker.stop_event.set())
     worker.run()
+
+
+def _is_cancel(m: Message) -> bool:
+    found = m.headers()
+    return bool(found) and _CANCEL_HEADER in found  # type: ignore[operator]
 
 
 def _details(payload: Any) -> tuple[Any, ...]:

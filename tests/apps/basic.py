@@ -227,6 +227,16 @@ class Looper:
 
 
 @workflow.defn
+class LongBeat:
+    """One long heartbeating activity: cancel the workflow and the activity learns it at its next beat."""
+
+    @workflow.run
+    async def run(self, seconds: float) -> str:
+        return str(await workflow.execute_activity(slow, seconds, True, heartbeat_timeout=5.0,
+                                                   start_to_close_timeout=seconds + 30))
+
+
+@workflow.defn
 class Cart:
     """Updates: items are added by update (validated), one priced by an activity; checkout by signal."""
 
@@ -270,5 +280,6 @@ class Cart:
         return self.items
 
 
-app = Worker(workflows=[ThreeSteps, FanOut, Retrying, Failing, Approval, Timeouts, Looper, Child, Parent, Cart],
+app = Worker(workflows=[ThreeSteps, FanOut, Retrying, Failing, Approval, Timeouts, Looper, Child, Parent, Cart,
+                        LongBeat],
              activities=[step, async_step, flaky, fail_hard, slow])

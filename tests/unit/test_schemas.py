@@ -41,7 +41,8 @@ MODEL_RECORDS = sorted(
         for n in ("WorkflowCompleted WorkflowFailed WorkflowCanceled WorkflowTerminated WorkflowTimedOut "
                   "WorkflowContinuedAsNew").split()
     ]
-    + ["wf.tasks.v1.ActivityTask", "wf.timers.v1.TimerScheduled", "wf.replies.v1.CommandReply"]
+    + ["wf.tasks.v1.ActivityTask", "wf.tasks.v1.ActivityCancel", "wf.timers.v1.TimerScheduled",
+       "wf.replies.v1.CommandReply"]
 )
 
 START = "wf.commands.v1.StartWorkflow"

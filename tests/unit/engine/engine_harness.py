@@ -328,7 +328,8 @@ class EngineHarness:
 
     def new_tasks(self) -> list[dict[str, Any]]:
         """Activity tasks produced since the last call (or run_activities), decoded."""
-        records = [r for r in self.sink.records if r.topic.startswith(f"{PREFIX}.tasks.")]
+        records = [r for r in self.sink.records if r.topic.startswith(f"{PREFIX}.tasks.")
+                   and r.header("type") == "wf.tasks.v1.ActivityTask"]
         fresh = records[self._answered :]
         self._answered = len(records)
         return [r.decode()[1] for r in fresh]

@@ -49,3 +49,36 @@ def test_a_beat_of_a_stale_attempt_is_not_kept(tmp_path: Path) -> None:
     (second,) = h.new_tasks()
     assert second["heartbeat_details"] is None
     assert h.engine._beat_details == {}
+
+
+def _cancels(h: EngineHarness) -> list[tuple[int | None, dict[str, Any]]]:
+    return [(r.partition, r.decode()[1]) for r in h.sink.records
+            if r.topic.startswith("t.tasks.") and r.header("type") == "wf.tasks.v1.ActivityCancel"]
+
+
+def test_a_cancel_request_cancels_the_running_attempt_on_its_task_partition(tmp_path: Path) -> None:
+    h = EngineHarness(tmp_path)
+    h.start("r", "Retrying", 2)
+    (first,) = h.new_tasks()
+    h.fail(first, retryable())
+    h.tick(1_000)
+    (second,) = h.new_tasks()
+    task_partitions = [r.partition for r in h.sink.records
+                       if r.topic.startswith("t.tasks.") and r.header("type") == "wf.tasks.v1.ActivityTask"]
+    h.send("CancelWorkflow", {"workflow_id": "r", "reason": "user asked"})
+    ((partition, cancel),) = _cancels(h)[:1]
+    assert (cancel["activity_seq"], cancel["attempt"], cancel["run_id"]) == (1, 2, h.run_of("r"))
+    assert "was asked to cancel: user asked" in cancel["reason"]
+    assert partition == task_partitions[-1], "where attempt 2's task went"
+
+
+def test_closing_with_an_activity_pending_cancels_it(tmp_path: Path) -> None:
+    h = EngineHarness(tmp_path)
+    h.start("t", "ThreeSteps", 1)
+    h.send("TerminateWorkflow", {"workflow_id": "t", "reason": "ops"})
+    ((_, cancel),) = _cancels(h)
+    assert cancel["activity_seq"] == 1 and "closed (terminated)" in cancel["reason"]
+    h.start("u", "ThreeSteps", 1)
+    h.run_activities()
+    assert h.result("u") == [2, 3, 4]
+    assert len(_cancels(h)) == 1, "a workflow that closes with nothing pending cancels nothing"

@@ -17,7 +17,7 @@ from processor import activity
 from processor._codec import default_codec
 from processor._engine import worker as worker_module
 from processor._engine.settings import Settings
-from processor._engine.worker import TASK, ActivityWorker
+from processor._engine.worker import CANCEL, TASK, ActivityWorker
 from processor._payload import to_payloads
 from tests.kafka_twins import FakeMessage as KafkaMessage
 
@@ -44,6 +44,16 @@ def gated(tag: str) -> str:
 def resumes() -> list[object]:
     """Returns where the previous attempt got to (its last heartbeat details)."""
     return list(activity.info().heartbeat_details)
+
+
+@activity.defn
+def beating(seconds: float) -> str:
+    """Heartbeats until canceled (then activity.heartbeat raises) or `seconds` pass."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        activity.heartbeat("working")
+        time.sleep(0.01)
+    return "not canceled"
 
 
 @dataclass
@@ -158,7 +168,8 @@ def worker_factory(monkeypatch: pytest.MonkeyPatch, **defaults: Any) -> Iterator
     made: list[ActivityWorker] = []
 
     def make(**kwargs: Any) -> ActivityWorker:
-        w = ActivityWorker(Settings(bootstrap="unused:9092", prefix=PREFIX), [sized, gated, resumes], max_concurrent=4,
+        w = ActivityWorker(Settings(bootstrap="unused:9092", prefix=PREFIX), [sized, gated, resumes, beating],
+                           max_concurrent=4,
                            **{**defaults, **kwargs})
         w._aio_thread.start()
         w._assigned.update({0, 1})
@@ -192,6 +203,11 @@ def task_message(p: int, offset: int, activity_type: str, *args: Any, **over: An
             "task_queue": "default", "args": to_payloads(args), "scheduled_time_ms": int(time.time() * 1000),
             "start_to_close_timeout_ms": None, "heartbeat_timeout_ms": None, "workflow_type": "W", **over}
     return FakeMessage(p, offset, CODEC.encode(TASK, task))
+
+
+def cancel_message(p: int, offset: int, activity_seq: int, attempt: int = 1, reason: str = "user asked") -> FakeMessage:
+    rec = {"workflow_id": "w-1", "run_id": "", "activity_seq": activity_seq, "attempt": attempt, "reason": reason}
+    return FakeMessage(p, offset, CODEC.encode(CANCEL, rec), _headers=[("type", CANCEL.encode())])
 
 
 def wait_sent(w: ActivityWorker, n: int, timeout: float = 5) -> list[Sent]:
