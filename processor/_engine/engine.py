@@ -9,6 +9,10 @@ Every state change is an event appended through `_append`, which (1) gives it th
 the batch clock, (2) encodes it once, (3) produces it to wf.events, (4) adds it to the overlay and
 folds it into the summary, and (5) runs its side effects (tasks, timers, completions). Restore
 rebuilds from the same events with the same fold, so live and restored state cannot drift.
+
+The rules for activity attempts (activities.py) and for commands answered from a workflow's
+state -- queries and updates (requests.py) -- live in their own modules that Engine inherits;
+what they share with it is core.py.
 """
 
 from __future__ import annotations
@@ -17,15 +21,16 @@ import logging
 import os
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 from processor._codec import Codec
 from processor._codec.partitioner import partition_for
 from processor._engine import keys
+from processor._engine.activities import Activities
+from processor._engine.core import CMD, EV, Counters, Headers, Live, Sink
 from processor._engine.deadline import Deadline
 from processor._engine.outbox import Outbox
-from processor._engine.retry import next_retry_delay_ms
+from processor._engine.requests import Requests
 from processor._engine.runs import (
     ALLOW_DUPLICATE,
     ATTACHED,
@@ -36,58 +41,19 @@ from processor._engine.runs import (
     policy_problem,
 )
 from processor._engine.settings import Settings
-from processor._engine.state import CLOSING_STATUS, Summary, fold
+from processor._engine.state import CLOSING_STATUS, fold
 from processor._engine.store import PartitionStore
 from processor._kafka.messages import dlq_headers
 from processor._limits import MAX_RECORD_BYTES, too_large
 from processor._names import task_queue_problem
 from processor._payload import Payload
 from processor._runtime import Completion, WorkflowInstance
-from processor.exceptions import DecodeError, QueryFailedError, UpdateRejectedError
+from processor.exceptions import DecodeError
 from processor.workflow import WorkflowDefinition
 
 log = logging.getLogger("processor.engine")
 
-EV = "wf.events.v1."
-CMD = "wf.commands.v1."
-Headers = list[tuple[str, bytes]]
-
-
-class Sink(Protocol):
-    """Where the engine's output records go (the open Kafka transaction, or a list in tests)."""
-
-    def produce(self, topic: str, partition: int | None, key: bytes, value: bytes | None,
-                headers: Headers | None = None) -> None: ...
-
-    def task_topic(self, queue: str) -> str: ...
-
-    def task_partitions(self, queue: str) -> int:
-        """The live partition count of the queue's task topic (after task_topic(queue))."""
-        ...
-
-    def reply_partitions(self) -> int:
-        """The partition count of the replies topic."""
-        ...
-
-
-@dataclass
-class Live:
-    summary: Summary
-    instance: WorkflowInstance | None
-
-
-@dataclass
-class Counters:
-    commands: int = 0
-    events: int = 0
-    dlq: int = 0
-    duplicates: int = 0
-    forwarded: int = 0
-    timers_fired: int = 0
-    replays: int = 0
-
-
-class Engine:
+class Engine(Activities, Requests):
     def __init__(self, settings: Settings, workflows: Sequence[type], codec: Codec, sink: Sink,
                  partitions: int) -> None:
         self.settings = settings
@@ -248,119 +214,6 @@ class Engine:
         self._run(partition, wid, live, [started])
         return live
 
-    def _on_query(self, partition: int, rec: dict[str, Any]) -> str | None:
-        """Answer from the live instance, or from one replayed for the purpose (a closed or evicted
-        run); nothing is appended. A query is never dead-lettered: its reply is the answer."""
-        wid, run = rec["workflow_id"], rec.get("run_id")
-        live = self._load(partition, wid)
-        if live is None:
-            self.outbox.reply(rec, "QueryWorkflow", "not_found", "", f"QueryWorkflow for unknown workflow {wid!r}")
-            return None
-        summary = live.summary
-        if run and run != summary.run_id:
-            self.outbox.reply(rec, "QueryWorkflow", "not_found", summary.run_id,
-                        f"run {run} of workflow {wid!r} is not its latest run ({summary.run_id}): "
-                        "only the latest run can be queried")
-            return None
-        instance, temporary = live.instance, False
-        if instance is None:  # closed (or held): replay its history into a throw-away instance
-            definition = self.definitions.get(summary.workflow_type)
-            if definition is None:
-                self.outbox.reply(rec, "QueryWorkflow", "failed", summary.run_id,
-                            f"workflow type {summary.workflow_type!r} is not registered with this processor")
-                return None
-            instance, temporary = WorkflowInstance(definition, wid), True
-            history = [self.codec.decode_typed(raw) for raw in self.stores[partition].history(wid, summary.run_id)]
-            replayed = self._activate(wid, instance, history, replay=True)
-            if replayed.error is not None:
-                instance.close()
-                self.outbox.reply(rec, "QueryWorkflow", "failed", summary.run_id, f"cannot replay the workflow to "
-                            f"answer: {replayed.error}")
-                return None
-        try:
-            answer = instance.query(rec["query_name"], rec["args"])
-        except QueryFailedError as exc:
-            self.outbox.reply(rec, "QueryWorkflow", "failed", summary.run_id, str(exc))
-            return None
-        finally:
-            if temporary:
-                instance.close()
-        self.outbox.reply(rec, "QueryWorkflow", "answered", summary.run_id, "", answer)
-        return None
-
-    def _on_update(self, partition: int, rec: dict[str, Any]) -> str | None:
-        """Validate on the live instance (read-only) and, if accepted, record it: the handler runs
-        as the workflow's code and its WorkflowUpdateCompleted is answered (_update_done). A
-        rejected update leaves no trace; a repeated request id is answered, never applied again."""
-        wid, uid = rec["workflow_id"], rec["request_id"]
-        live = self._load(partition, wid)
-        if live is None:
-            self.outbox.reply(rec, "UpdateWorkflow", "not_found", "", f"UpdateWorkflow for unknown workflow {wid!r}")
-            return None
-        summary = live.summary
-        reason = self._addressed(rec, live)
-        known = summary.updates.get(uid) if reason is None else None
-        if known is not None:  # the same update again: its outcome, now or when it completes
-            self.counters.duplicates += 1
-            if known[1]:
-                self._answer_update(partition, wid, live, rec, known[1])
-            elif summary.running:
-                self._update_waiters.setdefault((wid, uid), []).append(rec)
-            else:
-                self.outbox.reply(rec, "UpdateWorkflow", "failed", summary.run_id,
-                                  f"workflow {wid!r} closed ({summary.status}) before update {uid!r} completed")
-            return None
-        if reason is None and not summary.running:
-            reason = f"workflow {wid!r} is {summary.status}: a closed workflow takes no updates"
-        if reason is None and live.instance is None:
-            reason = f"workflow {wid!r} is held ({summary.held}): updates wait for code that replays it"
-        if reason is None:
-            assert live.instance is not None
-            try:
-                live.instance.validate_update(rec["update_name"], rec["args"])
-            except UpdateRejectedError as exc:
-                reason = str(exc)
-        if reason is not None:
-            self.outbox.reply(rec, "UpdateWorkflow", "rejected", summary.run_id, reason)
-            return None
-        self._input(partition, wid, live, {"type": "WorkflowUpdateAccepted", "update_id": uid,
-                                           "update_name": rec["update_name"], "args": rec["args"],
-                                           "reply_partition": rec["reply_partition"]})
-        return None
-
-    def _answer_update(self, partition: int, wid: str, live: Live, rec: dict[str, Any], seq: int) -> None:
-        raw = self.stores[partition].event(wid, live.summary.run_id, seq)
-        done = self.codec.decode_typed(raw) if raw is not None else {"failure": None, "result": None}
-        failure = done.get("failure")
-        if failure is not None:
-            self.outbox.reply(rec, "UpdateWorkflow", "failed", live.summary.run_id, failure.get("message", ""),
-                              failure=failure)
-        else:
-            self.outbox.reply(rec, "UpdateWorkflow", "completed", live.summary.run_id, "", done.get("result"))
-
-    def _update_done(self, partition: int, wid: str, live: Live, event: dict[str, Any]) -> None:
-        """An update's handler finished (WorkflowUpdateCompleted appended): answer its caller and
-        whoever sent the same request id meanwhile."""
-        uid = event["update_id"]
-        known = live.summary.updates.get(uid)
-        waiters = self._update_waiters.pop((wid, uid), [])
-        if known is not None and known[0] >= 0:
-            waiters.insert(0, {"workflow_id": wid, "request_id": uid, "reply_partition": known[0]})
-        for rec in waiters:
-            self._answer_update(partition, wid, live, rec, event["seq"])
-
-    def _updates_orphaned(self, wid: str, live: Live, status: str) -> None:
-        """The run closed with updates still running: their callers hear so."""
-        for uid, (p, done) in live.summary.updates.items():
-            if done:
-                continue
-            waiters = self._update_waiters.pop((wid, uid), [])
-            if p >= 0:
-                waiters.insert(0, {"workflow_id": wid, "request_id": uid, "reply_partition": p})
-            for rec in waiters:
-                self.outbox.reply(rec, "UpdateWorkflow", "failed", live.summary.run_id,
-                                  f"workflow {wid!r} closed ({status}) before update {uid!r} completed")
-
     def _on_signal(self, partition: int, rec: dict[str, Any]) -> str | None:
         return self._deliver(partition, rec, {"type": "SignalReceived", "signal_name": rec["signal_name"],
                                               "args": rec["args"], "request_id": rec.get("request_id")})
@@ -422,70 +275,6 @@ class Engine:
             self._input(partition, wid, live, event)
         self.outbox.reply(rec, command, "delivered", live.summary.run_id, "")
         return None
-
-    def _pending_activity(self, partition: int, rec: dict[str, Any]) -> tuple[Live | None, str | None]:
-        """The workflow and a DLQ reason; (None, None) means a duplicate or late result to ignore."""
-        wid, seq = rec["workflow_id"], rec["activity_seq"]
-        live = self._load(partition, wid)
-        if live is None:
-            return None, f"activity result for unknown workflow {wid!r}"
-        run = rec.get("run_id")
-        if run and run != live.summary.run_id:
-            self.counters.duplicates += 1  # a late result of an earlier run of the id
-            return None, None
-        if seq < 1 or seq > live.summary.max_activity_seq:
-            return None, f"activity result for activity_seq {seq} that workflow {wid!r} never scheduled"
-        pending = live.summary.activities.get(seq)
-        if pending is None or pending[0] != rec["attempt"] or not live.summary.running:
-            self.counters.duplicates += 1
-            return None, None
-        return live, None
-
-    def _on_activity_completed(self, partition: int, rec: dict[str, Any]) -> str | None:
-        live, reason = self._pending_activity(partition, rec)
-        if live is None:
-            return reason
-        wid = rec["workflow_id"]
-        self._input(partition, wid, live, {"type": "ActivityCompleted", "activity_seq": rec["activity_seq"],
-                                            "attempt": rec["attempt"], "result": rec["result"]})
-        return None
-
-    def _on_activity_failed(self, partition: int, rec: dict[str, Any]) -> str | None:
-        live, reason = self._pending_activity(partition, rec)
-        if live is None:
-            return reason
-        self._attempt_failed(partition, rec["workflow_id"], live, rec["activity_seq"], rec["attempt"], rec["failure"])
-        return None
-
-    def _on_activity_heartbeat(self, partition: int, rec: dict[str, Any]) -> str | None:
-        live, reason = self._pending_activity(partition, rec)
-        seq = rec["activity_seq"]
-        if live is not None and rec.get("details") is not None:
-            self._beat_details[(rec["workflow_id"], live.summary.run_id, seq)] = rec["details"]
-        # Only an activity with a heartbeat timeout has an h-timer; the others need no decode.
-        if live is not None and self.stores[partition].timer_due(rec["workflow_id"], f"h{seq}") is not None:
-            timeout = self._scheduled_event(partition, rec["workflow_id"], live, seq)["heartbeat_timeout_ms"]
-            self._set_timer(partition, rec["workflow_id"], f"h{seq}", self.now_ms + timeout)
-        return reason
-
-    def _attempt_failed(self, partition: int, wid: str, live: Live, seq: int, attempt: int,
-                        failure: dict[str, Any]) -> None:
-        scheduled = self._scheduled_event(partition, wid, live, seq)
-        delay = next_retry_delay_ms(scheduled.get("retry_policy"), attempt, failure)
-        details = self._beat_details.pop((wid, live.summary.run_id, seq), None)
-        if delay is not None:
-            self._append(partition, wid, live, {
-                "type": "ActivityAttemptFailed", "activity_seq": seq, "attempt": attempt, "failure": failure,
-                "next_attempt": attempt + 1, "retry_at_ms": self.now_ms + delay, "last_heartbeat_details": details})
-            return
-        self._input(partition, wid, live, {"type": "ActivityFailed", "activity_seq": seq, "attempt": attempt,
-                                            "failure": failure})
-
-    def _scheduled_event(self, partition: int, wid: str, live: Live, seq: int) -> dict[str, Any]:
-        sched_seq = live.summary.activities[seq][1]
-        raw = self.stores[partition].event(wid, live.summary.run_id, sched_seq)
-        assert raw is not None, f"history of {wid} lacks its ActivityScheduled event seq {sched_seq}"
-        return self.codec.decode_as(raw, EV + "ActivityScheduled")
 
     # -- timers --------------------------------------------------------------------------------
 
@@ -658,58 +447,6 @@ class Engine:
             self._close(partition, wid, live, event)
             if etype == "WorkflowContinuedAsNew":
                 self._continue(partition, wid, live, event)
-
-    def _dispatch(self, partition: int, wid: str, live: Live, scheduled: dict[str, Any], attempt: int) -> None:
-        queue = scheduled["task_queue"]
-        task = {
-            "workflow_id": wid, "activity_seq": scheduled["activity_seq"], "attempt": attempt,
-            "activity_type": scheduled["activity_type"], "task_queue": queue, "args": scheduled["args"],
-            "scheduled_time_ms": self.now_ms, "start_to_close_timeout_ms": scheduled.get("start_to_close_timeout_ms"),
-            "heartbeat_timeout_ms": scheduled.get("heartbeat_timeout_ms"),
-            "workflow_type": live.summary.workflow_type, "run_id": live.summary.run_id,
-            "heartbeat_details": self._previous_details(partition, wid, live, scheduled["activity_seq"], attempt),
-        }
-        name = "wf.tasks.v1.ActivityTask"
-        self.sink.produce(self.sink.task_topic(queue), self._task_partition(queue, wid, attempt), wid.encode(),
-                          self.codec.encode(name, task), self.codec.headers(name))
-        seq = scheduled["activity_seq"]
-        if scheduled.get("start_to_close_timeout_ms"):
-            self._set_timer(partition, wid, f"s{seq}", self.now_ms + scheduled["start_to_close_timeout_ms"])
-        if scheduled.get("heartbeat_timeout_ms"):
-            self._set_timer(partition, wid, f"h{seq}", self.now_ms + scheduled["heartbeat_timeout_ms"])
-
-    def _task_partition(self, queue: str, wid: str, attempt: int) -> int | None:
-        """Where an attempt's task goes. Attempt 1: where its key (the workflow id) puts it (None).
-        A retry goes one partition further per attempt: the partition of the attempt that timed
-        out may belong to a worker that died, and stays with it until the group's session
-        timeout; there the retry would wait, and time out, again."""
-        if attempt > 1:
-            n = self.sink.task_partitions(queue)
-            if n > 1:
-                return (partition_for(wid.encode(), n) + attempt - 1) % n
-        return None
-
-    def _cancel_attempts(self, partition: int, wid: str, run_id: str, pending: dict[int, list[int]],
-                         reason: str) -> None:
-        """Tell the workers running these attempts (activity_seq -> [attempt, scheduled seq]) that
-        they are canceled: an ActivityCancel on the partition each attempt's task went to."""
-        name = "wf.tasks.v1.ActivityCancel"
-        for seq, (attempt, sched_seq) in pending.items():
-            raw = self.stores[partition].event(wid, run_id, sched_seq)
-            if raw is None:
-                continue
-            queue = self.codec.decode_as(raw, EV + "ActivityScheduled")["task_queue"]
-            rec = {"workflow_id": wid, "run_id": run_id, "activity_seq": seq, "attempt": attempt, "reason": reason}
-            self.sink.produce(self.sink.task_topic(queue), self._task_partition(queue, wid, attempt), wid.encode(),
-                              self.codec.encode(name, rec), self.codec.headers(name))
-
-    def _previous_details(self, partition: int, wid: str, live: Live, seq: int, attempt: int) -> Payload | None:
-        """What the last heartbeat of the attempt before `attempt` reported (its ActivityAttemptFailed)."""
-        failed_seq = live.summary.failed_attempts.get(seq) if attempt > 1 else None
-        if failed_seq is None:
-            return None
-        raw = self.stores[partition].event(wid, live.summary.run_id, failed_seq)
-        return self.codec.decode_as(raw, EV + "ActivityAttemptFailed").get("last_heartbeat_details") if raw else None
 
     def _close(self, partition: int, wid: str, live: Live, event: dict[str, Any]) -> None:
         if self._beat_details:

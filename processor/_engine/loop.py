@@ -43,7 +43,8 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Produ
 
 from processor import _failpoints
 from processor._codec import default_codec
-from processor._engine.engine import Engine, Headers
+from processor._engine.core import Headers
+from processor._engine.engine import Engine
 from processor._engine.settings import Settings
 from processor._engine.store import EVENTS_NEXT, TIMERS_NEXT, PartitionStore
 from processor._kafka.health import WedgeClock, kafka_answers, watchdog_s

@@ -17,7 +17,7 @@ from processor._codec.partitioner import partition_for
 from processor._payload import Payload
 
 if TYPE_CHECKING:
-    from processor._engine.engine import Sink
+    from processor._engine.core import Sink
     from processor._kafka.topics import TopicNames
 
 CMD = "wf.commands.v1."

@@ -21,7 +21,8 @@ from processor import _payload
 from processor._codec import default_codec
 from processor._codec.partitioner import partition_for
 from processor._engine import keys
-from processor._engine.engine import Engine, Headers
+from processor._engine.core import Headers
+from processor._engine.engine import Engine
 from processor._engine.settings import Settings
 from processor._engine.state import Summary
 from processor._engine.store import PartitionStore

@@ -1,0 +1,155 @@
+"""Commands answered on the replies topic from a workflow's state: queries (read-only) and
+updates (validated read-only, then recorded and run as workflow code). Part of the Engine
+(engine.py inherits it); see docs/architecture.md, "Queries, updates, continue-as-new, patches".
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from processor._engine.core import Counters, Live, Sink
+from processor._runtime import Completion, WorkflowInstance
+from processor.exceptions import QueryFailedError, UpdateRejectedError
+
+if TYPE_CHECKING:
+    from processor._codec import Codec
+    from processor._engine.outbox import Outbox
+    from processor._engine.settings import Settings
+    from processor._engine.store import PartitionStore
+    from processor.workflow import WorkflowDefinition
+
+
+class Requests:
+    """QueryWorkflow and UpdateWorkflow."""
+
+    if TYPE_CHECKING:  # what the Engine provides (engine.py)
+        settings: Settings
+        codec: Codec
+        sink: Sink
+        outbox: Outbox
+        counters: Counters
+        now_ms: int
+        stores: dict[int, PartitionStore]
+        definitions: dict[str, WorkflowDefinition]
+
+        def _load(self, partition: int, wid: str) -> Live | None: ...
+        def _input(self, partition: int, wid: str, live: Live, event: dict[str, Any]) -> None: ...
+        def _append(self, partition: int, wid: str, live: Live, event: dict[str, Any]) -> None: ...
+        def _set_timer(self, partition: int, wid: str, tkey: str, due_ms: int | None) -> None: ...
+        def _addressed(self, rec: dict[str, Any], live: Live) -> str | None: ...
+        def _activate(self, wid: str, instance: WorkflowInstance, events: list[dict[str, Any]], *,
+                      replay: bool) -> Completion: ...
+        _update_waiters: dict[tuple[str, str], list[dict[str, Any]]]
+
+    def _on_query(self, partition: int, rec: dict[str, Any]) -> str | None:
+        """Answer from the live instance, or from one replayed for the purpose (a closed or evicted
+        run); nothing is appended. A query is never dead-lettered: its reply is the answer."""
+        wid, run = rec["workflow_id"], rec.get("run_id")
+        live = self._load(partition, wid)
+        if live is None:
+            self.outbox.reply(rec, "QueryWorkflow", "not_found", "", f"QueryWorkflow for unknown workflow {wid!r}")
+            return None
+        summary = live.summary
+        if run and run != summary.run_id:
+            self.outbox.reply(rec, "QueryWorkflow", "not_found", summary.run_id,
+                        f"run {run} of workflow {wid!r} is not its latest run ({summary.run_id}): "
+                        "only the latest run can be queried")
+            return None
+        instance, temporary = live.instance, False
+        if instance is None:  # closed (or held): replay its history into a throw-away instance
+            definition = self.definitions.get(summary.workflow_type)
+            if definition is None:
+                self.outbox.reply(rec, "QueryWorkflow", "failed", summary.run_id,
+                            f"workflow type {summary.workflow_type!r} is not registered with this processor")
+                return None
+            instance, temporary = WorkflowInstance(definition, wid), True
+            history = [self.codec.decode_typed(raw) for raw in self.stores[partition].history(wid, summary.run_id)]
+            replayed = self._activate(wid, instance, history, replay=True)
+            if replayed.error is not None:
+                instance.close()
+                self.outbox.reply(rec, "QueryWorkflow", "failed", summary.run_id, f"cannot replay the workflow to "
+                            f"answer: {replayed.error}")
+                return None
+        try:
+            answer = instance.query(rec["query_name"], rec["args"])
+        except QueryFailedError as exc:
+            self.outbox.reply(rec, "QueryWorkflow", "failed", summary.run_id, str(exc))
+            return None
+        finally:
+            if temporary:
+                instance.close()
+        self.outbox.reply(rec, "QueryWorkflow", "answered", summary.run_id, "", answer)
+        return None
+
+    def _on_update(self, partition: int, rec: dict[str, Any]) -> str | None:
+        """Validate on the live instance (read-only) and, if accepted, record it: the handler runs
+        as the workflow's code and its WorkflowUpdateCompleted is answered (_update_done). A
+        rejected update leaves no trace; a repeated request id is answered, never applied again."""
+        wid, uid = rec["workflow_id"], rec["request_id"]
+        live = self._load(partition, wid)
+        if live is None:
+            self.outbox.reply(rec, "UpdateWorkflow", "not_found", "", f"UpdateWorkflow for unknown workflow {wid!r}")
+            return None
+        summary = live.summary
+        reason = self._addressed(rec, live)
+        known = summary.updates.get(uid) if reason is None else None
+        if known is not None:  # the same update again: its outcome, now or when it completes
+            self.counters.duplicates += 1
+            if known[1]:
+                self._answer_update(partition, wid, live, rec, known[1])
+            elif summary.running:
+                self._update_waiters.setdefault((wid, uid), []).append(rec)
+            else:
+                self.outbox.reply(rec, "UpdateWorkflow", "failed", summary.run_id,
+                                  f"workflow {wid!r} closed ({summary.status}) before update {uid!r} completed")
+            return None
+        if reason is None and not summary.running:
+            reason = f"workflow {wid!r} is {summary.status}: a closed workflow takes no updates"
+        if reason is None and live.instance is None:
+            reason = f"workflow {wid!r} is held ({summary.held}): updates wait for code that replays it"
+        if reason is None:
+            assert live.instance is not None
+            try:
+                live.instance.validate_update(rec["update_name"], rec["args"])
+            except UpdateRejectedError as exc:
+                reason = str(exc)
+        if reason is not None:
+            self.outbox.reply(rec, "UpdateWorkflow", "rejected", summary.run_id, reason)
+            return None
+        self._input(partition, wid, live, {"type": "WorkflowUpdateAccepted", "update_id": uid,
+                                           "update_name": rec["update_name"], "args": rec["args"],
+                                           "reply_partition": rec["reply_partition"]})
+        return None
+
+    def _answer_update(self, partition: int, wid: str, live: Live, rec: dict[str, Any], seq: int) -> None:
+        raw = self.stores[partition].event(wid, live.summary.run_id, seq)
+        done = self.codec.decode_typed(raw) if raw is not None else {"failure": None, "result": None}
+        failure = done.get("failure")
+        if failure is not None:
+            self.outbox.reply(rec, "UpdateWorkflow", "failed", live.summary.run_id, failure.get("message", ""),
+                              failure=failure)
+        else:
+            self.outbox.reply(rec, "UpdateWorkflow", "completed", live.summary.run_id, "", done.get("result"))
+
+    def _update_done(self, partition: int, wid: str, live: Live, event: dict[str, Any]) -> None:
+        """An update's handler finished (WorkflowUpdateCompleted appended): answer its caller and
+        whoever sent the same request id meanwhile."""
+        uid = event["update_id"]
+        known = live.summary.updates.get(uid)
+        waiters = self._update_waiters.pop((wid, uid), [])
+        if known is not None and known[0] >= 0:
+            waiters.insert(0, {"workflow_id": wid, "request_id": uid, "reply_partition": known[0]})
+        for rec in waiters:
+            self._answer_update(partition, wid, live, rec, event["seq"])
+
+    def _updates_orphaned(self, wid: str, live: Live, status: str) -> None:
+        """The run closed with updates still running: their callers hear so."""
+        for uid, (p, done) in live.summary.updates.items():
+            if done:
+                continue
+            waiters = self._update_waiters.pop((wid, uid), [])
+            if p >= 0:
+                waiters.insert(0, {"workflow_id": wid, "request_id": uid, "reply_partition": p})
+            for rec in waiters:
+                self.outbox.reply(rec, "UpdateWorkflow", "failed", live.summary.run_id,
+                                  f"workflow {wid!r} closed ({status}) before update {uid!r} completed")
