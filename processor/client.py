@@ -11,6 +11,7 @@ every completion it sees there (processor/_watcher.py).
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 import time
 import uuid
@@ -142,6 +143,11 @@ def summarize(events: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
+# librdkafka's own lines go to Python logging ("processor.client.kafka", so the application
+# decides what to show), errors only: its transient warnings right after a broker starts
+# (e.g. "Coordinator load in progress: retrying") are noise to a user of the client.
+CLIENT_LOGGING: dict[str, Any] = {"logger": logging.getLogger("processor.client.kafka"), "log_level": 3}
+
 REPLY_TIMEOUT_S = 60.0  # how long a command waits for its processor's answer by default
 
 
@@ -231,7 +237,7 @@ class Client:
         self.codec = default_codec()
         self.producer = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True, "linger.ms": 1,
                                   "message.max.bytes": PRODUCER_MESSAGE_MAX_BYTES, "partitioner": "murmur2_random",
-                                  "client.id": "processor-client"})
+                                  "client.id": "processor-client", **CLIENT_LOGGING})
         self._watcher: Watcher | None = None
         self._watcher_lock = threading.Lock()
         self._starts: dict[str, _Start] = {}  # workflow id -> this client's latest start of it
