@@ -37,8 +37,7 @@ class Watcher:
         self.replies_topic = topics.replies
         self.consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"client-{uuid.uuid4().hex}",
                                   "isolation.level": "read_committed", "enable.auto.commit": False,
-                                  "fetch.wait.max.ms": 10, "logger": logging.getLogger("processor.client.kafka"),
-                                  "log_level": 3})
+                                  "fetch.wait.max.ms": 10, "log_level": 3})
         self.partitions = self._count(self.completions_topic)
         # Replies: one partition of the topic, chosen at random (clients spread over them), read
         # from its end now -- before this client sends anything that asks for a reply.

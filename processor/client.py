@@ -11,7 +11,6 @@ every completion it sees there (processor/_watcher.py).
 from __future__ import annotations
 
 import asyncio
-import logging
 import threading
 import time
 import uuid
@@ -143,10 +142,10 @@ def summarize(events: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
-# librdkafka's own lines go to Python logging ("processor.client.kafka", so the application
-# decides what to show), errors only: its transient warnings right after a broker starts
-# (e.g. "Coordinator load in progress: retrying") are noise to a user of the client.
-CLIENT_LOGGING: dict[str, Any] = {"logger": logging.getLogger("processor.client.kafka"), "log_level": 3}
+# librdkafka's own lines, errors only: its transient warnings right after a broker starts (e.g.
+# "Coordinator load in progress: retrying") are noise to a user of the client. (Not a Python
+# `logger`: its log events would count in len(producer) until served.)
+CLIENT_LOGGING: dict[str, Any] = {"log_level": 3}
 
 REPLY_TIMEOUT_S = 60.0  # how long a command waits for its processor's answer by default
 
