@@ -12,6 +12,9 @@ from typing import Any
 
 _dumps = json.JSONEncoder(separators=(",", ":")).encode
 RUNNING = "running"
+# Completed updates a run remembers, for answering a repeated request id with the first outcome;
+# older ones are forgotten (the summary is rewritten with every event, so it must stay small).
+UPDATES_KEPT = 1_000
 CLOSING_STATUS = {
     "WorkflowCompleted": "completed",
     "WorkflowFailed": "failed",
@@ -120,6 +123,9 @@ def fold(summary: Summary | None, event: dict[str, Any]) -> Summary:
         known = summary.updates.get(event["update_id"])
         if known is not None:
             known[1] = event["seq"]
+        if len(summary.updates) > UPDATES_KEPT:  # the oldest completed ones go first (insertion order)
+            for uid in [u for u, (_, done) in summary.updates.items() if done][:len(summary.updates) - UPDATES_KEPT]:
+                del summary.updates[uid]
     elif etype == "WorkflowCancelRequested":
         summary.cancel_requested = True
     elif etype == "WorkflowTaskFailed":

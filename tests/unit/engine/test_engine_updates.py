@@ -119,3 +119,15 @@ def test_an_update_replays_from_history(tmp_path: Path) -> None:
     h.signal("c", "checkout")
     assert h.result("c") == ["a", "b@42"]
     assert h.engine.counters.replays > 3
+
+
+def test_a_run_remembers_its_last_completed_updates_only(h: EngineHarness, monkeypatch: pytest.MonkeyPatch) -> None:
+    from processor._engine import state
+
+    monkeypatch.setattr(state, "UPDATES_KEPT", 3)
+    h.start("c", "Cart")
+    for n in range(1, 6):
+        assert completed(update(h, "c", "add_item", f"i{n}", request_id=f"u{n}")) == n
+    assert list(h.summary("c").updates) == ["u3", "u4", "u5"]  # type: ignore[union-attr]
+    assert completed(update(h, "c", "add_item", "again", request_id="u5")) == 5, "a remembered id: its outcome"
+    assert completed(update(h, "c", "add_item", "again", request_id="u1")) == 6, "a forgotten id is a new update"
