@@ -68,7 +68,7 @@ OUTAGE_LOG_EVERY_S = 10.0
 MAX_PRODUCER_RESETS_PER_MIN = 5
 HEARTBEAT_FILE = "heartbeat"
 # How long restoring may fail while Kafka answers a new client before the group consumer is rebuilt.
-CONSUMER_WATCHDOG_S = watchdog_s("DP_CONSUMER_WATCHDOG_MS", 20_000)
+CONSUMER_WATCHDOG_S = watchdog_s("DP_CONSUMER_WATCHDOG_MS", 10_000)
 # A committed-offsets query waits this long: a wedged consumer is found sooner, and the coordinator
 # answers in milliseconds when it can.
 COMMITTED_TIMEOUT_S = 10.0
