@@ -252,10 +252,13 @@ class ProcessorLoop:
         })
         total = 0
         topics = ((self.settings.topics.events, EVENTS_NEXT), (self.settings.topics.timers, TIMERS_NEXT))
-        # One probe for every partition being restored (a probe is a client: connection, metadata).
-        highs = {topic: high_watermarks(self.settings.bootstrap, [TopicPartition(topic, p) for p in todo])
-                 for topic, _ in topics}
         try:
+            # One probe for every partition being restored (a probe is a client: connection,
+            # metadata). 15 s each: with committed() (10 s) a restore against a broker that is down
+            # stays well inside the supervisor's 60 s stall window.
+            highs = {topic: high_watermarks(self.settings.bootstrap, [TopicPartition(topic, p) for p in todo],
+                                            timeout=15.0)
+                     for topic, _ in topics}
             for p in todo:
                 store = PartitionStore(self.settings.state_dir / f"p{p:04d}")
                 self.engine.open_partition(p, store)

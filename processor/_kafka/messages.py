@@ -63,8 +63,12 @@ def high_watermarks(bootstrap: str, tps: list[TopicPartition], timeout: float = 
     """
     probe = Consumer({"bootstrap.servers": bootstrap, "group.id": "processor-probe",
                       "isolation.level": "read_uncommitted", "enable.auto.commit": False})
+    # One deadline for all of them: a broker that is down must cost `timeout`, not one per
+    # partition (a processor restoring 4 partitions of 2 topics blocked 4 minutes without a
+    # heartbeat, and its supervisor killed it as stalled).
+    deadline = time.monotonic() + timeout
     try:
-        return {tp.partition: watermarks(probe, tp, timeout)[1] for tp in tps}
+        return {tp.partition: watermarks(probe, tp, max(0.0, deadline - time.monotonic()))[1] for tp in tps}
     finally:
         probe.close()
 

@@ -80,6 +80,8 @@ class Timeouts:
                 await workflow.execute_activity(slow, 3.0, False, schedule_to_close_timeout=0.5)
             elif which == "heartbeat_missed":
                 await workflow.execute_activity(slow, 3.0, False, heartbeat_timeout=0.5, retry_policy=once)
+            elif which == "heartbeat_ok_10s":  # the issue 6 scenario: 10 s activities, 2 s heartbeat timeout
+                return str(await workflow.execute_activity(slow, 10.0, True, heartbeat_timeout=2.0))
             else:  # heartbeats keep a 2 s activity alive under a 0.6 s heartbeat timeout
                 return str(await workflow.execute_activity(slow, 2.0, True, heartbeat_timeout=0.6))
         except ActivityError as err:

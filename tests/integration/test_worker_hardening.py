@@ -87,12 +87,16 @@ def test_a_graceful_worker_stop_runs_nothing_twice(kafka_bootstrap: str, prefix:
         c.close()
 
 
+@pytest.mark.parametrize(("mode", "allowed"), [("heartbeat_ok", 2.0), ("heartbeat_ok_10s", 1.0)],
+                         ids=["2s-activity-0.6s-heartbeat", "10s-activity-2s-heartbeat"])
 def test_a_killed_workers_in_flight_activities_run_about_once_more(kafka_bootstrap: str, prefix: str,
-                                                                  tmp_path: Path) -> None:
-    """13 activities in flight (2 s each, heartbeat timeout 0.6 s, default retries) on a worker
-    that is SIGKILLed. Its partitions reach the new worker only after the session timeout, by
-    when attempts 2 and 3 of each wait there too, already timed out by the processor: they are
-    skipped, not run. Issue 6 measured 7 runs per activity before this; now at most 2."""
+                                                                  tmp_path: Path, mode: str, allowed: float) -> None:
+    """13 activities in flight (default retries) on a worker that is SIGKILLed. Its partitions
+    reach the new worker only after the session timeout, by when later attempts of each wait
+    there too, already timed out by the processor: they are skipped, not run. Issue 6 measured 7
+    runs per activity (10 s activities, 2 s heartbeat timeout) before this. With a 0.6 s
+    heartbeat timeout the attempt live when the partitions move can still miss its first window
+    (at most 2 per activity); with the issue's 2 s, one."""
     # Processes on one machine share a clock: a small skew margin makes the boundary crisp.
     c = Cluster(kafka_bootstrap, prefix, tmp_path, env={"DP_CLOCK_SKEW_MS": "100"})
     client = Client(kafka_bootstrap, prefix=prefix)
@@ -101,7 +105,7 @@ def test_a_killed_workers_in_flight_activities_run_about_once_more(kafka_bootstr
         first = c.worker()
         ids = [f"inflight-{i}" for i in range(13)]
         for wid in ids:
-            client.start_workflow("Timeouts", "heartbeat_ok", id=wid, wait_for_ack=False)
+            client.start_workflow("Timeouts", mode, id=wid, wait_for_ack=False)
         client.flush()
         wait_for(lambda: {w for w, _, _ in c.runs()} >= set(ids), 60, interval=0.05, message="all 13 in flight")
         c.kill(first)
@@ -114,8 +118,8 @@ def test_a_killed_workers_in_flight_activities_run_about_once_more(kafka_bootstr
         # its 0.6 s first heartbeat window while the new worker is still fetching, and is retried
         # once more. Before issue 6 it was 7 per activity. Heartbeat timeouts counted from the
         # worker's start of the attempt (issue 7) would make it one.
-        print(f"runs after the kill: {sum(after.values())} for {len(ids)} in-flight activities")
-        assert sum(after.values()) <= 2 * len(ids), f"re-executions after the kill: {dict(after)}"
+        print(f"{mode}: runs after the kill: {sum(after.values())} for {len(ids)} in-flight activities")
+        assert sum(after.values()) <= allowed * len(ids), f"re-executions after the kill: {dict(after)}"
         assert all(after[wid] >= 1 for wid in ids)
     finally:
         client.close()
