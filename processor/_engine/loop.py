@@ -73,6 +73,9 @@ CONSUMER_WATCHDOG_S = watchdog_s("DP_CONSUMER_WATCHDOG_MS", 10_000)
 # answers in milliseconds when it can.
 COMMITTED_TIMEOUT_S = 10.0
 HEARTBEAT_EVERY_S = 1.0
+# init_transactions waits this long per try. With a transaction call that timed out before it,
+# one loop turn stays inside the supervisor's 60 s stall window (DP_STALL_TIMEOUT_S).
+INIT_TIMEOUT_S = 20.0
 
 
 # Abortable errors that only mean the group moved on: the producer itself is fine.
@@ -204,6 +207,10 @@ class ProcessorLoop:
         self._outage_logged = 0.0
         self._beat_at = 0.0
         self._heartbeat = settings.state_dir / HEARTBEAT_FILE
+        # send_offsets / commit wait this long: past transaction.timeout.ms the broker aborts the
+        # transaction anyway, so waiting longer (it was 30 s each) only kept the loop from beating --
+        # measured: an outage blocked it 60 s and the supervisor killed it as stalled.
+        self._call_timeout_s = settings.transaction_timeout_ms / 1000 + 5
 
     def _new_producer(self) -> Producer:
         return self._producer_factory({
@@ -474,7 +481,7 @@ class ProcessorLoop:
             self._send_offsets()
             t_offsets = time.perf_counter()
             # Step 4
-            self.producer.commit_transaction(30)
+            self.producer.commit_transaction(self._call_timeout_s)
         except KafkaException as exc:
             self._failed(exc.args[0], first)
             return
@@ -514,7 +521,8 @@ class ProcessorLoop:
         if not offsets:
             raise KafkaUnavailableError("no owned partition has a known input offset: nothing can fence "
                                         "this transaction")
-        self.producer.send_offsets_to_transaction(offsets, self.consumer.consumer_group_metadata(), 30)
+        self.producer.send_offsets_to_transaction(offsets, self.consumer.consumer_group_metadata(),
+                                                 self._call_timeout_s)
 
     def _put_back(self, rest: list[Message]) -> None:
         """Commands consumed but left for the next transaction (the batch ran out of time)."""
@@ -579,7 +587,7 @@ class ProcessorLoop:
         """init_transactions, until the broker answers; a producer whose init failed is replaced."""
         while True:
             try:
-                self.producer.init_transactions(30)
+                self.producer.init_transactions(INIT_TIMEOUT_S)
                 return
             except KafkaException as exc:
                 err = exc.args[0]
@@ -651,7 +659,7 @@ class ProcessorLoop:
             if skip is not None:
                 self._input_next[skip[0]] = skip[1] + 1
             self._send_offsets()
-            self.producer.commit_transaction(30)
+            self.producer.commit_transaction(self._call_timeout_s)
         except KafkaException as exc:
             self._input_next = before
             self._failed(exc.args[0], {})
