@@ -185,7 +185,7 @@ def _update_record(update_name: str, args: tuple[Any, ...], run_id: str | None,
 
 def _no_update_reply(exc: NoReplyError, rec: dict[str, Any]) -> NoReplyError:
     return NoReplyError(f"{str(exc).split(';')[0]}; the update may still be applied: call execute_update again "
-                        f"with request_id={rec['request_id']!r} to get its outcome (never applied twice)")
+                        f"with request_id={rec['request_id']!r} to get its outcome (never applied twice within a run)")
 
 
 def _refusal(short_name: str, reply: Reply) -> ProcessorError | None:
@@ -455,7 +455,8 @@ class Client:
         first: UpdateRejectedError (nothing recorded) if it raises, there is no such update or the
         workflow is not running; UpdateFailedError if the handler raised ApplicationError;
         WorkflowNotFoundError; NoReplyError past `timeout`. Sending the same `request_id` again
-        returns the first outcome: an update is applied at most once."""
+        returns the first outcome: an update is applied at most once within a run (a run
+        remembers its last 1,000 completed ones)."""
         rec = _update_record(update_name, args, run_id, request_id)
         try:
             reply = self._ask("UpdateWorkflow", workflow_id, rec, timeout)

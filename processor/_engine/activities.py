@@ -41,7 +41,7 @@ class Activities:
         def _addressed(self, rec: dict[str, Any], live: Live) -> str | None: ...
         def _activate(self, wid: str, instance: WorkflowInstance, events: list[dict[str, Any]], *,
                       replay: bool) -> Completion: ...
-        _beat_details: dict[tuple[str, str, int], Payload]
+        _beat_details: dict[tuple[str, str, int], tuple[int, Payload]]
 
     def _pending_activity(self, partition: int, rec: dict[str, Any]) -> tuple[Live | None, str | None]:
         """The workflow and a DLQ reason; (None, None) means a duplicate or late result to ignore."""
@@ -81,7 +81,7 @@ class Activities:
         live, reason = self._pending_activity(partition, rec)
         seq = rec["activity_seq"]
         if live is not None and rec.get("details") is not None:
-            self._beat_details[(rec["workflow_id"], live.summary.run_id, seq)] = rec["details"]
+            self._beat_details[(rec["workflow_id"], live.summary.run_id, seq)] = (rec["attempt"], rec["details"])
         # Only an activity with a heartbeat timeout has an h-timer; the others need no decode.
         if live is not None and self.stores[partition].timer_due(rec["workflow_id"], f"h{seq}") is not None:
             timeout = self._scheduled_event(partition, rec["workflow_id"], live, seq)["heartbeat_timeout_ms"]
@@ -92,7 +92,10 @@ class Activities:
                         failure: dict[str, Any]) -> None:
         scheduled = self._scheduled_event(partition, wid, live, seq)
         delay = next_retry_delay_ms(scheduled.get("retry_policy"), attempt, failure)
-        details = self._beat_details.pop((wid, live.summary.run_id, seq), None)
+        beat = self._beat_details.pop((wid, live.summary.run_id, seq), None)
+        # This attempt's last beat; if it sent none, what it was handed (the progress stands).
+        details = beat[1] if beat is not None and beat[0] == attempt else \
+            self._previous_details(partition, wid, live, seq, attempt)
         if delay is not None:
             self._append(partition, wid, live, {
                 "type": "ActivityAttemptFailed", "activity_seq": seq, "attempt": attempt, "failure": failure,

@@ -76,10 +76,10 @@ class Engine(Activities, Requests):
         # (workflow id, update id) -> repeated UpdateWorkflow requests waiting for that update to
         # complete. In memory only: after a crash a caller retries and gets the recorded outcome.
         self._update_waiters: dict[tuple[str, str], list[dict[str, Any]]] = {}
-        # (workflow id, run id, activity_seq) -> the details of the running attempt's last heartbeat.
+        # (workflow id, run id, activity_seq) -> (attempt, the details of that attempt's last heartbeat).
         # In memory: recorded in ActivityAttemptFailed when the attempt fails. A beat applied by a
         # processor that then dies is lost only if the activity dies too (a live one beats again).
-        self._beat_details: dict[tuple[str, str, int], Payload] = {}
+        self._beat_details: dict[tuple[str, str, int], tuple[int, Payload]] = {}
         self._handlers = {
             CMD + "StartWorkflow": self._on_start,
             CMD + "SignalWorkflow": self._on_signal,

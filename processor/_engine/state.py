@@ -123,8 +123,9 @@ def fold(summary: Summary | None, event: dict[str, Any]) -> Summary:
         known = summary.updates.get(event["update_id"])
         if known is not None:
             known[1] = event["seq"]
-        if len(summary.updates) > UPDATES_KEPT:  # the oldest completed ones go first (insertion order)
-            for uid in [u for u, (_, done) in summary.updates.items() if done][:len(summary.updates) - UPDATES_KEPT]:
+        if len(summary.updates) > UPDATES_KEPT:  # the ones that completed longest ago go first
+            done = sorted((seq, u) for u, (_, seq) in summary.updates.items() if seq and u != event["update_id"])
+            for _, uid in done[:len(summary.updates) - UPDATES_KEPT]:
                 del summary.updates[uid]
     elif etype == "WorkflowCancelRequested":
         summary.cancel_requested = True

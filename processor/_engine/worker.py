@@ -70,7 +70,7 @@ from processor._limits import (
     dlq_value,
 )
 from processor._payload import from_payload, from_payloads
-from processor.exceptions import DecodeError, KafkaUnavailableError
+from processor.exceptions import ActivityCancelledError, DecodeError, KafkaUnavailableError
 
 log = logging.getLogger("processor.worker")
 CANCEL = "wf.tasks.v1.ActivityCancel"
@@ -335,10 +335,11 @@ class ActivityWorker:
             self.offsets.finish(p, offset)
             return
         key = (task["workflow_id"], task.get("run_id", ""), task["activity_seq"], task["attempt"])
-        if self._canceled.pop(key, None) is not None:
+        reason = self._canceled.pop(key, None)
+        if reason is not None:  # reported, not skipped: a run that goes on (cleanup) must hear of it
             self.skipped += 1
-            log.debug("skipped %s: canceled before it started", _what(task))
-            self.offsets.finish(p, offset)
+            self._report(p, offset, task, None, ActivityCancelledError(
+                f"{_what(task)} was canceled before it started: {reason}"))
             return
         definition = self.definitions.get(task["activity_type"])
         if definition is None:
@@ -504,11 +505,17 @@ class ActivityWorker:
             value = heartbeat_value(self.codec, task, details)
             try:
                 self._produce(self.settings.topics.commands, task["workflow_id"].encode(), value,
-                              self.codec.headers(HEARTBEAT))
+                              self.codec.headers(HEARTBEAT), self._beat_delivered)
             except KafkaException as exc:  # a lost beat costs at most a heartbeat timeout, never the activity
                 log.warning("heartbeat of %s not sent: %s", _what(task), exc.args[0])
 
         return beat
+
+    def _beat_delivered(self, err: KafkaError | None, _msg: Message) -> None:
+        """A heartbeat the broker took: the producer works (see _check_producer), even while no
+        result settles for a while."""
+        if err is None:
+            self._delivered_at = time.monotonic()
 
     def _dead_letter(self, m: Message, reason: str) -> None:
         p, offset = position(m)

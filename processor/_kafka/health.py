@@ -54,6 +54,7 @@ class WedgeClock:
         self._answers = False
         self.probes = 0
         self.wedged_for = 0.0  # how long it had failed, when `failing` last answered True
+        self._was_down = False  # a probe found Kafka down since the clock last ran
 
     def ok(self) -> None:
         self._since = None
@@ -67,9 +68,12 @@ class WedgeClock:
             self._next_probe = now + self._probe_every_s
         if not self._answers:  # an outage: the client is not to blame
             self._since = None
+            self._was_down = True
             return False
         if self._since is None:
-            self._since = now if began is None else began
+            # After an outage the clock starts now: a healthy client needs a moment to reconnect.
+            self._since = now if began is None or self._was_down else began
+            self._was_down = False
         if now - self._since < self.after_s:
             return False
         self.wedged_for = now - self._since

@@ -34,6 +34,7 @@ from typing import Any, ClassVar
 
 from processor import _payload, workflow
 from processor._failure import exception_from_failure, failure_from_exception
+from processor._limits import MAX_RECORD_BYTES, PAYLOAD_TOO_LARGE, too_large
 from processor._payload import Payload
 from processor._runtime import _guard
 from processor._runtime._guard import NondeterministicCall, NondeterministicCallError
@@ -66,6 +67,7 @@ from processor.workflow import _Runtime
 __all__ = ["WorkflowInstance"]
 
 _OUR_CODE = str(Path(__file__).resolve().parents[1])  # processor/: frames of ours are not the user's line
+_EVENT_ROOM = 4_096  # what a WorkflowUpdateCompleted needs beside its result
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -219,6 +221,7 @@ class WorkflowInstance(WorkflowEventLoop, _Runtime):
         # real command gets the seq a replay gives it.
         saved = (dict(self._seqs), dict(self._children), dict(self._timers), dict(self._activities),
                  dict(self._patches))
+        random_state = self._random.getstate()  # workflow.random()/uuid4() in a handler must not move it
         self._querying = who
         try:
             if values is None:
@@ -240,6 +243,7 @@ class WorkflowInstance(WorkflowEventLoop, _Runtime):
         finally:
             self._querying = None
             self._seqs, self._children, self._timers, self._activities, self._patches = saved
+            self._random.setstate(random_state)
             while len(self._ready) > ready:  # drop what the handler scheduled, so nothing of it ever runs
                 self._ready.pop().cancel()
             self._refused_call = None
@@ -550,7 +554,11 @@ class WorkflowInstance(WorkflowEventLoop, _Runtime):
             result = handler(self._object, *values)
             if inspect.isawaitable(result):
                 result = await result
-            done["result"] = _payload.to_payload(result)
+            payload = _payload.to_payload(result)
+            if len(payload["data"]) > MAX_RECORD_BYTES - _EVENT_ROOM:  # the update fails, not the workflow
+                raise ApplicationError(too_large(f"the result of update {name!r}", len(payload["data"])),
+                                       type=PAYLOAD_TOO_LARGE, non_retryable=True)
+            done["result"] = payload
         except asyncio.CancelledError as exc:  # the workflow was cancelled while the update ran
             done["failure"] = failure_from_exception(ApplicationError(f"update {name!r} canceled: {exc}",
                                                                       type="Canceled"))

@@ -53,3 +53,14 @@ def test_kafka_is_probed_at_most_every_probe_interval() -> None:
     for t in range(0, 30):
         clock.failing(t / 2)
     assert kafka.probes == 3  # at 0, 5 and 10 of 0..14.5
+
+
+def test_after_an_outage_the_clock_starts_when_kafka_answers_not_when_the_call_began() -> None:
+    kafka = Kafka()
+    kafka.up = False
+    clock = WedgeClock(15, kafka, probe_every_s=5)
+    assert not clock.failing(100, began=0)
+    kafka.up = True
+    assert not clock.failing(106, began=0), "a client that failed through the outage gets its 15 s now"
+    assert not clock.failing(120, began=0)
+    assert clock.failing(121, began=0)

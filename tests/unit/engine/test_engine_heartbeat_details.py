@@ -33,10 +33,10 @@ def test_the_last_details_of_a_failed_attempt_reach_the_retry(tmp_path: Path) ->
     h.tick(1_000)  # the retry timer fires
     (second,) = h.new_tasks()
     assert second["attempt"] == 2 and _payload.from_payload(second["heartbeat_details"]) == ["page", 7]
-    h.fail(second, retryable("again"))  # no beat this time: nothing to hand on
+    h.fail(second, retryable("again"))  # no beat this time: the progress it was handed stands
     h.tick(1_000)
     (third,) = h.new_tasks()
-    assert third["attempt"] == 3 and third["heartbeat_details"] is None
+    assert third["attempt"] == 3 and _payload.from_payload(third["heartbeat_details"]) == ["page", 7]
 
 
 def test_a_beat_of_a_stale_attempt_is_not_kept(tmp_path: Path) -> None:

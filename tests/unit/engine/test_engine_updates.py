@@ -131,3 +131,20 @@ def test_a_run_remembers_its_last_completed_updates_only(h: EngineHarness, monke
     assert list(h.summary("c").updates) == ["u3", "u4", "u5"]  # type: ignore[union-attr]
     assert completed(update(h, "c", "add_item", "again", request_id="u5")) == 5, "a remembered id: its outcome"
     assert completed(update(h, "c", "add_item", "again", request_id="u1")) == 6, "a forgotten id is a new update"
+
+
+def test_a_long_update_that_completes_after_many_others_is_still_answered(
+        h: EngineHarness, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Forgetting goes by completion: the update completing now is never the one forgotten."""
+    from processor._engine import state
+
+    monkeypatch.setattr(state, "UPDATES_KEPT", 3)
+    h.start("c", "Cart")
+    assert update(h, "c", "add_priced", "slow", request_id="long") == []  # waits for its activity
+    for n in range(1, 5):
+        completed(update(h, "c", "add_item", f"i{n}", request_id=f"u{n}"))
+    h.run_activities()
+    (reply,) = [r for r in h.replies() if r["request_id"] == "long"]
+    assert reply["outcome"] == "completed"
+    assert "long" in h.summary("c").updates  # type: ignore[union-attr]
+    assert completed(update(h, "c", "add_priced", "slow", request_id="long")) == 42, "still answered once"

@@ -150,3 +150,61 @@ def test_validator_decorator_checks_its_method() -> None:
             @workflow.run
             async def run(self) -> None:
                 return None
+
+
+@workflow.defn(name="Lottery")
+class Lottery:
+    def __init__(self) -> None:
+        self.draws: list[str] = []
+
+    @workflow.update
+    def draw(self) -> str:
+        self.draws.append(str(workflow.uuid4()))
+        return self.draws[-1]
+
+    @draw.validator  # type: ignore[attr-defined]
+    def check(self) -> None:
+        workflow.random().random()  # a validator that reads randomness must not move the stream
+
+    @workflow.query
+    def peek(self) -> float:
+        return workflow.random().random()
+
+    @workflow.run
+    async def run(self) -> list[str]:
+        await workflow.wait_condition(lambda: len(self.draws) >= 2)
+        return self.draws
+
+
+def test_validators_and_queries_leave_the_random_stream_where_it_was() -> None:
+    sim = Sim(Lottery)
+    sim.start()
+    for n in range(2):
+        sim.instance.validate_update("draw", [])
+        sim.instance.query("peek", [])
+        accept(sim, f"u{n}", "draw")
+    assert_replays(Lottery, sim.history)  # the live results are what a replay computes
+    sim.close()
+
+
+@workflow.defn(name="Hoarder")
+class Hoarder:
+    @workflow.update
+    def dump(self, n: int) -> str:
+        return "x" * n
+
+    @workflow.run
+    async def run(self) -> None:
+        await workflow.wait_condition(lambda: False)
+
+
+def test_an_oversized_update_result_fails_the_update_not_the_workflow() -> None:
+    sim = Sim(Hoarder)
+    sim.start()
+    accept(sim, "big", "dump", 2_000_000)
+    failure = done(sim, "big")["failure"]
+    assert failure["type"] == "PayloadTooLarge" and "the result of update 'dump'" in failure["message"]  # type: ignore[index]
+    assert sim.commands("WorkflowFailed") == []
+    accept(sim, "small", "dump", 3)
+    assert _payload.from_payload(done(sim, "small")["result"]) == "xxx"
+    sim.close()

@@ -40,14 +40,22 @@ def test_a_running_attempt_learns_it_is_canceled_at_its_next_heartbeat(
     assert w.offsets.committable() == {0: 7}, "the task and the cancel record both settled"
 
 
-def test_an_attempt_canceled_before_it_started_is_skipped(make_worker: Callable[..., ActivityWorker]) -> None:
+def test_an_attempt_canceled_before_it_started_is_not_run_but_reported(
+        make_worker: Callable[..., ActivityWorker]) -> None:
+    """Reported, so a run that goes on after the cancel request (cleanup) hears of it."""
     w = make_worker()
     w._cancel_seen(cancel_message(1, 9, activity_seq=3, attempt=2))
     w._start(task_message(1, 8, "beating", 30.0, activity_seq=3, attempt=2))  # still in the backlog when seen
     w._start(cancel_message(1, 9, activity_seq=3, attempt=2))
-    assert w.skipped == 1 and w.offsets.committable() == {1: 10}
+    (sent,) = settled(w)
+    failure = CODEC.decode_as(sent.value or b"", FAILED)["failure"]
+    assert failure["type"] == "ActivityCancelled" and "was canceled before it started" in failure["message"]
+    assert w.skipped == 1
+    turn(w)
+    turn(w)
+    assert w.offsets.committable() == {1: 10}
     w._start(task_message(1, 10, "sized", 1, activity_seq=3, attempt=3))  # a later attempt is not canceled
-    assert [s.name for s in settled(w)] == ["wf.commands.v1.ActivityCompleted"]
+    assert [s.name for s in settled(w, 2)][1] == "wf.commands.v1.ActivityCompleted"
 
 
 def test_a_cancel_for_another_attempt_changes_nothing(make_worker: Callable[..., ActivityWorker]) -> None:

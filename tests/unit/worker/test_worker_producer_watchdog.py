@@ -73,7 +73,9 @@ def test_no_replacement_while_kafka_itself_is_down(make_worker: Callable[..., Ac
     assert len(calls) == 3, "probed at most every 5 s"
     _kafka(monkeypatch, up=True)
     w._check_producer(t0 + 306)
-    assert producer(w) is not old, "Kafka answers a new client and this one has delivered nothing for 306 s"
+    assert producer(w) is old, "Kafka is back: the producer gets its 15 s to reconnect"
+    w._check_producer(t0 + 321.5)
+    assert producer(w) is not old, "Kafka answers a new client and this one has delivered nothing since"
 
 
 def test_an_idle_producer_is_never_probed(make_worker: Callable[..., ActivityWorker],
@@ -84,3 +86,19 @@ def test_an_idle_producer_is_never_probed(make_worker: Callable[..., ActivityWor
     for dt in (0.0, 100.0, 10_000.0):
         w._check_producer(w._delivered_at + dt)
     assert producer(w) is old and calls == []
+
+
+def test_delivered_heartbeats_count_as_the_producer_working(make_worker: Callable[..., ActivityWorker],
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """Long activities that only heartbeat keep records pending all the time; their deliveries
+    show the producer is fine (it was replaced, healthy, every 20 s)."""
+    _kafka(monkeypatch, up=True)
+    w = make_worker(producer_watchdog_s=15)
+    old = producer(w)
+    w._start(task_message(0, 5, "beating", 2.0))
+    t0 = w._delivered_at
+    deadline = time.monotonic() + 5
+    while w._delivered_at == t0 and time.monotonic() < deadline:
+        old.poll(0)
+        time.sleep(0.01)
+    assert w._delivered_at > t0, "a delivered heartbeat moved the producer's last delivery"
