@@ -234,9 +234,10 @@ def start(
     java = _require("java", "a Java 17+ runtime (e.g. `apt-get install openjdk-17-jre-headless`)")
     libs = ensure_jars(log=log)
     cluster_file = home / "cluster.id"
-    if not cluster_file.exists():
-        cluster_file.write_text(base64.urlsafe_b64encode(os.urandom(16)).decode().rstrip("="))
-    cluster_id = cluster_file.read_text().strip()
+    cluster_id = cluster_file.read_text().strip() if cluster_file.exists() else ""
+    if not cluster_id or cluster_id.startswith("-"):  # one that starts with "-" never formatted anything
+        cluster_id = new_cluster_id()
+        cluster_file.write_text(cluster_id)
     config = home / "server.properties"
     config.write_text(server_properties(home, port, controller_port))
     classpath = f"{libs}/*"
@@ -265,6 +266,16 @@ def start(
     (home / "broker.json").write_text(json.dumps(asdict(info)))
     _wait_ready(info, proc, timeout)
     return info, True
+
+
+def new_cluster_id() -> str:
+    """16 random bytes, URL-safe base64, as Kafka's own ids -- and, as Kafka's Uuid does, never
+    starting with "-": `kafka-storage format --cluster-id -x...` reads it as an option and fails
+    (seen in CI: 1 fresh broker home in 64)."""
+    while True:
+        cluster_id = base64.urlsafe_b64encode(os.urandom(16)).decode().rstrip("=")
+        if not cluster_id.startswith("-"):
+            return cluster_id
 
 
 def _preferred_port(port: int) -> int:

@@ -89,3 +89,10 @@ def test_start_refuses_a_busy_port_before_anything_runs(tmp_path: Path, listenin
     with pytest.raises(KafkaUnavailableError, match=rf"^port {listening} is already in use on 127.0.0.1"):
         local.start(tmp_path / "home", port=listening)
     assert not (tmp_path / "home" / "broker.json").exists()
+
+
+def test_a_cluster_id_never_starts_with_a_dash(monkeypatch: pytest.MonkeyPatch) -> None:
+    """kafka-storage reads `--cluster-id -x...` as an option and fails (CI: 1 fresh home in 64)."""
+    draws = iter([b"\xfb" + bytes(15), bytes(16)])  # the first encodes to "-w...", the second to "AAAA..."
+    monkeypatch.setattr(local.os, "urandom", lambda n: next(draws))
+    assert local.new_cluster_id() == "A" * 22
