@@ -5,43 +5,17 @@ Engine (engine.py inherits it); the retry rule itself is retry.py, the worker's 
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from processor._codec.partitioner import partition_for
-from processor._engine.core import EV, Counters, Live, Sink
+from processor._engine.core import EV, EngineParts, Live
 from processor._engine.retry import next_retry_delay_ms
 from processor._payload import Payload
-from processor._runtime import Completion, WorkflowInstance
-
-if TYPE_CHECKING:
-    from processor._codec import Codec
-    from processor._engine.outbox import Outbox
-    from processor._engine.settings import Settings
-    from processor._engine.store import PartitionStore
-    from processor.workflow import WorkflowDefinition
 
 
-class Activities:
+class Activities(EngineParts):
     """ActivityCompleted / ActivityFailed / ActivityHeartbeat, dispatch, retry and cancel."""
 
-    if TYPE_CHECKING:  # what the Engine provides (engine.py)
-        settings: Settings
-        codec: Codec
-        sink: Sink
-        outbox: Outbox
-        counters: Counters
-        now_ms: int
-        stores: dict[int, PartitionStore]
-        definitions: dict[str, WorkflowDefinition]
-
-        def _load(self, partition: int, wid: str) -> Live | None: ...
-        def _input(self, partition: int, wid: str, live: Live, event: dict[str, Any]) -> None: ...
-        def _append(self, partition: int, wid: str, live: Live, event: dict[str, Any]) -> None: ...
-        def _set_timer(self, partition: int, wid: str, tkey: str, due_ms: int | None) -> None: ...
-        def _addressed(self, rec: dict[str, Any], live: Live) -> str | None: ...
-        def _activate(self, wid: str, instance: WorkflowInstance, events: list[dict[str, Any]], *,
-                      replay: bool) -> Completion: ...
-        _beat_details: dict[tuple[str, str, int], tuple[int, Payload]]
 
     def _pending_activity(self, partition: int, rec: dict[str, Any]) -> tuple[Live | None, str | None]:
         """The workflow and a DLQ reason; (None, None) means a duplicate or late result to ignore."""

@@ -5,10 +5,18 @@ engine import it without importing each other."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from processor._engine.state import Summary
-from processor._runtime import WorkflowInstance
+from processor._payload import Payload
+from processor._runtime import Completion, WorkflowInstance
+
+if TYPE_CHECKING:
+    from processor._codec import Codec
+    from processor._engine.outbox import Outbox
+    from processor._engine.settings import Settings
+    from processor._engine.store import PartitionStore
+    from processor.workflow import WorkflowDefinition
 
 EV = "wf.events.v1."
 CMD = "wf.commands.v1."
@@ -47,3 +55,28 @@ class Counters:
     forwarded: int = 0
     timers_fired: int = 0
     replays: int = 0
+
+
+class EngineParts:
+    """What the Engine (engine.py) provides to the rule modules it inherits (activities.py,
+    requests.py): declared once, for the type checker; nothing at run time."""
+
+    if TYPE_CHECKING:
+        settings: Settings
+        codec: Codec
+        sink: Sink
+        outbox: Outbox
+        counters: Counters
+        now_ms: int
+        stores: dict[int, PartitionStore]
+        definitions: dict[str, WorkflowDefinition]
+        _update_waiters: dict[tuple[str, str], list[dict[str, Any]]]
+        _beat_details: dict[tuple[str, str, int], tuple[int, Payload]]
+
+        def _load(self, partition: int, wid: str) -> Live | None: ...
+        def _input(self, partition: int, wid: str, live: Live, event: dict[str, Any]) -> None: ...
+        def _append(self, partition: int, wid: str, live: Live, event: dict[str, Any]) -> None: ...
+        def _set_timer(self, partition: int, wid: str, tkey: str, due_ms: int | None) -> None: ...
+        def _addressed(self, rec: dict[str, Any], live: Live) -> str | None: ...
+        def _activate(self, wid: str, instance: WorkflowInstance, events: list[dict[str, Any]], *,
+                      replay: bool) -> Completion: ...

@@ -5,41 +5,16 @@ updates (validated read-only, then recorded and run as workflow code). Part of t
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from processor._engine.core import Counters, Live, Sink
-from processor._runtime import Completion, WorkflowInstance
+from processor._engine.core import EngineParts, Live
+from processor._runtime import WorkflowInstance
 from processor.exceptions import QueryFailedError, UpdateRejectedError
 
-if TYPE_CHECKING:
-    from processor._codec import Codec
-    from processor._engine.outbox import Outbox
-    from processor._engine.settings import Settings
-    from processor._engine.store import PartitionStore
-    from processor.workflow import WorkflowDefinition
 
-
-class Requests:
+class Requests(EngineParts):
     """QueryWorkflow and UpdateWorkflow."""
 
-    if TYPE_CHECKING:  # what the Engine provides (engine.py)
-        settings: Settings
-        codec: Codec
-        sink: Sink
-        outbox: Outbox
-        counters: Counters
-        now_ms: int
-        stores: dict[int, PartitionStore]
-        definitions: dict[str, WorkflowDefinition]
-
-        def _load(self, partition: int, wid: str) -> Live | None: ...
-        def _input(self, partition: int, wid: str, live: Live, event: dict[str, Any]) -> None: ...
-        def _append(self, partition: int, wid: str, live: Live, event: dict[str, Any]) -> None: ...
-        def _set_timer(self, partition: int, wid: str, tkey: str, due_ms: int | None) -> None: ...
-        def _addressed(self, rec: dict[str, Any], live: Live) -> str | None: ...
-        def _activate(self, wid: str, instance: WorkflowInstance, events: list[dict[str, Any]], *,
-                      replay: bool) -> Completion: ...
-        _update_waiters: dict[tuple[str, str], list[dict[str, Any]]]
 
     def _on_query(self, partition: int, rec: dict[str, Any]) -> str | None:
         """Answer from the live instance, or from one replayed for the purpose (a closed or evicted
@@ -136,10 +111,7 @@ class Requests:
         whoever sent the same request id meanwhile."""
         uid = event["update_id"]
         known = live.summary.updates.get(uid)
-        waiters = self._update_waiters.pop((wid, uid), [])
-        if known is not None and known[0] >= 0:
-            waiters.insert(0, {"workflow_id": wid, "request_id": uid, "reply_partition": known[0]})
-        for rec in waiters:
+        for rec in self._update_callers(wid, uid, known[0] if known is not None else -1):
             self._answer_update(partition, wid, live, rec, event["seq"])
 
     def _updates_orphaned(self, wid: str, live: Live, status: str) -> None:
@@ -147,9 +119,14 @@ class Requests:
         for uid, (p, done) in live.summary.updates.items():
             if done:
                 continue
-            waiters = self._update_waiters.pop((wid, uid), [])
-            if p >= 0:
-                waiters.insert(0, {"workflow_id": wid, "request_id": uid, "reply_partition": p})
-            for rec in waiters:
+            for rec in self._update_callers(wid, uid, p):
                 self.outbox.reply(rec, "UpdateWorkflow", "failed", live.summary.run_id,
                                   f"workflow {wid!r} closed ({status}) before update {uid!r} completed")
+
+    def _update_callers(self, wid: str, uid: str, reply_partition: int) -> list[dict[str, Any]]:
+        """Who hears how update `uid` ended: the sender recorded with it (reply partition -1: none)
+        and whoever repeated its request id while it ran."""
+        callers = self._update_waiters.pop((wid, uid), [])
+        if reply_partition >= 0:
+            callers.insert(0, {"workflow_id": wid, "request_id": uid, "reply_partition": reply_partition})
+        return callers
