@@ -148,7 +148,7 @@ def _print_result(client: Any, workflow_id: str, timeout: float, run_id: str | N
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    from processor.client import summarize
+    from processor._answers import summarize
 
     client = _client(args)
     try:

@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
+from processor._answers import history_events
 from processor._codec import default_codec
 from processor._engine.keys import event_key, new_run_id, split_event_key
-from processor.client import history_events
 
 RUN = new_run_id()
 IDS = ["col2", "col2@000000000001", "col2@", "@col2", "a@b@c", "col2@00000000000x", "ordre-é", "col",
