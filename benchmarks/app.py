@@ -12,13 +12,18 @@ def noop(value: int) -> int:
     return value + 1
 
 
+# BENCH_START_TO_CLOSE_S=<seconds>: each activity under a start-to-close timeout (what Temporal
+# requires), which makes workers report each start (ActivityStarted: one more command per activity).
+_TIMEOUT = float(os.environ["BENCH_START_TO_CLOSE_S"]) if os.environ.get("BENCH_START_TO_CLOSE_S") else None
+
+
 @workflow.defn
 class ThreeNoops:
     @workflow.run
     async def run(self, start: int) -> int:
-        a = await workflow.execute_activity(noop, start)
-        b = await workflow.execute_activity(noop, a)
-        return await workflow.execute_activity(noop, b)
+        a = await workflow.execute_activity(noop, start, start_to_close_timeout=_TIMEOUT)
+        b = await workflow.execute_activity(noop, a, start_to_close_timeout=_TIMEOUT)
+        return await workflow.execute_activity(noop, b, start_to_close_timeout=_TIMEOUT)
 
 
 app = Worker(workflows=[ThreeNoops], activities=[noop],

@@ -427,7 +427,7 @@ class _Runtime(ABC):
         activity_type: str,
         args: list[Payload],
         task_queue: str | None,
-        timeouts_ms: tuple[int | None, int | None, int | None],
+        timeouts_ms: tuple[int | None, int | None, int | None, int | None],
         retry_policy: RetryPolicyRecord | None,
         result_hint: object,
     ) -> asyncio.Future[Any]: ...
@@ -555,12 +555,20 @@ async def execute_activity(
     schedule_to_close_timeout: timedelta | float | None = None,
     heartbeat_timeout: timedelta | float | None = None,
     retry_policy: RetryPolicy | None = None,
+    schedule_to_start_timeout: timedelta | float | None = None,
 ) -> Any:
     """Run an activity (an `@activity.defn` function, or its name) and return its result.
 
     The result is shaped by the function's return annotation (dataclasses are rebuilt). A final
     failure or timeout raises `ActivityError` whose `__cause__` is the activity's error.
-    `task_queue` defaults to the workflow's; timeouts are timedeltas or seconds.
+    `task_queue` defaults to the workflow's; timeouts are timedeltas or seconds:
+
+    - `start_to_close_timeout`: how long one attempt may run, counted from the moment a worker
+      starts it (time waiting in the task queue does not count); a retryable attempt failure.
+    - `heartbeat_timeout`: the longest gap between `activity.heartbeat()` calls, from the start.
+    - `schedule_to_start_timeout`: how long one attempt may wait for a worker to start it. When it
+      passes the activity times out for good (not retried: a retry would wait in the same queue).
+    - `schedule_to_close_timeout`: all attempts together, from scheduling to the final result.
     """
     runtime = _runtime("execute_activity")
     if isinstance(activity, str):
@@ -580,6 +588,7 @@ async def execute_activity(
             _timeout_ms(start_to_close_timeout, "start_to_close_timeout"),
             _timeout_ms(schedule_to_close_timeout, "schedule_to_close_timeout"),
             _timeout_ms(heartbeat_timeout, "heartbeat_timeout"),
+            _timeout_ms(schedule_to_start_timeout, "schedule_to_start_timeout"),
         ),
         retry_policy.to_record() if retry_policy is not None else None,
         hint,

@@ -88,6 +88,7 @@ class Engine(Activities, Requests):
             CMD + "ActivityCompleted": self._on_activity_completed,
             CMD + "ActivityFailed": self._on_activity_failed,
             CMD + "ActivityHeartbeat": self._on_activity_heartbeat,
+            CMD + "ActivityStarted": self._on_activity_started,
             CMD + "QueryWorkflow": self._on_query,
             CMD + "UpdateWorkflow": self._on_update,
             CMD + "ChildWorkflowResult": self._on_child_result,
@@ -338,12 +339,17 @@ class Engine(Activities, Requests):
             return
         if kind == "r":
             self._dispatch(partition, wid, live, self._scheduled_event(partition, wid, live, seq), pending[0])
-        elif kind == "c":
-            self._input(partition, wid, live, {"type": "ActivityTimedOut", "activity_seq": seq,
-                                                "attempt": pending[0], "timeout_type": "schedule_to_close"})
-        elif kind in ("s", "h"):
-            which = "start_to_close_timeout" if kind == "s" else "heartbeat_timeout"
-            message = f"activity {seq} attempt {pending[0]} exceeded its {which}"
+            return
+        which = {"c": "schedule_to_close", "q": "schedule_to_start", "s": "start_to_close", "h": "heartbeat"}[kind]
+        message = f"activity {seq} attempt {pending[0]} exceeded its {which}_timeout"
+        if self.stores[partition].timer_due(wid, f"r{seq}") is None:
+            # The attempt's task is out (not waiting for a retry): whoever runs it, or takes it
+            # from the queue later (a new owner of a dead worker's partition), drops it.
+            self._cancel_attempts(partition, wid, live.summary.run_id, {seq: list(pending)}, message)
+        if kind in ("c", "q"):  # for good: schedule-to-start is not retried (same queue, same wait)
+            self._input(partition, wid, live, {"type": "ActivityTimedOut", "activity_seq": seq, "attempt": pending[0],
+                                                "timeout_type": which})
+        else:
             timeout = {"type": "StartToCloseTimeout" if kind == "s" else "HeartbeatTimeout", "non_retryable": False,
                        "cause": None, "stack_trace": "", "message": message}
             self._attempt_failed(partition, wid, live, seq, pending[0], timeout)
@@ -434,11 +440,11 @@ class Engine(Activities, Requests):
             self._set_timer(partition, wid, f"u{event['timer_seq']}", None)
         elif etype in ("ActivityCompleted", "ActivityFailed", "ActivityTimedOut"):
             self._beat_details.pop((wid, live.summary.run_id, event["activity_seq"]), None)
-            for kind in "schr":  # the activity is over: none of its timers may fire
+            for kind in "schrq":  # the activity is over: none of its timers may fire
                 self._set_timer(partition, wid, f"{kind}{event['activity_seq']}", None)
         elif etype == "ActivityAttemptFailed":
-            self._set_timer(partition, wid, f"s{event['activity_seq']}", None)
-            self._set_timer(partition, wid, f"h{event['activity_seq']}", None)
+            for kind in "shq":  # the attempt is over
+                self._set_timer(partition, wid, f"{kind}{event['activity_seq']}", None)
             self._set_timer(partition, wid, f"r{event['activity_seq']}", event["retry_at_ms"])
         elif etype == "WorkflowUpdateCompleted":
             self._update_done(partition, wid, live, event)
@@ -649,7 +655,8 @@ class Engine(Activities, Requests):
 
 
 # Timer keys: kind letter + seq. u = workflow sleep (timer_seq); r = activity retry backoff,
-# s = start-to-close, c = schedule-to-close, h = heartbeat (activity_seq); w0 = execution timeout.
+# s = start-to-close, h = heartbeat (both from the attempt's ActivityStarted), q = schedule-to-start
+# (from dispatch to ActivityStarted), c = schedule-to-close (activity_seq); w0 = execution timeout.
 def _start_signal(rec: dict[str, Any]) -> dict[str, Any]:
     return {"type": "SignalReceived", "signal_name": rec["signal_name"], "args": rec.get("signal_args") or [],
             "request_id": rec.get("request_id")}
@@ -658,4 +665,4 @@ def _start_signal(rec: dict[str, Any]) -> dict[str, Any]:
 _COMMAND_OF = {"SignalReceived": "SignalWorkflow", "WorkflowCancelRequested": "CancelWorkflow",
                "WorkflowTerminated": "TerminateWorkflow"}
 _TIMER_KIND = {"u": "user", "r": "activity_retry", "s": "activity_timeout", "c": "activity_timeout",
-               "h": "activity_timeout", "w": "workflow_timeout"}
+               "h": "activity_timeout", "q": "activity_timeout", "w": "workflow_timeout"}

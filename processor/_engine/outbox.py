@@ -1,4 +1,5 @@
-"""What the engine sends to other workflows and to clients, as records of the open transaction.
+"""What the engine sends to other workflows, to clients and to the workers running attempts, as
+records of the open transaction.
 
 Every message between a parent and its child is a command on wf.commands, produced in the
 transaction of the step that causes it -- so each is sent exactly once with that step -- and
@@ -22,6 +23,7 @@ if TYPE_CHECKING:
 
 CMD = "wf.commands.v1."
 REPLY = "wf.replies.v1.CommandReply"
+CANCEL = "wf.tasks.v1.ActivityCancel"
 
 
 class Outbox:
@@ -44,6 +46,12 @@ class Outbox:
                  "outcome": outcome, "message": message, "result": result, "failure": failure}
         self.sink.produce(self.topics.replies, p % self.sink.reply_partitions(), request_id.encode(),
                           self.codec.encode(REPLY, reply), self.codec.headers(REPLY))
+
+    def cancel_attempt(self, task_topic: str, partition: int | None, rec: dict[str, Any]) -> None:
+        """Tell the worker running an activity attempt that it is canceled: an ActivityCancel on
+        the task partition the attempt's task went to (None: where its key puts it)."""
+        self.sink.produce(task_topic, partition, rec["workflow_id"].encode(), self.codec.encode(CANCEL, rec),
+                          self.codec.headers(CANCEL))
 
     def command(self, wid: str, short_name: str, rec: dict[str, Any]) -> None:
         """A command for workflow `wid`, on the partition that owns it."""

@@ -31,6 +31,7 @@ TASK = "wf.tasks.v1.ActivityTask"
 COMPLETED = "wf.commands.v1.ActivityCompleted"
 FAILED = "wf.commands.v1.ActivityFailed"
 HEARTBEAT = "wf.commands.v1.ActivityHeartbeat"
+STARTED = "wf.commands.v1.ActivityStarted"
 HEARTBEAT_EVERY_S = 1.0
 # A record whose delivery failed with a retriable error is produced again this many times in all
 # (each try already spans librdkafka's own retries, up to message.timeout.ms), then given up.
@@ -56,24 +57,49 @@ def stale_attempt(task: Mapping[str, Any], now_ms: int, clock_skew_ms: int) -> s
     """Which timeout the processor has already fired (or fires at once) for this attempt, or None
     if the attempt may still be live and must run.
 
-    The processor starts an attempt's start-to-close and heartbeat timers when it dispatches the
-    task (`scheduled_time_ms`, its clock), not when a worker starts it. So a task taken from the
-    backlog or the topic after `scheduled + heartbeat_timeout` is an attempt whose heartbeat timer
-    has fired unless somebody else runs and heartbeats it (a previous owner of the partition):
-    either way running it here only makes a result the processor ignores. Same past
-    `scheduled + start_to_close_timeout`. In every case a processor timer covers the attempt, so
-    skipping never leaves an activity without a next attempt.
+    Of an attempt's clocks only schedule-to-start runs from dispatch (`scheduled_time_ms`, the
+    processor's clock); start-to-close and heartbeat start with the attempt (ActivityStarted).
+    So a task taken from the backlog or the topic after `scheduled + schedule_to_start_timeout`
+    belongs to an activity the processor has timed out for good: running it here only makes a
+    result the processor ignores.
 
     `clock_skew_ms` widens the deadline, never narrows it: a worker clock that runs ahead of the
     processors' by up to the margin must not skip a live attempt. A clock that runs behind only
-    skips less, which is today's behaviour.
+    skips less.
     """
-    scheduled = int(task["scheduled_time_ms"])
-    for field in ("heartbeat_timeout_ms", "start_to_close_timeout_ms"):
-        timeout = task.get(field)
-        if timeout and now_ms > scheduled + int(timeout) + clock_skew_ms:
-            return field[: -len("_ms")]
+    timeout = task.get("schedule_to_start_timeout_ms")
+    if timeout and now_ms > int(task["scheduled_time_ms"]) + int(timeout) + clock_skew_ms:
+        return "schedule_to_start_timeout"
     return None
+
+
+def reports_start(task: Mapping[str, Any]) -> bool:
+    """Whether the processor needs to hear that this attempt starts (ActivityStarted): only a
+    timeout that counts from the start, or one that the start stops, makes it wait for that."""
+    return bool(task.get("start_to_close_timeout_ms") or task.get("heartbeat_timeout_ms")
+                or task.get("schedule_to_start_timeout_ms"))
+
+
+# A start report is held back this long at most (see start_report_delay_s).
+START_REPORT_DELAY_S = _env_ms("DP_WORKER_START_REPORT_DELAY_MS", 200) / 1000
+
+
+def start_report_delay_s(task: Mapping[str, Any], most_s: float = START_REPORT_DELAY_S) -> float:
+    """How long a worker may hold back an attempt's ActivityStarted: an attempt that ends sooner
+    needs none (its result implies the start), which spares short activities a command each. The
+    report says how long the attempt has run, so the processor's clocks lose nothing; a quarter
+    of the shortest timeout at most, so a hung attempt is still timed out in time. None held
+    back with a schedule-to-start timeout: the start is what stops that clock."""
+    if task.get("schedule_to_start_timeout_ms"):
+        return 0.0
+    timeouts = [int(t) for t in (task.get("start_to_close_timeout_ms"), task.get("heartbeat_timeout_ms")) if t]
+    return min([most_s, *(t / 4_000 for t in timeouts)])
+
+
+def started_value(codec: Codec, task: Mapping[str, Any], worker: str, elapsed_ms: int = 0) -> bytes:
+    """ActivityStarted for the attempt `task`, from `worker`, `elapsed_ms` after it started."""
+    return codec.encode(STARTED, {**_base(task), "task_queue": task["task_queue"], "worker": worker,
+                                  "elapsed_ms": max(0, elapsed_ms)})
 
 
 def _what(task: Mapping[str, Any]) -> str:

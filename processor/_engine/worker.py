@@ -14,7 +14,14 @@ them (measured: pausing at the bound cut throughput from 208 to 88 workflows/s).
 Every task offset is settled by exactly one record (the attempt's ActivityCompleted or
 ActivityFailed, or the task's DLQ copy), made to fit the record limit where it is made, and whose
 delivery failure has a decided outcome (`_redeliver`) -- an offset is never left stuck silently.
-Attempts that the processor has already timed out are skipped, not run (`stale_attempt`).
+Attempts that the processor has already timed out are skipped, not run: by their
+schedule-to-start deadline (`stale_attempt`), or by the ActivityCancel the processor writes to
+the task's partition when it times an attempt out (a new owner of a dead worker's partition
+finds both the task and its cancel there).
+
+An attempt whose task has a start-to-close, heartbeat or schedule-to-start timeout is reported
+as started (ActivityStarted) just before it runs: those clocks count from the start at the
+processor, so time spent waiting in the queue or in this worker's backlog is not the attempt's.
 """
 
 from __future__ import annotations
@@ -22,7 +29,9 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
+import os
 import signal
+import socket
 import threading
 import time
 from collections import OrderedDict, deque
@@ -46,6 +55,7 @@ from processor._engine.settle import (  # noqa: F401 - re-exported for tests and
     HEARTBEAT,
     HEARTBEAT_EVERY_S,
     MAX_DELIVERY_ATTEMPTS,
+    STARTED,
     TASK,
     Action,
     Kind,
@@ -57,8 +67,11 @@ from processor._engine.settle import (  # noqa: F401 - re-exported for tests and
     failure_value,
     heartbeat_value,
     refused_value,
+    reports_start,
     settle_value,
     stale_attempt,
+    start_report_delay_s,
+    started_value,
 )
 from processor._kafka.health import WedgeClock, kafka_answers
 from processor._kafka.messages import Headers, consume_available, dlq_headers, headers, position
@@ -165,6 +178,7 @@ class ActivityWorker:
         self._producer_health = WedgeClock(self.producer_watchdog_s, lambda: kafka_answers(settings.bootstrap))
         self.definitions = {d.name: d for d in (activity.ActivityDefinition.of(fn) for fn in activities)}
         self.codec = default_codec()
+        self.identity = f"{socket.gethostname()}:{os.getpid()}"  # in ActivityStarted, for operators
         self.stop_event = threading.Event()
         ensure_topics(settings.bootstrap, [task_queue_spec(task_queue, settings.prefix)], exact_partitions=False)
         common = {"bootstrap.servers": settings.bootstrap, "client.id": f"worker-{task_queue}"}
@@ -193,6 +207,9 @@ class ActivityWorker:
         self._contexts: dict[tuple[str, str, int, int], activity.ActivityContext] = {}
         # Attempts canceled before they started here (skipped when their task comes up), newest last.
         self._canceled: OrderedDict[tuple[str, str, int, int], str] = OrderedDict()
+        # Start reports held back (start_report_delay_s): attempt -> (due, began, task), monotonic.
+        self._starts: dict[tuple[str, str, int, int], tuple[float, float, dict[str, Any]]] = {}
+        self._start_lock = threading.Lock()  # never taken by a delivery callback (see _report_due_starts)
         self._fatal: KafkaError | None = None
         self.completed = 0
         self.failed = 0
@@ -291,6 +308,17 @@ class ActivityWorker:
 
     # -- running one task -----------------------------------------------------------------------
 
+    def _take(self, batch: list[Message]) -> None:
+        """Messages just consumed: started while there is room and no backlog, else queued."""
+        for m in batch:  # cancels first: a task fetched with its cancel never starts
+            if _is_cancel(m):
+                self._cancel_seen(m)
+        for m in batch:
+            if self._busy() < self.max_concurrent and not self.backlog:
+                self._start(m)
+            else:
+                self.backlog.append(m)
+
     def _cancel_seen(self, m: Message) -> None:
         """An ActivityCancel consumed: the attempt it names, if running here, is told at once (its
         next activity.heartbeat() raises); if not started yet, it is skipped when its turn comes.
@@ -359,11 +387,16 @@ class ActivityWorker:
         except Exception as exc:  # noqa: BLE001 - a bad argument is the activity's failure, reported
             self._report(p, offset, task, None, exc)
             return
-        if task.get("heartbeat_timeout_ms"):
-            # The heartbeat timer runs from dispatch: a task that waited in the backlog would have
-            # little of it left for the activity's first beat. A beat at start gives it all of it
-            # (the processor ignores it if the timer already fired).
-            ctx.heartbeat_fn(())
+        if reports_start(task):
+            # Its start-to-close and heartbeat clocks count from now at the processor (and its
+            # schedule-to-start clock stops): the time the task waited in the queue is not the run's.
+            # Held back a little: an attempt that ends first needs no report (start_report_delay_s).
+            delay, began = start_report_delay_s(task), time.monotonic()
+            if delay > 0:
+                with self._start_lock:
+                    self._starts[key] = (began + delay, began, task)
+            else:
+                self._report_start(task, 0)
         fut: Future[Any]
         with self._lock:
             self._running += 1
@@ -395,6 +428,9 @@ class ActivityWorker:
         with self._lock:
             self._running -= 1
             self._contexts.pop(key, None)
+        if self._starts:
+            with self._start_lock:  # ended before its start was reported: the result says it all
+                self._starts.pop(key, None)
         if fut.cancelled():  # shut down before it ran: unsettled, the task runs again
             return
         exc = fut.exception()
@@ -496,12 +532,14 @@ class ActivityWorker:
         # Throttled so a tight loop cannot flood the commands topic, yet several beats fit in
         # the activity's heartbeat timeout.
         every = min(HEARTBEAT_EVERY_S, (task.get("heartbeat_timeout_ms") or 3_000) / 3_000)
+        key = (task["workflow_id"], task.get("run_id", ""), task["activity_seq"], task["attempt"])
 
         def beat(details: tuple[Any, ...]) -> None:
             now = time.monotonic()
             if now - last[0] < every:
                 return
             last[0] = now
+            self._report_due_starts(now, key)  # the start before the first beat
             value = heartbeat_value(self.codec, task, details)
             try:
                 self._produce(self.settings.topics.commands, task["workflow_id"].encode(), value,
@@ -510,6 +548,26 @@ class ActivityWorker:
                 log.warning("heartbeat of %s not sent: %s", _what(task), exc.args[0])
 
         return beat
+
+    def _report_due_starts(self, now: float, key: tuple[str, str, int, int] | None = None) -> None:
+        """Send the held-back start reports that are due (or `key`'s, due or not: before its first
+        heartbeat). Under `_start_lock`, so a start goes out before its attempt's result or not at
+        all (_done drops it under the same lock)."""
+        if not self._starts:
+            return
+        with self._start_lock:
+            due = [k for k, (at, _, _) in self._starts.items() if at <= now or k == key]
+            for k in due:
+                _, began, task = self._starts.pop(k)
+                self._report_start(task, int((now - began) * 1000))
+
+    def _report_start(self, task: dict[str, Any], elapsed_ms: int) -> None:
+        try:
+            self._produce(self.settings.topics.commands, task["workflow_id"].encode(),
+                          started_value(self.codec, task, self.identity, elapsed_ms), self.codec.headers(STARTED),
+                          self._beat_delivered)
+        except KafkaException as exc:  # like a lost beat: the heartbeat that follows starts the clocks
+            log.warning("start of %s not reported: %s", _what(task), exc.args[0])
 
     def _beat_delivered(self, err: KafkaError | None, _msg: Message) -> None:
         """A heartbeat the broker took: the producer works (see _check_producer), even while no
@@ -579,17 +637,12 @@ class ActivityWorker:
                 elif len(self.backlog) < self.max_backlog // 2 and self._paused:
                     self.consumer.resume(self.consumer.assignment())
                     self._paused = False
-                for m in consume_available(self.consumer, 100, 0.05 if not self.backlog else 0.005):
-                    if m.error() is None:
-                        if _is_cancel(m):
-                            self._cancel_seen(m)
-                        if self._busy() < self.max_concurrent and not self.backlog:
-                            self._start(m)
-                        else:
-                            self.backlog.append(m)
+                self._take([m for m in consume_available(self.consumer, 100, 0.05 if not self.backlog else 0.005)
+                            if m.error() is None])
                 self.producer.poll(0)
                 self._redeliver()
                 now = time.monotonic()
+                self._report_due_starts(now)
                 if now - last_commit > 0.1:
                     self._commit()
                     last_commit = now

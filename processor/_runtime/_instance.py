@@ -698,7 +698,7 @@ class WorkflowInstance(WorkflowEventLoop, _Runtime):
         activity_type: str,
         args: list[Payload],
         task_queue: str | None,
-        timeouts_ms: tuple[int | None, int | None, int | None],
+        timeouts_ms: tuple[int | None, int | None, int | None, int | None],
         retry_policy: workflow.RetryPolicyRecord | None,
         result_hint: object,
     ) -> asyncio.Future[Any]:
@@ -715,6 +715,7 @@ class WorkflowInstance(WorkflowEventLoop, _Runtime):
                 "start_to_close_timeout_ms": timeouts_ms[0],
                 "schedule_to_close_timeout_ms": timeouts_ms[1],
                 "heartbeat_timeout_ms": timeouts_ms[2],
+                "schedule_to_start_timeout_ms": timeouts_ms[3],
                 "retry_policy": retry_policy,
             }
         )

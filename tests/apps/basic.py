@@ -80,6 +80,11 @@ class Timeouts:
                 await workflow.execute_activity(slow, 3.0, False, schedule_to_close_timeout=0.5)
             elif which == "heartbeat_missed":
                 await workflow.execute_activity(slow, 3.0, False, heartbeat_timeout=0.5, retry_policy=once)
+            elif which == "queued":  # 1 s of work under a 1.5 s start-to-close, however long it queued
+                await workflow.execute_activity(slow, 1.0, False, start_to_close_timeout=1.5, retry_policy=once)
+            elif which == "schedule_to_start":  # nobody serves the queue
+                await workflow.execute_activity(slow, 0.1, False, task_queue="unserved",
+                                                schedule_to_start_timeout=0.5, start_to_close_timeout=5)
             elif which == "heartbeat_ok_10s":  # the issue 6 scenario: 10 s activities, 2 s heartbeat timeout
                 return str(await workflow.execute_activity(slow, 10.0, True, heartbeat_timeout=2.0))
             else:  # heartbeats keep a 2 s activity alive under a 0.6 s heartbeat timeout
@@ -285,3 +290,5 @@ class Cart:
 app = Worker(workflows=[ThreeSteps, FanOut, Retrying, Failing, Approval, Timeouts, Looper, Child, Parent, Cart,
                         LongBeat],
              activities=[step, async_step, flaky, fail_hard, slow])
+# The same application on a worker that runs one activity at a time: tasks queue in its backlog.
+one_at_a_time = Worker(workflows=app.workflows, activities=app.activities, max_concurrent_activities=1)

@@ -165,6 +165,34 @@ def test_durable_timeouts(cluster: Cluster, client: Client) -> None:
     assert client.describe("never-approved")["status"] == "timed_out"
 
 
+def test_start_to_close_counts_from_the_start_and_queue_time_is_schedule_to_start(
+        cluster: Cluster, client: Client) -> None:
+    """One activity at a time on the only worker: five 1 s activities under a 1.5 s start-to-close
+    wait up to 4 s for it, all finish (counted from dispatch, the last three would time out). An
+    activity on a queue nobody serves times out after its 0.5 s schedule-to-start, not retried."""
+    cluster.processor()
+    cluster.worker(app="tests.apps.basic:one_at_a_time")
+    ids = [f"queued-{i}" for i in range(5)]
+    for wid in ids:
+        client.start_workflow("Timeouts", "queued", id=wid, wait_for_ack=False)
+    client.start_workflow("Timeouts", "schedule_to_start", id="unserved")
+    client.flush()
+    assert client.result("unserved", timeout=60) == "ApplicationError: ActivityTimeout"
+    history = client.history("unserved")
+    (timed_out,) = [e for e in history if e["type"] == "ActivityTimedOut"]
+    assert timed_out["timeout_type"] == "schedule_to_start" and timed_out["attempt"] == 1
+    assert not [e for e in history if e["type"] == "ActivityAttemptFailed"], "schedule-to-start is not retried"
+    for wid in ids:
+        assert client.result(wid, timeout=90) == "no timeout", wid
+    runs = Counter(wid for wid, _, _ in cluster.runs())
+    assert [runs[wid] for wid in ids] == [1] * 5
+    def at(wid: str, etype: str) -> int:
+        return int(next(e["time_ms"] for e in client.history(wid) if e["type"] == etype))
+
+    longest = max(at(w, "ActivityCompleted") - at(w, "ActivityScheduled") for w in ids)
+    assert longest > 3_000, f"the last activity waited in the queue (longest schedule-to-close {longest} ms)"
+
+
 def test_cancel_and_terminate(cluster: Cluster, client: Client) -> None:
     cluster.processor()
     cluster.worker()

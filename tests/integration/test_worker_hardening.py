@@ -92,11 +92,11 @@ def test_a_graceful_worker_stop_runs_nothing_twice(kafka_bootstrap: str, prefix:
 def test_a_killed_workers_in_flight_activities_run_about_once_more(kafka_bootstrap: str, prefix: str,
                                                                   tmp_path: Path, mode: str, allowed: float) -> None:
     """13 activities in flight (default retries) on a worker that is SIGKILLed. Its partitions
-    reach the new worker only after the session timeout, by when later attempts of each wait
-    there too, already timed out by the processor: they are skipped, not run. Issue 6 measured 7
-    runs per activity (10 s activities, 2 s heartbeat timeout) before this. With a 0.6 s
-    heartbeat timeout the attempt live when the partitions move can still miss its first window
-    (at most 2 per activity); with the issue's 2 s, one."""
+    reach the new worker only after the session timeout. Each attempt that the processor timed out
+    meanwhile has its ActivityCancel after its task in the partition, so the new owner skips it;
+    and since an attempt's clocks start with its ActivityStarted, the retry that waits for a worker
+    is not timed out again and again in the queue. Issue 6 measured 7 runs per activity (10 s
+    activities, 2 s heartbeat timeout) before its fix."""
     # Processes on one machine share a clock: a small skew margin makes the boundary crisp.
     c = Cluster(kafka_bootstrap, prefix, tmp_path, env={"DP_CLOCK_SKEW_MS": "100"})
     client = Client(kafka_bootstrap, prefix=prefix)
@@ -114,10 +114,10 @@ def test_a_killed_workers_in_flight_activities_run_about_once_more(kafka_bootstr
         for wid in ids:
             assert client.result(wid, timeout=120) == "finished"
         after = Counter(wid for wid, _, _ in c.runs()[before:])
-        # Measured (unloaded, 4 runs each): 0.6 s heartbeat 13, 13, 17, 15 runs for 13 -- the
-        # attempt live when the partitions move can miss its first 0.6 s window while the new
-        # worker is still fetching; the issue's 10 s / 2 s scenario 13, 13, 13, 13 (was 7 per
-        # activity before issue 6). The bound leaves room for a loaded CI machine.
+        # Measured unloaded: with heartbeat-timeout clocks from dispatch (issue 6's fix), 0.6 s
+        # heartbeat 13, 13, 17, 15 runs for 13 and 10 s / 2 s 13, 13, 13, 13; with clocks from
+        # the start and cancels of timed-out attempts (issue 7), 13 and 13 in each of 2 runs.
+        # The bound leaves room for a loaded CI machine.
         print(f"{mode}: runs after the kill: {sum(after.values())} for {len(ids)} in-flight activities")
         assert sum(after.values()) <= allowed * len(ids), f"re-executions after the kill: {dict(after)}"
         assert all(after[wid] >= 1 for wid in ids)

@@ -22,7 +22,8 @@ MODEL_RECORDS = sorted(
         f"wf.commands.v1.{n}"
         for n in (
             "StartWorkflow SignalWorkflow CancelWorkflow TerminateWorkflow "
-            "ActivityCompleted ActivityFailed ActivityHeartbeat QueryWorkflow ChildWorkflowResult UpdateWorkflow"
+            "ActivityCompleted ActivityFailed ActivityHeartbeat ActivityStarted QueryWorkflow ChildWorkflowResult "
+            "UpdateWorkflow"
         ).split()
     ]
     + [

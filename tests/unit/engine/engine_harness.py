@@ -24,6 +24,7 @@ from processor._engine import keys
 from processor._engine.core import Headers
 from processor._engine.engine import Engine
 from processor._engine.settings import Settings
+from processor._engine.settle import reports_start
 from processor._engine.state import Summary
 from processor._engine.store import PartitionStore
 from processor._failure import failure_from_exception
@@ -309,6 +310,18 @@ class EngineHarness:
             advance_ms=advance_ms,
         )
 
+    def started(self, task: dict[str, Any], *, commit: bool = True, advance_ms: int = 0,
+                elapsed_ms: int = 0) -> list[Record]:
+        """The worker's ActivityStarted for `task` (what ours sends when reports_start(task))."""
+        return self.send(
+            "ActivityStarted",
+            {"workflow_id": task["workflow_id"], "run_id": task.get("run_id", ""), "activity_seq": task["activity_seq"],
+             "attempt": task["attempt"], "task_queue": task["task_queue"], "worker": "harness",
+             "elapsed_ms": elapsed_ms},
+            commit=commit,
+            advance_ms=advance_ms,
+        )
+
     def fail(
         self, task: dict[str, Any], failure: dict[str, Any], *, commit: bool = True, advance_ms: int = 0
     ) -> list[Record]:
@@ -349,6 +362,8 @@ class EngineHarness:
             if not tasks:
                 return answered
             for task in tasks:
+                if reports_start(task):
+                    self.started(task)
                 outcome, value = activity(task)
                 if outcome == "ok":
                     self.complete(task, value, advance_ms=advance_ms)

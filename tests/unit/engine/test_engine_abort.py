@@ -33,7 +33,8 @@ def test_aborted_start_reaches_nothing_and_reruns_identically(tmp_path: Path) ->
     h = EngineHarness(tmp_path)
     wid = "abort-start"
     aborted = h.start(wid, "ThreeSteps", 1, commit=False)
-    assert [r.topic for r in aborted] == [EVENTS, EVENTS, "t.tasks.default", "t.timers"]
+    # No timer yet: the task's start-to-close clock starts when a worker reports the start.
+    assert [r.topic for r in aborted] == [EVENTS, EVENTS, "t.tasks.default"]
     assert h.summary(wid) is None and wid not in h.engine.cache
     assert _on_disk(h, wid) == (None, 0, [])
 
@@ -45,7 +46,12 @@ def test_aborted_start_reaches_nothing_and_reruns_identically(tmp_path: Path) ->
     assert h.engine.counters.duplicates == 0  # the aborted start did not count as the first one
     summary, n_history, timers = _on_disk(h, wid)
     assert summary is not None and summary.last_seq == 2 and n_history == 2
-    assert timers == [(START_MS + 60_000, wid, "s1")]
+    assert timers == []
+    (task,) = h.new_tasks()[-1:]
+    h.started(task, commit=False)
+    assert _on_disk(h, wid)[2] == [], "an aborted start report sets no timer"
+    h.started(task)
+    assert _on_disk(h, wid)[2] == [(START_MS + 60_000, wid, "s1")]
     h.close()
 
 
@@ -54,6 +60,7 @@ def test_aborted_activity_result_restarts_from_committed_state(tmp_path: Path) -
     wid = "abort-mid"
     h.start(wid, "ThreeSteps", 1)
     (t1,) = h.new_tasks()
+    h.started(t1)
     aborted = h.complete(t1, 2, commit=False, advance_ms=5)
     assert [e["type"] for e in _events(aborted)] == ["ActivityCompleted", "ActivityScheduled"]
     assert [e["seq"] for e in _events(aborted)] == [3, 4]

@@ -28,6 +28,8 @@ def _build_live(root: Path) -> tuple[EngineHarness, list[dict[str, Any]]]:
     h.tick(500)  # "timed" sleeps 0.5 s: its timer fires; "wait"'s does not
     h.fail(tasks[("retry", 1)], retryable("transient"), advance_ms=3)  # retry timer due in 100 ms
     outstanding = [t for key, t in tasks.items() if key in {("fan", 1), ("fan", 3)}] + h.new_tasks()
+    for task in outstanding:
+        h.started(task)  # what a worker reports: their start-to-close clocks run (s-timers)
     return h, outstanding
 
 

@@ -74,6 +74,8 @@ def test_default_policy_backoff_and_start_to_close_timer_per_attempt(tmp_path: P
     h.start(wid, "ThreeSteps", 1)
     (t1,) = h.new_tasks()
     t0 = h.now_ms
+    assert h.pending_timers(p) == []  # the clock starts with the attempt
+    h.started(t1)
     assert h.pending_timers(p) == [(t0 + 60_000, wid, "s1")]
     out = h.fail(t1, retryable(), advance_ms=7)
     assert [(r.topic, r.key, r.value is None) for r in out] == [
@@ -86,7 +88,8 @@ def test_default_policy_backoff_and_start_to_close_timer_per_attempt(tmp_path: P
     h.tick(1_000)
     (t2,) = h.new_tasks()
     assert t2["attempt"] == 2
-    assert h.pending_timers(p) == [(t0 + 1_007 + 60_000, wid, "s1")]
+    h.started(t2, advance_ms=4_000)  # it waited 4 s in the queue: that is not the attempt's time
+    assert h.pending_timers(p) == [(t0 + 5_007 + 60_000, wid, "s1")]
     out = h.fail(t2, retryable())
     assert out[0].event()["retry_at_ms"] == h.now_ms + 2_000
     h.close()
@@ -168,6 +171,7 @@ def test_capped_backoff_keeps_retrying_forever(tmp_path: Path) -> None:
     for attempt in range(1, 106):
         (task,) = h.new_tasks()
         assert task["attempt"] == attempt
+        h.started(task)
         out = h.tick(1_000)  # the start-to-close timeout passes: the attempt times out
         (event,) = [r.event() for r in out if r.topic == EVENTS]
         assert event["type"] == "ActivityAttemptFailed"

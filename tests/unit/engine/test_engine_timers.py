@@ -118,6 +118,8 @@ def test_heartbeat_pushes_the_heartbeat_deadline_out(tmp_path: Path) -> None:
     h.start(wid, "Timeouts", "heartbeat_ok")
     (task,) = h.new_tasks()
     assert task["heartbeat_timeout_ms"] == 600
+    assert h.pending_timers(p) == []  # the clock starts with the attempt
+    h.started(task)
     assert h.pending_timers(p) == [(START_MS + 600, wid, "h1")]
     out = h.send("ActivityHeartbeat", {"workflow_id": wid, "activity_seq": 1, "attempt": 1}, advance_ms=400)
     assert _shape(out) == [(TIMERS, b"beats@th1", "wf.timers.v1.TimerScheduled")]
@@ -139,7 +141,12 @@ def test_start_to_close_timeout_with_one_attempt_fails_the_activity(tmp_path: Pa
     h.start(wid, "Timeouts", "start_to_close")
     (task,) = h.new_tasks()
     assert task["start_to_close_timeout_ms"] == 500
-    h.tick(500)
+    h.tick(10_000)  # waiting in the queue is not running: no timeout
+    assert h.event_types(wid) == ["WorkflowStarted", "ActivityScheduled"]
+    h.started(task)
+    h.tick(499)
+    assert h.event_types(wid) == ["WorkflowStarted", "ActivityScheduled"]
+    h.tick(1)
     assert h.event_types(wid) == ["WorkflowStarted", "ActivityScheduled", "ActivityFailed", "WorkflowCompleted"]
     assert h.result(wid) == "RemoteApplicationError: StartToCloseTimeout"
     # The worker's late answer is a duplicate.
@@ -210,6 +217,7 @@ def test_overdue_timers_of_one_activity_fail_one_attempt_only(tmp_path: Path) ->
     wid = "watched"
     h.start(wid, "Watched")
     (task,) = h.new_tasks()
+    h.started(task)
     assert h.pending_timers(h.partition_of(wid)) == [(START_MS + 500, wid, "h1"), (START_MS + 500, wid, "s1")]
     h.tick(500)  # both deadlines of attempt 1 pass in the same tick
     events = h.events(wid)

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import random
+from datetime import timedelta
 
 import pytest
 from wf_harness import Sim, assert_replays
@@ -14,7 +15,7 @@ from wf_samples import (
     RacesActivityAgainstTimeout,
 )
 
-from processor import _payload
+from processor import _payload, workflow
 from processor.exceptions import ApplicationError
 
 
@@ -145,3 +146,26 @@ def test_wait_for_around_an_activity_uses_a_durable_timer(finish: str, always_re
         late = sim.instance.activate([])
         assert late.error is None
     assert_replays(RacesActivityAgainstTimeout, sim.history)
+
+
+@workflow.defn(name="AllTimeouts")
+class AllTimeouts:
+    @workflow.run
+    async def run(self) -> str:
+        result: str = await workflow.execute_activity(
+            "work", start_to_close_timeout=1, schedule_to_close_timeout=timedelta(minutes=2),
+            heartbeat_timeout=0.25, schedule_to_start_timeout=timedelta(seconds=30))
+        return result
+
+
+def test_every_timeout_is_recorded_in_the_scheduled_event(always_replay: bool) -> None:
+    sim = Sim(AllTimeouts, always_replay=always_replay)
+    sim.start()
+    (work,) = sim.scheduled()
+    assert (work["start_to_close_timeout_ms"], work["schedule_to_close_timeout_ms"], work["heartbeat_timeout_ms"],
+            work["schedule_to_start_timeout_ms"]) == (1_000, 120_000, 250, 30_000)
+    sim.feed("ActivityTimedOut", activity_seq=1, attempt=1, timeout_type="schedule_to_start")
+    closing = sim.closing()
+    assert closing["type"] == "WorkflowFailed"
+    cause = closing["failure"]["cause"]
+    assert (cause["type"], cause["message"]) == ("ActivityTimeout", "activity work timed out (schedule_to_start)")

@@ -18,6 +18,14 @@ def test_golden_history_replays() -> None:
     assert (result.workflow_id, result.commands_pending, result.closed) == ("wf-1", [], True)
 
 
+def test_a_history_recorded_before_schedule_to_start_replays() -> None:
+    # ActivityScheduled v1 had no schedule_to_start_timeout_ms: such histories replay unchanged.
+    old = GOLDEN.with_name("checkout_before_schedule_to_start.jsonl")
+    assert "schedule_to_start" not in old.read_text()
+    result = Replayer(workflows=[Approval, Checkout]).replay_json(old)
+    assert (result.workflow_id, result.commands_pending, result.closed) == ("wf-1", [], True)
+
+
 def test_golden_history_is_what_the_code_records_today() -> None:
     # If this fails, the runtime changed what it records: old histories may no longer replay.
     assert history_to_json(run_checkout(always_replay=False).history) == GOLDEN.read_text()
