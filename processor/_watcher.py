@@ -100,10 +100,17 @@ class Watcher:
         that continued as new is followed to the run that continues it, and on to the last."""
 
         def follow(res: Completion) -> None:
-            if res[0] == "WorkflowContinuedAsNew":
-                self.on_result(workflow_id, res[1]["new_run_id"], fn)
-            else:
-                fn(res)
+            # Walks the runs already closed in a loop (a chain of thousands of runs must not
+            # recurse), and waits on the first one not closed yet.
+            while res[0] == "WorkflowContinuedAsNew":
+                new_run = res[1]["new_run_id"]
+                with self.lock:
+                    ready = self.results.get(workflow_id, {}).get(new_run)
+                    if ready is None:
+                        self.callbacks.setdefault((workflow_id, new_run), []).append(follow)
+                        return
+                res = ready
+            fn(res)
 
         self.watch(workflow_id)
         with self.lock:
@@ -131,13 +138,15 @@ class Watcher:
         return box[0]
 
     def cancel(self, workflow_id: str, run_id: str | None, registered: Callable[[Completion], None]) -> None:
-        """Forget a callback on_result registered (a waiter that gave up)."""
+        """Forget a callback on_result registered (a waiter that gave up), wherever along the
+        id's chain of runs it waits now."""
         with self.lock:
-            waiting = self.callbacks.get((workflow_id, run_id), [])
-            if registered in waiting:
-                waiting.remove(registered)
-            if not waiting:
-                self.callbacks.pop((workflow_id, run_id), None)
+            for key in [k for k in self.callbacks if k[0] == workflow_id]:
+                waiting = self.callbacks[key]
+                if registered in waiting:
+                    waiting.remove(registered)
+                if not waiting:
+                    del self.callbacks[key]
 
     # -- replies ---------------------------------------------------------------------------------
 

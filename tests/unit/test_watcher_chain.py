@@ -1,0 +1,42 @@
+"""The client's completion reader follows a continue-as-new chain of any length (a workflow that
+loops for months continues as new thousands of times) without recursing."""
+
+from __future__ import annotations
+
+import threading
+
+from processor._watcher import Completion, Watcher
+
+
+def _watcher_without_kafka() -> Watcher:
+    """The reader's bookkeeping only: what on_result/cancel use (the Kafka thread is not started)."""
+    w = Watcher.__new__(Watcher)
+    w.lock = threading.Lock()
+    w.results, w.latest, w.callbacks = {}, {}, {}
+    w.partitions, w._watched, w._add = 1, set(), []
+    return w
+
+
+def _chain(w: Watcher, wid: str, runs: int) -> None:
+    for i in range(runs):
+        closed = ("WorkflowContinuedAsNew", {"run_id": f"r{i}", "new_run_id": f"r{i + 1}"})
+        w.results.setdefault(wid, {})[f"r{i}"] = closed
+
+
+def test_a_chain_of_5000_closed_runs_is_followed_to_the_last() -> None:
+    w = _watcher_without_kafka()
+    _chain(w, "loop", 5_000)
+    w.results["loop"]["r5000"] = ("WorkflowCompleted", {"run_id": "r5000"})
+    got: list[Completion] = []
+    w.on_result("loop", "r0", got.append)
+    assert got == [("WorkflowCompleted", {"run_id": "r5000"})]
+
+
+def test_a_waiter_on_a_chain_still_running_waits_on_its_newest_run_and_can_give_up() -> None:
+    w = _watcher_without_kafka()
+    _chain(w, "loop", 3_000)
+    got: list[Completion] = []
+    registered = w.on_result("loop", "r0", got.append)
+    assert got == [] and list(w.callbacks) == [("loop", "r3000")]
+    w.cancel("loop", "r0", registered)  # it gave up: forgotten where it waits now
+    assert w.callbacks == {}
