@@ -13,6 +13,7 @@ from processor._runtime import Completion, WorkflowInstance
 
 if TYPE_CHECKING:
     from processor._codec import Codec
+    from processor._engine.deadline import Deadline
     from processor._engine.outbox import Outbox
     from processor._engine.settings import Settings
     from processor._engine.store import PartitionStore
@@ -72,8 +73,10 @@ class EngineParts:
         definitions: dict[str, WorkflowDefinition]
         _update_waiters: dict[tuple[str, str], list[dict[str, Any]]]
         _beat_details: dict[tuple[str, str, int], tuple[int, Payload]]
+        deadline: Deadline
 
         def _load(self, partition: int, wid: str) -> Live | None: ...
+        def _evict(self, wid: str) -> None: ...
         def _input(self, partition: int, wid: str, live: Live, event: dict[str, Any]) -> None: ...
         def _append(self, partition: int, wid: str, live: Live, event: dict[str, Any]) -> None: ...
         def _set_timer(self, partition: int, wid: str, tkey: str, due_ms: int | None) -> None: ...

@@ -21,13 +21,14 @@ from __future__ import annotations
 
 import signal
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from types import FrameType
-from typing import Any
+from typing import Any, TypeVar
 
 from processor._runtime import Completion, WorkflowInstance, WorkflowTaskError
 
 REPEAT_S = 0.25
+T = TypeVar("T")
 
 
 class ActivationBlocked(BaseException):  # noqa: N818 - engine control flow, not an error type
@@ -65,6 +66,20 @@ class Deadline:
         if self._armed:
             self._armed = False
             signal.setitimer(signal.ITIMER_REAL, 0)
+
+    def call(self, fn: Callable[[], T], limit: float) -> tuple[T | None, bool]:
+        """`fn()` with at most `limit` seconds of blocking: (its result, False), or (None, True)
+        if it overran (a query handler or an update validator: workflow code that runs outside
+        an activation). What `fn` raises otherwise goes to the caller."""
+        try:
+            self.arm(limit)
+            try:
+                result = fn()
+            finally:
+                self.disarm()
+        except ActivationBlocked:
+            return None, True
+        return (None, True) if self.expired else (result, False)
 
     def activate(self, instance: WorkflowInstance, events: Sequence[Mapping[str, Any]], limit: float, who: str,
                  doing: str) -> Completion:

@@ -45,16 +45,38 @@ class Requests(EngineParts):
                 self.outbox.reply(rec, "QueryWorkflow", "failed", summary.run_id, f"cannot replay the workflow to "
                             f"answer: {replayed.error}")
                 return None
+        query = instance.query
         try:
-            answer = instance.query(rec["query_name"], rec["args"])
+            answer, blocked = self.deadline.call(lambda: query(rec["query_name"], rec["args"]),
+                                                 self._deadline_s(instance))
         except QueryFailedError as exc:
             self.outbox.reply(rec, "QueryWorkflow", "failed", summary.run_id, str(exc))
             return None
         finally:
             if temporary:
                 instance.close()
+        if blocked:
+            self._interrupted(wid, live, temporary)
+            self.outbox.reply(rec, "QueryWorkflow", "failed", summary.run_id,
+                              self._blocked(wid, f"query handler {rec['query_name']!r}", instance))
+            return None
         self.outbox.reply(rec, "QueryWorkflow", "answered", summary.run_id, "", answer)
         return None
+
+    def _deadline_s(self, instance: WorkflowInstance) -> float:
+        return instance.activation_deadline_s or self.settings.activation_deadline_ms / 1000
+
+    def _blocked(self, wid: str, what: str, instance: WorkflowInstance) -> str:
+        return (f"the {what} of workflow {wid!r} blocked the processor's event loop for more than "
+                f"{self._deadline_s(instance):g}s (time.sleep, blocking I/O or a long computation?): it was "
+                "interrupted; handlers must only read the workflow's state")
+
+    def _interrupted(self, wid: str, live: Live, temporary: bool) -> None:
+        """A handler interrupted halfway may leave its instance in any state: the cached one is
+        dropped and rebuilt from history when next needed (the workflow itself goes on)."""
+        if not temporary and live.instance is not None:
+            self._evict(wid)
+            live.instance = None
 
     def _on_update(self, partition: int, rec: dict[str, Any]) -> str | None:
         """Validate on the live instance (read-only) and, if accepted, record it: the handler runs
@@ -83,11 +105,17 @@ class Requests(EngineParts):
         if reason is None and live.instance is None:
             reason = f"workflow {wid!r} is held ({summary.held}): updates wait for code that replays it"
         if reason is None:
-            assert live.instance is not None
+            instance = live.instance
+            assert instance is not None
             try:
-                live.instance.validate_update(rec["update_name"], rec["args"])
+                _, blocked = self.deadline.call(lambda: instance.validate_update(rec["update_name"], rec["args"]),
+                                                self._deadline_s(instance))
             except UpdateRejectedError as exc:
                 reason = str(exc)
+            else:
+                if blocked:
+                    reason = self._blocked(wid, f"validator of update {rec['update_name']!r}", instance)
+                    self._interrupted(wid, live, False)
         if reason is not None:
             self.outbox.reply(rec, "UpdateWorkflow", "rejected", summary.run_id, reason)
             return None

@@ -3,13 +3,15 @@ from one replayed for the purpose (evicted, closed); nothing is appended, nothin
 
 from __future__ import annotations
 
+import time
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
-from engine_harness import DLQ, EVENTS, EngineHarness
+from engine_harness import DLQ, EVENTS, WORKFLOWS, EngineHarness
 
-from processor import _payload
+from processor import _payload, workflow
 
 
 @pytest.fixture
@@ -67,3 +69,66 @@ def test_unknown_workflows_queries_and_runs_are_answered_as_such(h: EngineHarnes
     stale = query(h, "a", "state", run_id="0" * 32)
     assert stale["outcome"] == "not_found" and "is not its latest run" in stale["message"]
     assert h.sink.on(DLQ) == [], "a query is never a dead letter"
+
+
+# -- a handler that blocks the processor's event loop -------------------------------------------------
+
+
+def _spin() -> None:
+    n = 0
+    while n < 10**9:  # tens of seconds of pure Python: only the deadline's signal stops it
+        n += 1
+
+
+@workflow.defn(name="Stuck", activation_deadline=timedelta(milliseconds=200))
+class Stuck:
+    """Read-only handlers that block the loop (a long computation) when asked to: workflow code
+    outside an activation, under the same deadline. (time.sleep is refused by the sandbox.)"""
+
+    def __init__(self) -> None:
+        self.items: list[str] = []
+
+    @workflow.query
+    def count(self, block: bool) -> int:
+        if block:
+            _spin()
+        return len(self.items)
+
+    @workflow.update
+    def add(self, item: str) -> int:
+        self.items.append(item)
+        return len(self.items)
+
+    @add.validator
+    def _check(self, item: str) -> None:
+        if item == "block":
+            _spin()
+
+    @workflow.run
+    async def run(self) -> list[str]:
+        await workflow.wait_condition(lambda: len(self.items) >= 2)
+        return self.items
+
+
+def test_a_query_or_validator_that_blocks_is_interrupted_and_the_workflow_goes_on(tmp_path: Path) -> None:
+    h = EngineHarness(tmp_path, [*WORKFLOWS, Stuck])
+    h.start("s", "Stuck")
+    began = time.monotonic()
+    reply = query(h, "s", "count", True)
+    assert time.monotonic() - began < 3, "interrupted at the deadline"
+    assert reply["outcome"] == "failed"
+    assert reply["message"].startswith("the query handler 'count' of workflow 's' blocked the processor's event loop "
+                                       "for more than 0.2s")
+    assert answer(query(h, "s", "count", False)) == 0, "rebuilt from history, it answers"
+    n = len(h.replies())
+    h.send("UpdateWorkflow", {"workflow_id": "s", "update_name": "add", "args": _payload.to_payloads(["block"]),
+                              "request_id": "u1", "reply_partition": 0})
+    (rejected,) = h.replies()[n:]
+    assert rejected["outcome"] == "rejected" and "validator of update 'add'" in rejected["message"]
+    assert h.event_types("s") == ["WorkflowStarted"], "a rejected update leaves no trace"
+    for i, item in enumerate(("a", "b")):
+        h.send("UpdateWorkflow", {"workflow_id": "s", "update_name": "add", "args": _payload.to_payloads([item]),
+                                  "request_id": f"ok{i}", "reply_partition": 0})
+    assert h.result("s") == ["a", "b"]
+    assert h.dlq_reasons() == []
+    h.close()
