@@ -14,9 +14,11 @@ from processor._runtime import Completion, WorkflowInstance
 if TYPE_CHECKING:
     from processor._codec import Codec
     from processor._engine.deadline import Deadline
+    from processor._engine.growth import Layout
     from processor._engine.outbox import Outbox
     from processor._engine.settings import Settings
     from processor._engine.store import PartitionStore
+    from processor._kafka.topics import TopicNames
     from processor.workflow import WorkflowDefinition
 
 EV = "wf.events.v1."
@@ -56,6 +58,8 @@ class Counters:
     forwarded: int = 0
     timers_fired: int = 0
     replays: int = 0
+    handed_off: int = 0  # workflows sent to their new home after a growth (handoff.py)
+    parked: int = 0  # commands waiting for a hand-off now
 
 
 class EngineParts:
@@ -64,6 +68,13 @@ class EngineParts:
 
     if TYPE_CHECKING:
         settings: Settings
+        topics: TopicNames
+        partitions: int
+        layout: Layout
+        handing_off: set[int]
+        waiting: set[int]
+        _scan_after: dict[int, str]
+        handed_off: dict[int, int]
         codec: Codec
         sink: Sink
         outbox: Outbox
@@ -77,6 +88,8 @@ class EngineParts:
 
         def _load(self, partition: int, wid: str) -> Live | None: ...
         def _evict(self, wid: str) -> None: ...
+        def apply_decoded(self, partition: int, key: bytes | None, value: bytes, headers: Headers | None,
+                          offset: int, name: str, rec: dict[str, Any]) -> None: ...
         def _input(self, partition: int, wid: str, live: Live, event: dict[str, Any]) -> None: ...
         def _append(self, partition: int, wid: str, live: Live, event: dict[str, Any]) -> None: ...
         def _set_timer(self, partition: int, wid: str, tkey: str, due_ms: int | None) -> None: ...

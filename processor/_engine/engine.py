@@ -24,11 +24,12 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from processor._codec import Codec
-from processor._codec.partitioner import partition_for
 from processor._engine import keys
 from processor._engine.activities import Activities
 from processor._engine.core import CMD, EV, Counters, Headers, Live, Sink
 from processor._engine.deadline import Deadline
+from processor._engine.growth import Layout, home
+from processor._engine.handoff import DONE, HAND_OFF, META_KEY_PREFIX, HandOffs
 from processor._engine.outbox import Outbox
 from processor._engine.requests import Requests
 from processor._engine.runs import (
@@ -53,13 +54,20 @@ from processor.workflow import WorkflowDefinition
 
 log = logging.getLogger("processor.engine")
 
-class Engine(Activities, Requests):
+class Engine(Activities, Requests, HandOffs):
     def __init__(self, settings: Settings, workflows: Sequence[type], codec: Codec, sink: Sink,
-                 partitions: int) -> None:
+                 partitions: int | Layout) -> None:
         self.settings = settings
         self.codec = codec
         self.sink = sink
-        self.partitions = partitions
+        # The layout of the co-partitioned topics (growth.py): what homes are computed from.
+        self.layout = partitions if isinstance(partitions, Layout) else Layout(partitions)
+        self.partitions = self.layout.partitions
+        partitions = self.partitions
+        self.handing_off: set[int] = set()  # old partitions of the last growth not done handing off
+        self.waiting: set[int] = set()  # new partitions waiting for their hand-offs (parking)
+        self._scan_after: dict[int, str] = {}  # where each partition's scan for movers goes on
+        self.handed_off: dict[int, int] = {}  # workflows handed off per partition, this growth
         self.topics = settings.topics
         self.definitions: dict[str, WorkflowDefinition] = {}
         for cls in workflows:
@@ -92,6 +100,7 @@ class Engine(Activities, Requests):
             CMD + "QueryWorkflow": self._on_query,
             CMD + "UpdateWorkflow": self._on_update,
             CMD + "ChildWorkflowResult": self._on_child_result,
+            HAND_OFF: self._on_hand_off,
         }
 
     # -- partitions ------------------------------------------------------------------------
@@ -103,7 +112,12 @@ class Engine(Activities, Requests):
         store = self.stores.pop(partition, None)
         if store is None:
             return
-        for wid in [w for w in self.cache if partition_for(w.encode(), self.partitions) == partition]:
+        self.handing_off.discard(partition)
+        self.waiting.discard(partition)
+        self._scan_after.pop(partition, None)
+        previous = self.layout.previous
+        for wid in [w for w in self.cache if home(w, self.partitions) == partition
+                    or (previous and home(w, previous) == partition)]:
             self._evict(wid)
         store.close()
 
@@ -125,6 +139,13 @@ class Engine(Activities, Requests):
         except DecodeError as exc:
             self.dead_letter(key, value, headers, partition, offset, f"undecodable command: {exc}")
             return
+        if name == DONE:
+            self._on_hand_off_done(partition, rec)
+            return
+        self.apply_decoded(partition, key, value, headers, offset, name, rec)
+
+    def apply_decoded(self, partition: int, key: bytes | None, value: bytes, headers: Headers | None, offset: int,
+                      name: str, rec: dict[str, Any]) -> None:
         handler = self._handlers.get(name)
         if handler is None:
             self.dead_letter(key, value, headers, partition, offset, f"{name} is not a command this processor accepts")
@@ -133,12 +154,18 @@ class Engine(Activities, Requests):
         if not wid or "\x00" in wid:
             self.dead_letter(key, value, headers, partition, offset, f"invalid workflow_id {wid!r}")
             return
-        owner = partition_for(wid.encode(), self.partitions)
+        owner = home(wid, self.partitions)
         if owner != partition:
             # A producer with another partitioner (or a stale partition count) put it here:
-            # forward it, in this transaction, to the partition that owns the workflow.
+            # forward it, in this transaction, to the partition that owns the workflow -- after
+            # the workflow itself if the topics grew and it has not been handed off yet.
+            if self.handing_off:
+                self.moved_away(partition, wid)
             self.counters.forwarded += 1
             self.sink.produce(self.topics.commands, owner, key or wid.encode(), value, headers)
+            return
+        if partition in self.waiting and name != HAND_OFF and self.parks(partition, wid):
+            self.park(partition, name, value, offset)  # until its hand-off (or the partition's last) arrives
             return
         reason = handler(partition, rec)
         if reason is not None:
@@ -294,6 +321,9 @@ class Engine(Activities, Requests):
                 # An earlier fire in this tick may have moved or removed this timer (a retry that
                 # deleted its activity's other timers, a cancel): fire only what still stands.
                 if store.timer_due(wid, tkey) != due:
+                    continue
+                if self.handing_off and home(wid, self.partitions) != partition:
+                    self.moved_away(partition, wid)  # its timers go with it, to fire in its new home
                     continue
                 self.firing = (partition, wid, tkey)
                 self._fire(partition, wid, tkey)
@@ -629,6 +659,17 @@ class Engine(Activities, Requests):
         self.sink.produce(self.topics.dlq, None, key or b"", value, out)
 
     # -- restore -------------------------------------------------------------------------------------
+
+    def restore_events_record(self, partition: int, key: bytes | None, value: bytes | None) -> None:
+        """One committed wf.events record, whatever it is: an event, a tombstone (a workflow
+        handed off), or hand-off state (NUL-prefixed key; handoff.py)."""
+        if key is not None and key.startswith(META_KEY_PREFIX):
+            self.restore_meta(partition, key, value)
+        elif value is None:
+            if key is not None:
+                self.restore_tombstone(partition, key)
+        else:
+            self.restore_event(partition, key, value)
 
     def restore_event(self, partition: int, key: bytes | None, value: bytes) -> None:
         """Apply one committed wf.events record to the partition overlay (idempotent). The run

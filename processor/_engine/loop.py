@@ -271,6 +271,8 @@ class ProcessorLoop:
                 self.engine.open_partition(p, store)
                 for topic, meta in topics:
                     total += self._restore_topic(restorer, p, store, topic, meta, highs[topic][p])
+            for p in todo:
+                self.engine.partition_ready(p)  # what it still owes the last growth (handoff.py)
             self._read_input_offsets(todo)
             self._rewind_all()  # after an in-process restart the consumer may be past them
         except BaseException:
@@ -321,12 +323,11 @@ class ProcessorLoop:
             self._beat()  # a long restore is progress too
             for m in restorer.consume(2_000, timeout=0.5):
                 value = m.value()
-                if m.error() or (is_events and value is None):
+                if m.error():
                     continue
                 _, offset = position(m)
                 if is_events:
-                    assert value is not None
-                    self.engine.restore_event(p, m.key(), value)
+                    self.engine.restore_events_record(p, m.key(), value)
                     store.batch.events_next = offset + 1
                 else:
                     self.engine.restore_timer(p, m.key() or b"", value)

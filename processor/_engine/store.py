@@ -13,6 +13,8 @@ Column families:
   held        workflow_id                        -> reason (workflows held by a nondeterminism)
   meta        b"events_next" / b"timers_next"    -> next wf.events / wf.timers offset to restore from
               b"format"                          -> FORMAT: the layout above
+              b"x/..."                           -> the partition's hand-off state (handoff.py), mirrored
+                                                    in wf.events under the key NUL + the same bytes
 
 RocksDB is derived state: a partition directory written in another layout (FORMAT differs) is
 deleted on open and rebuilt from the log by restore.
@@ -59,10 +61,12 @@ class PartitionBatch:
     timer_view: dict[tuple[str, str], int | None] = field(default_factory=dict)
     events_next: int | None = None
     timers_next: int | None = None
+    meta: dict[bytes, bytes | None] = field(default_factory=dict)  # hand-off state (b"x/..." keys)
+    dropped: set[str] = field(default_factory=set)  # workflows handed off to another partition
 
     def is_empty(self) -> bool:
-        return not (self.history or self.summaries or self.timers) and self.events_next is None \
-            and self.timers_next is None
+        return not (self.history or self.summaries or self.timers or self.meta or self.dropped) \
+            and self.events_next is None and self.timers_next is None
 
 
 class PartitionStore:
@@ -91,6 +95,8 @@ class PartitionStore:
         pending = self.batch.summaries.get(workflow_id)
         if pending is not None:
             return pending
+        if workflow_id in self.batch.dropped:
+            return None
         raw = self._cf["workflows"].get(keys.workflow_key(workflow_id))
         return Summary.from_bytes(raw) if raw is not None else None
 
@@ -116,6 +122,46 @@ class PartitionStore:
                 return
             yield k, it.value()
             it.next()
+
+    def workflow_ids(self, after: str | None = None) -> Iterator[str]:
+        """Every workflow of the partition (committed; what this transaction dropped left out), in
+        id order, after `after`."""
+        it = self._cf["workflows"].iter()
+        if after is None:
+            it.seek_to_first()
+        else:
+            it.seek(keys.workflow_key(after) + b"\x00")
+        while it.valid():
+            wid = it.key().decode()
+            if wid not in self.batch.dropped:
+                yield wid
+            it.next()
+
+    def workflow_events(self, workflow_id: str) -> list[tuple[str, int, bytes]]:
+        """(run, seq, event) of every run of the workflow, committed, in key order."""
+        prefix = keys.workflow_prefix(workflow_id)
+        out = []
+        for k, v in self._iter_prefix("history", prefix):
+            run, _, seq = k[len(prefix):].partition(b"\x00")
+            out.append((run.decode(), keys.unpack_u64(seq), v))
+        return out
+
+    def meta_get(self, key: bytes) -> bytes | None:
+        if key in self.batch.meta:
+            return self.batch.meta[key]
+        raw: bytes | None = self._cf["meta"].get(key)
+        return raw
+
+    def meta_items(self, prefix: bytes) -> list[tuple[bytes, bytes]]:
+        """The meta entries under `prefix`, overlay applied, in key order."""
+        found = dict(self._iter_prefix("meta", prefix))
+        for k, v in self.batch.meta.items():
+            if k.startswith(prefix):
+                if v is None:
+                    found.pop(k, None)
+                else:
+                    found[k] = v
+        return sorted(found.items())
 
     def timer_due(self, workflow_id: str, timer_key: str) -> int | None:
         view = self.batch.timer_view
@@ -169,6 +215,21 @@ class PartitionStore:
         self.batch.timers.append((workflow_id, timer_key, due_ms))
         self.batch.timer_view[(workflow_id, timer_key)] = due_ms
 
+    def put_meta(self, key: bytes, value: bytes | None) -> None:
+        self.batch.meta[key] = value
+
+    def drop_workflow(self, workflow_id: str) -> None:
+        """Remove the workflow entirely (it was handed off): its history of every run, summary,
+        hold and timers. Its changes in this transaction's overlay are dropped too."""
+        b = self.batch
+        b.dropped.add(workflow_id)
+        b.summaries.pop(workflow_id, None)
+        for run_key in [k for k in b.history if k[0] == workflow_id]:
+            del b.history[run_key]
+        b.timers = [t for t in b.timers if t[0] != workflow_id]
+        for view_key in [k for k in b.timer_view if k[0] == workflow_id]:
+            b.timer_view[view_key] = None
+
     def discard(self) -> PartitionBatch:
         """Drop the overlay (the transaction aborted); returns what was dropped."""
         dropped, self.batch = self.batch, PartitionBatch()
@@ -183,6 +244,20 @@ class PartitionStore:
             return
         h = self._handles
         wb = WriteBatch(raw_mode=True)
+        for wid in b.dropped:
+            for k, _ in self._iter_prefix("history", keys.workflow_prefix(wid)):
+                wb.delete(k, h["history"])
+            for ref_key, raw_due in self._iter_prefix("timer_refs", keys.workflow_prefix(wid)):
+                tkey = ref_key[len(keys.workflow_prefix(wid)):].decode()
+                wb.delete(keys.due_key(keys.unpack_u64(raw_due), wid, tkey), h["timers"])
+                wb.delete(ref_key, h["timer_refs"])
+            wb.delete(keys.workflow_key(wid), h["workflows"])
+            wb.delete(keys.workflow_key(wid), h["held"])
+        for k, v in b.meta.items():
+            if v is None:
+                wb.delete(k, h["meta"])
+            else:
+                wb.put(k, v, h["meta"])
         for (wid, run), events in b.history.items():
             for seq, value in events:
                 wb.put(keys.history_key(wid, run, seq), value, h["history"])

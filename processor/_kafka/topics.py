@@ -53,6 +53,10 @@ class TopicNames:
         return f"{self.prefix}.timers"
 
     @property
+    def control(self) -> str:
+        return f"{self.prefix}.control"
+
+    @property
     def completions(self) -> str:
         return f"{self.prefix}.completions"
 

@@ -23,6 +23,7 @@ MODEL_RECORDS = sorted(
         for n in (
             "StartWorkflow SignalWorkflow CancelWorkflow TerminateWorkflow "
             "ActivityCompleted ActivityFailed ActivityHeartbeat ActivityStarted QueryWorkflow ChildWorkflowResult "
+            "WorkflowHandOff HandOffDone "
             "UpdateWorkflow"
         ).split()
     ]

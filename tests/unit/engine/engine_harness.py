@@ -190,6 +190,15 @@ class EngineHarness:
 
     # -- partitions / stores ---------------------------------------------------------------------
 
+    def grow(self, partitions: int) -> None:
+        """The topics grew to `partitions` and the loop adopted the layout (between transactions):
+        the new partitions are assigned here too, empty, as after their (empty) restore."""
+        layout = self.engine.layout.grown(partitions)
+        for p in range(self.partitions, partitions):
+            self.engine.open_partition(p, PartitionStore(self.store_path(p)))
+        self.partitions = partitions
+        self.engine.adopt(layout)
+
     def store_path(self, partition: int) -> Path:
         return self.root / f"p{partition}"
 
@@ -235,6 +244,8 @@ class EngineHarness:
             offset = self.offsets[partition]
             self.offsets[partition] += 1
             self.engine.handle_command(partition, key, value, headers, offset)
+        if self.engine.handing_off:
+            self.engine.hand_off_step()
         self.engine.fire_due_timers(self.now_ms, horizons)
         if commit:
             self.engine.committed()
@@ -378,7 +389,14 @@ class EngineHarness:
         return self.sink.on(topic)
 
     def events(self, workflow_id: str | None = None) -> list[dict[str, Any]]:
-        out = [r.event() for r in self.sink.on(EVENTS)]
+        """Events produced, each once: a hand-off after a growth produces a mover's events again
+        in its new partition; tombstones and hand-off state (NUL-prefixed keys) are left out."""
+        first_in: dict[bytes, int | None] = {}
+        out = []
+        for r in self.sink.on(EVENTS):
+            if r.value is None or r.key.startswith(b"\x00") or first_in.setdefault(r.key, r.partition) != r.partition:
+                continue
+            out.append(r.event())
         return [e for e in out if workflow_id is None or e["workflow_id"] == workflow_id]
 
     def event_types(self, workflow_id: str) -> list[str]:

@@ -1,0 +1,74 @@
+"""The control topic (`<prefix>.control`, compacted, one partition): the layout of the
+co-partitioned topics and the progress of a growth (engine/growth.py, engine/handoff.py).
+
+Keys: `layout` -> Layout JSON; `handoff/<epoch>/<old partition>` -> `{"handed_off": n}`, written
+by the old partition's owner in the transaction that finishes its hand-off. Small and compacted,
+so it is read whole, from the start, whenever it is needed.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Producer, TopicPartition
+
+from processor._engine.growth import LAYOUT_KEY, Layout
+from processor.exceptions import KafkaUnavailableError
+
+
+def handoff_key(epoch: int, partition: int) -> bytes:
+    return f"handoff/{epoch}/{partition}".encode()
+
+
+def handoff_value(count: int) -> bytes:
+    return json.dumps({"handed_off": count}).encode()
+
+
+def read_control(bootstrap: str, topic: str, timeout: float = 15.0) -> dict[bytes, bytes]:
+    """Every live key of the control topic and its latest value (read_committed)."""
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"control-{uuid.uuid4().hex}",
+                         "isolation.level": "read_committed", "enable.auto.commit": False, "log_level": 3})
+    tp = TopicPartition(topic, 0)
+    try:
+        _, high = consumer.get_watermark_offsets(tp, timeout=timeout)
+        out: dict[bytes, bytes] = {}
+        if high <= 0:
+            return out
+        consumer.assign([TopicPartition(topic, 0, OFFSET_BEGINNING)])
+        deadline = time.monotonic() + timeout
+        while consumer.position([tp])[0].offset < high:
+            if time.monotonic() > deadline:
+                raise KafkaUnavailableError(f"reading {topic} timed out")
+            for m in consumer.consume(500, timeout=0.2):
+                key, value = m.key(), m.value()
+                if m.error() is not None or key is None:
+                    continue
+                if value is None:
+                    out.pop(key, None)
+                else:
+                    out[key] = value
+        return out
+    except KafkaException as exc:
+        raise KafkaUnavailableError(f"cannot read {topic}: {exc.args[0]}") from None
+    finally:
+        consumer.close()
+
+
+def read_layout(bootstrap: str, topic: str) -> tuple[Layout | None, dict[bytes, bytes]]:
+    control = read_control(bootstrap, topic)
+    raw = control.get(LAYOUT_KEY)
+    return (Layout.from_bytes(raw) if raw is not None else None), control
+
+
+def settled(layout: Layout, control: dict[bytes, bytes]) -> bool:
+    """Whether every old partition of the last growth has finished its hand-off."""
+    return all(handoff_key(layout.epoch, p) in control for p in range(layout.previous))
+
+
+def write_layout(bootstrap: str, topic: str, layout: Layout) -> None:
+    producer = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True, "log_level": 3})
+    producer.produce(topic, layout.to_bytes(), LAYOUT_KEY, partition=0)
+    if producer.flush(15) != 0:
+        raise KafkaUnavailableError(f"could not write the layout to {topic}")

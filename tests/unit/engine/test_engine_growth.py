@@ -1,0 +1,169 @@
+"""Growing the co-partitioned topics (issue 8) in the engine: the hand-off protocol of handoff.py
+over the in-memory sink -- movers handed off with their history and timers, commands parked on
+the new partition until their hand-off, stayers untouched, and restore equivalence on both sides."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from engine_harness import COMMANDS, EVENTS, TIMERS, EngineHarness, Record, partition_of
+
+from processor._engine import keys
+from processor._engine.growth import Layout, growth_problem, scale_problem
+
+
+def _ids(n: int, stem: str) -> list[str]:
+    return [f"{stem}-{i}" for i in range(n)]
+
+
+def _movers(ids: list[str], before: int, after: int) -> list[str]:
+    return [w for w in ids if partition_of(w, before) != partition_of(w, after)]
+
+
+def _hand_offs(records: list[Record]) -> list[Record]:
+    return [r for r in records if r.topic == COMMANDS and r.header("type") == "wf.commands.v1.WorkflowHandOff"]
+
+
+def test_layout_rules() -> None:
+    layout = Layout(4, 2, 1)
+    assert [layout.is_old(p) for p in range(4)] == [True, True, False, False]
+    assert [layout.source(q) for q in range(4)] == [None, None, 0, 1]
+    assert Layout(8, 2, 1).targets(1) == [3, 5, 7]
+    assert Layout(8).targets(1) == [] and not Layout(8).is_new(7)
+    assert growth_problem(Layout(4), 4, 4, 4) is None
+    assert growth_problem(Layout(4), 8, 8, 8) is None
+    assert "not a whole multiple of 4" in (growth_problem(Layout(4), 6, 6, 6) or "")
+    assert "different partition counts (commands 8, events 4, timers 4)" in (growth_problem(Layout(4), 8, 4, 4) or "")
+    assert "cannot be removed" in (growth_problem(Layout(8), 4, 4, 4) or "")
+    assert "still in progress" in (scale_problem(Layout(8, 4, 1), False, 8, 16) or "")
+    assert "not a whole multiple of 8" in (scale_problem(Layout(8, 4, 1), True, 8, 12) or "")
+    assert scale_problem(Layout(8, 4, 1), True, 8, 16) is None
+
+
+def test_growth_moves_every_mover_with_its_state_and_loses_nothing(tmp_path: Path) -> None:
+    h = EngineHarness(tmp_path, partitions=2)
+    sleepers = _ids(12, "sleep")
+    steppers = _ids(12, "steps")
+    for wid in sleepers:
+        h.start(wid, "Approval", 60.0)  # a 60 s timer, then waits for a signal
+    for wid in steppers:
+        h.start(wid, "ThreeSteps", 1)
+    first_tasks = h.new_tasks()  # in flight on workers when the topics grow
+    movers = _movers(sleepers + steppers, 2, 4)
+    stayers = [w for w in sleepers + steppers if w not in movers]
+    assert movers and stayers
+    before = {w: h.stored_history(w) for w in sleepers + steppers}
+    runs = {w: h.run_of(w) for w in sleepers + steppers}
+
+    h.grow(4)
+    assert h.engine.handing_off == {0, 1} and h.engine.waiting == {2, 3}
+    mark = len(h.sink.records)
+    # A signal for a mover goes to its new home, which has not received it yet: parked there.
+    # (The old partitions hand off in the same transaction: fewer movers than its budget.)
+    mover = next(w for w in movers if w in sleepers)
+    out = h.signal(mover, "approve", "early")
+    parked = [r for r in out if r.topic == EVENTS and r.key.startswith(b"\x00x/parked/")]
+    assert len(parked) == 1 and parked[0].partition == partition_of(mover, 4)
+    assert h.engine.counters.parked >= 1
+
+    out = h.sink.records[mark:]
+    sent = _hand_offs(out)
+    assert sorted(r.key.decode() for r in sent) == sorted(movers)
+    assert all(r.partition == partition_of(r.key.decode(), 4) for r in sent)
+    done = [r for r in out if r.topic == COMMANDS and r.header("type") == "wf.commands.v1.HandOffDone"]
+    assert sorted(r.partition for r in done) == [2, 3]
+    assert sorted(r.key for r in out if r.topic == "t.control") == [b"handoff/1/0", b"handoff/1/1"]
+    # Everything of a mover in its old partition is tombstoned, in the same transaction.
+    for wid in movers:
+        old = partition_of(wid, 2)
+        tombstones = {r.key for r in out if r.topic == EVENTS and r.partition == old and r.value is None}
+        assert {k for k in tombstones if keys.split_event_key(k) and keys.split_event_key(k)[0] == wid} == {
+            keys.event_key(wid, runs[wid], seq) for seq in range(1, len(before[wid]) + 1)}
+        assert h.store(old).summary(wid) is None
+    assert h.engine.handing_off == set()
+
+    h.pump(activities=False)  # the hand-offs and the dones reach the new partitions
+    assert h.engine.waiting == set() and h.engine.counters.parked == 0
+    for wid in movers:
+        assert h.stored_history(wid) == before[wid] or wid == mover, wid
+        assert h.store(partition_of(wid, 4)).summary(wid) is not None
+    for wid in stayers:
+        assert h.stored_history(wid) == before[wid], "a workflow that stays is untouched"
+    assert [e["type"] for e in h.events(mover)][-1] == "SignalReceived", "the parked signal was applied"
+
+    # Results of the tasks handed out before the growth reach the new homes and are applied.
+    for task in first_tasks:
+        h.complete(task, 2)
+    h.run_activities()
+    h.tick(60_000)  # the sleepers' timers fire in their new homes
+    for wid in sleepers:
+        if wid != mover:
+            h.signal(wid, "approve", "late")
+    for wid in steppers:
+        assert h.result(wid) == [2, 3, 4], wid
+    for wid in sleepers:
+        assert h.result(wid).startswith("approved by"), wid
+    completions = [r.key for r in h.records("t.completions")]
+    assert sorted(completions) == sorted(w.encode() for w in sleepers + steppers), "one completion per run"
+    assert h.dlq_reasons() == []
+    h.close()
+
+
+def test_restore_after_growth_rebuilds_both_sides(tmp_path: Path) -> None:
+    h = EngineHarness(tmp_path / "live", partitions=2)
+    ids = _ids(10, "r")
+    for wid in ids:
+        h.start(wid, "Approval", 60.0)
+    h.grow(4)
+    h.signal(_movers(ids, 2, 4)[0], "approve", "parked")
+    h.tick()
+    # Restored from the log at this point: the old side dropped its movers, the new side has
+    # the parked command and not yet its hand-offs.
+    restored = EngineHarness(tmp_path / "restored", partitions=4, now_ms=h.now_ms)
+    restored.engine.adopt(h.engine.layout)
+    restored.engine.begin(h.now_ms)
+    for r in h.sink.records:
+        if r.topic == EVENTS:
+            restored.engine.restore_events_record(r.partition or 0, r.key, r.value)
+        elif r.topic == TIMERS:
+            restored.engine.restore_timer(r.partition or 0, r.key, r.value)
+    restored.engine.committed()
+    for p in range(4):
+        restored.engine.partition_ready(p)
+    for wid in ids:
+        p_old, p_new = partition_of(wid, 2), partition_of(wid, 4)
+        assert restored.store(p_old).summary(wid) == (h.store(p_old).summary(wid))
+        assert restored.store(p_new).meta_items(b"x/") == h.store(p_new).meta_items(b"x/")
+        assert restored.pending_timers(p_old) == h.pending_timers(p_old)
+    assert restored.engine.handing_off == set() and restored.engine.waiting == {2, 3}
+    restored.close()
+    h.close()
+
+
+@pytest.mark.parametrize("parts", [1, 3])
+def test_a_large_history_travels_in_parts_and_waits_until_complete(tmp_path: Path, parts: int,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    from processor._engine import handoff
+
+    h = EngineHarness(tmp_path, partitions=2)
+    wid = next(w for w in _ids(50, "big") if partition_of(w, 2) != partition_of(w, 4))
+    h.start(wid, "Approval", 60.0)
+    for i in range(6):
+        h.signal(wid, "ping", i)  # no handler: buffered, recorded
+    size = sum(len(v) for v in h.stored_history(wid))
+    monkeypatch.setattr(handoff, "_PART_BYTES", size // parts + 1 if parts > 1 else 10**9)
+    h.grow(4)
+    out = h.tick()
+    sent = _hand_offs(out)
+    assert len(sent) >= parts
+    # Apply the parts one by one: until the last, a command for it is parked.
+    for i, r in enumerate(sent):
+        h.transaction([(r.partition or 0, r.key, r.value, r.headers)])
+        if i < len(sent) - 1:
+            out = h.signal(wid, "approve", "during")
+            assert [r.key[:10] for r in out] == [b"\x00x/parked/"], "parked until the last part"
+    h.pump(activities=False)
+    stored = [h.engine.codec.decode_typed(v)["type"] for v in h.stored_history(wid)]
+    assert stored.count("SignalReceived") == 6 + (len(sent) - 1), "none lost, none twice"
+    h.close()
