@@ -92,10 +92,32 @@ def cmd_topics_create(args: argparse.Namespace) -> int:
     bootstrap = reachable_bootstrap(args.bootstrap)
     specs = load_specs(args.prefix, args.partitions)
     created = ensure_topics(bootstrap, specs)
+    from processor._kafka.control import read_layout, write_layout
+    from processor._kafka.topics import TopicNames
+
+    names = TopicNames(args.prefix)
+    if read_layout(bootstrap, names.control)[0] is None:  # the layout growth starts from (engine/growth.py)
+        from processor._engine.growth import Layout
+
+        write_layout(bootstrap, names.control, Layout(next(s.partitions for s in specs if s.name == names.commands)))
     for s in specs:
         state = "created" if s.name in created else "exists, matches"
         print(f"{s.name:32} {s.partitions:>4} partitions  {s.configs.get('cleanup.policy', ''):8} {state}")
     return 0
+
+
+def cmd_topics_scale(args: argparse.Namespace) -> int:
+    from processor._kafka.scale import scale
+
+    if args.partitions is None:
+        raise ProcessorError("topics scale needs --partitions N (a whole multiple of the current count)")
+    bootstrap = reachable_bootstrap(args.bootstrap)
+    if scale(bootstrap, args.prefix, args.partitions, args.timeout, print):
+        print(f"done: commands, events and timers have {args.partitions} partitions; every moved workflow is home")
+        return 0
+    print(f"still handing off after {args.timeout:g}s: the growth goes on while processors run; "
+          f"`{prog()} topics scale --partitions {args.partitions}` again reports it", file=sys.stderr)
+    return 1
 
 
 def cmd_topics_describe(args: argparse.Namespace) -> int:
@@ -140,10 +162,14 @@ def build_parser() -> argparse.ArgumentParser:
     for name, fn, text in [
         ("create", cmd_topics_create, "create the declared topics (idempotent; refuses mismatches)"),
         ("describe", cmd_topics_describe, "live layout next to the declared one"),
+        ("scale", cmd_topics_scale, "grow commands, events and timers online; returns when every moved "
+                                    "workflow is in its new home"),
     ]:
         p = tsub.add_parser(name, help=text)
         _add_common(p)
         p.add_argument("--partitions", type=int, help="partition count (default: topics/topics.toml)")
+        if name == "scale":
+            p.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for the hand-offs (600)")
         p.set_defaults(func=fn)
 
     _register_engine_commands(sub, _add_common)

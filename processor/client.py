@@ -127,6 +127,8 @@ class Client:
         self.codec = default_codec()
         self.producer = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True, "linger.ms": 1,
                                   "message.max.bytes": PRODUCER_MESSAGE_MAX_BYTES, "partitioner": "murmur2_random",
+                                  # a growth of the topics is seen within seconds (engine/growth.py)
+                                  "topic.metadata.refresh.interval.ms": 10_000,
                                   "client.id": "processor-client", **CLIENT_LOGGING})
         self._watcher: Watcher | None = None
         self._watcher_lock = threading.Lock()

@@ -45,6 +45,8 @@ from processor import _failpoints
 from processor._codec import default_codec
 from processor._engine.core import Headers
 from processor._engine.engine import Engine
+from processor._engine.growth import Layout
+from processor._engine.layout_watch import LayoutWatch
 from processor._engine.settings import Settings
 from processor._engine.store import EVENTS_NEXT, TIMERS_NEXT, PartitionStore
 from processor._kafka.health import WedgeClock, kafka_answers, watchdog_s
@@ -189,13 +191,16 @@ class ProcessorLoop:
             self._own_consumer = False  # a twin from a test: never replaced
         self.consumer = consumer
         self._consumer_health = WedgeClock(CONSUMER_WATCHDOG_S, lambda: kafka_answers(self.settings.bootstrap))
+        self.layout_watch = LayoutWatch(settings, lambda: self.consumer)
         if partitions is None:
             md = self.consumer.list_topics(settings.topics.commands, timeout=30)
-            partitions = len(md.topics[settings.topics.commands].partitions)
-        self.partitions = partitions
+            layout = self.layout_watch.initial(len(md.topics[settings.topics.commands].partitions))
+        else:
+            layout = Layout(partitions)
+        self.partitions = layout.partitions
         self.producer = self._new_producer()
         self.sink = _TransactionSink(self)
-        self.engine = Engine(settings, workflows, default_codec(), self.sink, self.partitions)
+        self.engine = Engine(settings, workflows, default_codec(), self.sink, layout)
         self._to_restore: list[int] = []
         self._to_resume: list[int] = []
         self._single_steps = 0  # after a processing error: this many one-command transactions
@@ -263,14 +268,20 @@ class ProcessorLoop:
             # One probe for every partition being restored (a probe is a client: connection,
             # metadata). 15 s each: with committed() (10 s) a restore against a broker that is down
             # stays well inside the supervisor's 60 s stall window.
-            highs = {topic: high_watermarks(self.settings.bootstrap, [TopicPartition(topic, p) for p in todo],
-                                            timeout=15.0)
+            # A partition the events or timers topic does not have (only commands grew, so the
+            # layout did not follow) holds nothing: its commands are forwarded (growth.py).
+            counts = self.layout_watch.live_counts() if self._own_consumer else None
+            present = {topic: [p for p in todo if counts is None or p < counts[name]]
+                       for (topic, _), name in zip(topics, ("events", "timers"), strict=True)}
+            highs = {topic: high_watermarks(self.settings.bootstrap, [TopicPartition(topic, p) for p in present[topic]],
+                                            timeout=15.0) if present[topic] else {}
                      for topic, _ in topics}
             for p in todo:
                 store = PartitionStore(self.settings.state_dir / f"p{p:04d}")
                 self.engine.open_partition(p, store)
                 for topic, meta in topics:
-                    total += self._restore_topic(restorer, p, store, topic, meta, highs[topic][p])
+                    if p in highs[topic]:
+                        total += self._restore_topic(restorer, p, store, topic, meta, highs[topic][p])
             for p in todo:
                 self.engine.partition_ready(p)  # what it still owes the last growth (handoff.py)
             self._read_input_offsets(todo)
@@ -363,6 +374,8 @@ class ProcessorLoop:
                              len(self.engine.cache), self.engine.outbox.replies, self.engine.counters)
                 if not self._restore_or_wait():
                     continue
+                if self._own_consumer:
+                    self.layout_watch.check(self.engine)
                 timeout = max_wait
                 next_due = self.engine.next_due_ms()
                 if next_due is not None:
@@ -371,13 +384,18 @@ class ProcessorLoop:
                     if wait <= 0 and not self.engine.has_due(now_ms, self._horizons(now_ms)):
                         wait = 0.02  # due, but its partition's input is not read up to it yet
                     timeout = min(timeout, max(0.0, wait))
+                if self.engine.handing_off:
+                    timeout = 0.0  # movers are waiting to be handed off
                 batch = 1 if self._single_steps else self.settings.max_batch
                 msgs = consume_available(self.consumer, batch, timeout)
                 if self._to_restore and not self._restore_or_wait():
                     continue  # the batch is dropped unapplied: a failed restore rewinds the consumer
                 msgs = self._usable(msgs)
+                if self._own_consumer and any(position(m)[0] >= self.engine.partitions for m in msgs):
+                    self.layout_watch.check(self.engine, force=True)  # the topics may just have grown
                 now_ms = int(time.time() * 1000)
-                if msgs or self._to_resume or self.engine.has_due(now_ms, self._horizons(now_ms)):
+                if msgs or self._to_resume or self.engine.handing_off or \
+                        self.engine.has_due(now_ms, self._horizons(now_ms)):
                     if not msgs and not self._to_resume:
                         _failpoints.reach("timer_txn")  # chaos tests pause a zombie right here
                     self._transaction(msgs, now_ms)
@@ -476,6 +494,8 @@ class ProcessorLoop:
                     self._put_back(msgs[applied:])
                     break
             self._input_next.update(nxt)
+            if self.engine.handing_off:
+                self.engine.hand_off_step()  # a batch of the workflows that move after a growth (handoff.py)
             self.engine.fire_due_timers(now_ms, self._horizons(now_ms))
             t_applied = time.perf_counter()
             # Step 3

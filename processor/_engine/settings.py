@@ -61,6 +61,8 @@ class Settings:
             "session.timeout.ms": self.session_timeout_ms,
             "heartbeat.interval.ms": max(250, self.session_timeout_ms // 4),
             "fetch.wait.max.ms": 10,
+            # The group leader notices a grown topic on its next metadata refresh (default 5 min).
+            "topic.metadata.refresh.interval.ms": 5_000,
         }
 
     def with_state_dir(self, path: Path) -> Settings:

@@ -186,7 +186,8 @@ class ActivityWorker:
         self._consumer_config = settings.group_consumer_config(settings.worker_group(task_queue), common["client.id"])
         self.consumer = Consumer(self._consumer_config)
         self._producer_config = {**common, "enable.idempotence": True, "linger.ms": 2,
-                                 "message.max.bytes": PRODUCER_MESSAGE_MAX_BYTES, "partitioner": "murmur2_random"}
+                                 "message.max.bytes": PRODUCER_MESSAGE_MAX_BYTES, "partitioner": "murmur2_random",
+                                 "topic.metadata.refresh.interval.ms": 10_000}  # sees a growth within seconds
         self.producer = Producer(self._producer_config)
         self._delivered_at = time.monotonic()  # the producer's last delivery, or when it last had nothing to do
         self.pool = ThreadPoolExecutor(max_workers=max_concurrent, thread_name_prefix="activity")

@@ -1,0 +1,104 @@
+"""Growing commands, events and timers online (issue 8), through real processes: workflows
+sleeping, waiting on signals, running activities and starting at a steady rate while the topics
+grow from 4 to 8 partitions -- by `processor topics scale`, or by Kafka's AdminClient alone."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from confluent_kafka.admin import AdminClient, NewPartitions  # type: ignore[attr-defined]
+
+from processor._codec.partitioner import partition_for
+from processor.client import Client
+from tests.dp_harness import REPO, Cluster, read_all, wait_for
+
+pytestmark = pytest.mark.integration
+
+
+def _moves(wid: str) -> bool:
+    return partition_for(wid.encode(), 4) != partition_for(wid.encode(), 8)
+
+
+@pytest.mark.parametrize("how", ["verb", "admin"])
+def test_growing_4_to_8_partitions_under_load_loses_nothing(kafka_bootstrap: str, prefix: str, tmp_path: Path,
+                                                             how: str) -> None:
+    c = Cluster(kafka_bootstrap, prefix, tmp_path, partitions=4)
+    client = Client(kafka_bootstrap, prefix=prefix)
+    try:
+        c.processor(0)
+        c.processor(1)
+        c.worker()
+        sleepers = [f"sleep-{i}" for i in range(30)]  # a 4 s timer, then a signal
+        beaters = [f"beat-{i}" for i in range(10)]  # 2 s heartbeating activities
+        for wid in sleepers:
+            client.start_workflow("Approval", 4.0, id=wid, wait_for_ack=False)
+        for wid in beaters:
+            client.start_workflow("Timeouts", "heartbeat_ok", id=wid, wait_for_ack=False)
+        client.flush()
+        wait_for(lambda: len(c.runs()) >= len(beaters), 60, interval=0.1, message="activities running")
+        steady: list[str] = []
+        stop = threading.Event()
+
+        def arrive() -> None:  # new starts at a steady rate through the growth
+            i = 0
+            while not stop.is_set():
+                wid = f"steady-{i}"
+                client.start_workflow("ThreeSteps", 1, id=wid, wait_for_ack=False)
+                steady.append(wid)
+                i += 1
+                time.sleep(0.1)
+
+        starter = threading.Thread(target=arrive, daemon=True)
+        starter.start()
+        time.sleep(1.0)
+        began = time.monotonic()
+        if how == "verb":
+            done = subprocess.run([sys.executable, "-m", "processor.cli", "topics", "scale", "--partitions", "8",
+                                   "--bootstrap", kafka_bootstrap, "--prefix", prefix, "--timeout", "120"],
+                                  cwd=REPO, capture_output=True, text=True, timeout=180)
+            print(done.stdout, done.stderr)
+            assert done.returncode == 0, done.stderr
+            assert "4 of 4 old partitions handed off" in done.stdout
+        else:
+            admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
+            futures = admin.create_partitions([NewPartitions(f"{prefix}.{t}", 8)
+                                               for t in ("events", "timers", "commands")])
+            for fut in futures.values():
+                fut.result(60)
+            from processor._kafka.control import handoff_key, read_control
+
+            wait_for(lambda: all(handoff_key(1, p) in read_control(kafka_bootstrap, f"{prefix}.control")
+                                 for p in range(4)), 120, interval=0.5, message="every old partition handed off")
+        grew_in = time.monotonic() - began
+        time.sleep(1.0)
+        stop.set()
+        starter.join(10)
+        # Signals after the growth reach the sleepers wherever they live now.
+        for wid in sleepers:
+            client.signal(wid, "approve", "ops")
+        for wid in sleepers:
+            assert client.result(wid, timeout=120).startswith("approved by ops"), wid
+        for wid in beaters:
+            assert client.result(wid, timeout=120) == "finished", wid
+        for wid in steady:
+            assert client.result(wid, timeout=120) == [2, 3, 4], wid
+        everyone = sleepers + beaters + steady
+        moved = [w for w in everyone if _moves(w)]
+        print(f"{how}: grew in {grew_in:.1f}s; {len(everyone)} workflows, {len(moved)} in new partitions")
+        assert moved, "some workflows live in the new partitions"
+        completions = Counter(k.decode() for k, _, _ in read_all(kafka_bootstrap, f"{prefix}.completions")
+                              if k is not None)
+        assert {w: completions[w] for w in everyone if completions[w] != 1} == {}, "one completion per run"
+        assert read_all(kafka_bootstrap, f"{prefix}.dlq", decode=False) == [], "nothing dead-lettered"
+        mover = next(w for w in sleepers if _moves(w))
+        assert client.describe(mover)["status"] == "completed"  # its history is in its new partition
+        assert [e["type"] for e in client.history(mover)].count("WorkflowStarted") == 1
+    finally:
+        client.close()
+        c.close()
