@@ -32,6 +32,7 @@ Workflows of p that stay are never paused; only the new partitions wait, for the
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any
 
 from processor._engine import keys
@@ -45,7 +46,8 @@ log = logging.getLogger("processor.engine")
 HAND_OFF = CMD + "WorkflowHandOff"
 DONE = CMD + "HandOffDone"
 _PART_BYTES = 600_000  # event bytes per WorkflowHandOff part (the record limit is ~1 MB)
-MOVERS_PER_TRANSACTION = 50
+# Movers handed off per transaction (the rest of the transaction is the partition's normal work).
+MOVERS_PER_TRANSACTION = int(os.environ.get("DP_HANDOFF_BATCH") or 50)
 _SENT, _RECEIVED, _ARRIVING, _PARKED = b"x/sent/", b"x/received/", b"x/arriving/", b"x/parked/"
 META_KEY_PREFIX = b"\x00"  # wf.events keys of the hand-off state: NUL + meta key (ids never hold NUL)
 

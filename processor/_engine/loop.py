@@ -496,6 +496,8 @@ class ProcessorLoop:
             self._input_next.update(nxt)
             if self.engine.handing_off:
                 self.engine.hand_off_step()  # a batch of the workflows that move after a growth (handoff.py)
+                if self.engine.counters.handed_off >= 10:
+                    _failpoints.reach("handoff_txn")  # chaos tests kill a processor mid-hand-off here
             self.engine.fire_due_timers(now_ms, self._horizons(now_ms))
             t_applied = time.perf_counter()
             # Step 3
