@@ -43,8 +43,9 @@ def test_declared_topics_exist_with_declared_configs(kafka_bootstrap: str, prefi
     admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
     md = admin.list_topics(timeout=10)
     live = live_configs(admin, [s.name for s in specs])
+    assert {s.name: s.partitions for s in specs if s.partitions != 3} == {f"{prefix}.control": 1}
     for s in specs:
-        assert len(md.topics[s.name].partitions) == 3
+        assert len(md.topics[s.name].partitions) == s.partitions
         for key, value in s.configs.items():
             assert live[s.name][key] == value, (s.name, key)
     assert live[f"{prefix}.events"]["cleanup.policy"] == "compact"
