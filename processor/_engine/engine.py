@@ -29,7 +29,7 @@ from processor._engine.activities import Activities
 from processor._engine.core import CMD, EV, Counters, Headers, Live, Sink
 from processor._engine.deadline import Deadline
 from processor._engine.growth import Layout, home
-from processor._engine.handoff import DONE, HAND_OFF, META_KEY_PREFIX, HandOffs
+from processor._engine.handoff import DONE, HAND_OFF, META_KEY_PREFIX, HandOffs, LayoutBehind
 from processor._engine.outbox import Outbox
 from processor._engine.requests import Requests
 from processor._engine.runs import (
@@ -124,7 +124,8 @@ class Engine(Activities, Requests, HandOffs):
     def resume_held(self, partition: int) -> None:
         """A (re)assigned partition retries its held workflows: new code may replay them now."""
         for wid in self.stores[partition].held_workflows():
-            self._load(partition, wid)
+            if home(wid, self.partitions) == partition:  # a mover is resumed in its new home
+                self._load(partition, wid)
 
     # -- input -------------------------------------------------------------------------------
 
@@ -139,6 +140,11 @@ class Engine(Activities, Requests, HandOffs):
         except DecodeError as exc:
             self.dead_letter(key, value, headers, partition, offset, f"undecodable command: {exc}")
             return
+        if name in (DONE, HAND_OFF) and rec["epoch"] > self.layout.epoch:
+            # Another processor adopted a growth this one has not seen yet: it must adopt it
+            # before it can place this record (the loop aborts, catches up, and reads it again).
+            raise LayoutBehind(f"a {name.rsplit('.', 1)[-1]} of growth epoch {rec['epoch']} reached partition "
+                               f"{partition}, whose layout is at epoch {self.layout.epoch}")
         if name == DONE:
             self._on_hand_off_done(partition, rec)
             return
@@ -647,6 +653,10 @@ class Engine(Activities, Requests, HandOffs):
         for wid in self.touched:
             self._evict(wid)
         self.touched.clear()
+        # The hand-off progress it made is undone too: recomputed from the committed state.
+        self._scan_after.clear()
+        for p in list(self.stores):
+            self.partition_ready(p)
 
     # -- dead letters ----------------------------------------------------------------------------
 

@@ -33,13 +33,14 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from typing import Any
 
 from processor._engine import keys
 from processor._engine.core import CMD, EngineParts
 from processor._engine.growth import Layout, home
 from processor._engine.state import fold
-from processor._kafka.control import handoff_key, handoff_value
+from processor._kafka.control import handoff_key, handoff_value, received_key
 
 log = logging.getLogger("processor.engine")
 
@@ -50,6 +51,10 @@ _PART_BYTES = 600_000  # event bytes per WorkflowHandOff part (the record limit 
 MOVERS_PER_TRANSACTION = int(os.environ.get("DP_HANDOFF_BATCH") or 50)
 _SENT, _RECEIVED, _ARRIVING, _PARKED = b"x/sent/", b"x/received/", b"x/arriving/", b"x/parked/"
 META_KEY_PREFIX = b"\x00"  # wf.events keys of the hand-off state: NUL + meta key (ids never hold NUL)
+
+
+class LayoutBehind(Exception):  # noqa: N818 - engine control flow, caught by the loop
+    """A hand-off record of a growth this processor has not adopted yet."""
 
 
 class HandOffs(EngineParts):
@@ -83,9 +88,12 @@ class HandOffs(EngineParts):
 
     # -- the old partition (steps 1 and 2) ---------------------------------------------------------
 
-    def hand_off_step(self, limit: int = MOVERS_PER_TRANSACTION) -> int:
-        """Hand off up to `limit` movers of the partitions still handing off; finish those with
+    def hand_off_step(self, limit: int = MOVERS_PER_TRANSACTION, deadline: float | None = None) -> int:
+        """Hand off up to `limit` movers of the partitions still handing off (fewer once
+        `time.perf_counter()` passes `deadline`: the transaction's budget); finish those with
         none left (step 2). Returns how many were handed off."""
+        if deadline is not None and time.perf_counter() > deadline:
+            return 0
         moved = 0
         for p in sorted(self.handing_off):
             store = self.stores.get(p)
@@ -216,6 +224,9 @@ class HandOffs(EngineParts):
         self.waiting.discard(partition)  # first: what is unparked now is applied, not parked again
         self._unpark(partition, None)
         self._meta(partition, _RECEIVED + b"%d" % epoch, b"1")
+        # A growth is settled only once every new partition has applied its Done, so the next
+        # one never finds a partition still waiting for this one.
+        self.sink.produce(self.topics.control, 0, received_key(epoch, partition), b"1")
         log.info("partition %d received its hand-offs from partition %d (%d workflow(s)) for growth epoch %d",
                  partition, rec["from_partition"], rec["handed_off"], epoch)
 

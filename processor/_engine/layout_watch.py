@@ -93,6 +93,18 @@ class LayoutWatch:
         engine.adopt(new)
         return True
 
+    def catch_up(self, engine: Engine) -> bool:
+        """Adopt the control topic's layout if it is the next one (another processor, or the
+        verb, recorded a growth this processor has not noticed yet). True if it did."""
+        layout, _ = read_layout(self.settings.bootstrap, self.settings.topics.control)
+        if layout is None or layout.epoch <= engine.layout.epoch:
+            return False
+        if layout.epoch != engine.layout.epoch + 1:
+            raise ProcessorError(f"the control topic's layout {layout} is more than one growth ahead of this "
+                                 f"processor's {engine.layout}: restarting takes it")
+        engine.adopt(layout)
+        return True
+
     def _say(self, what: str, message: str) -> None:
         now = time.monotonic()
         if now - self._logged.get(what, -PROBLEM_LOG_EVERY_S) >= PROBLEM_LOG_EVERY_S:

@@ -46,6 +46,7 @@ from processor._codec import default_codec
 from processor._engine.core import Headers
 from processor._engine.engine import Engine
 from processor._engine.growth import Layout
+from processor._engine.handoff import LayoutBehind
 from processor._engine.layout_watch import LayoutWatch
 from processor._engine.settings import Settings
 from processor._engine.store import EVENTS_NEXT, TIMERS_NEXT, PartitionStore
@@ -282,6 +283,8 @@ class ProcessorLoop:
                 for topic, meta in topics:
                     if p in highs[topic]:
                         total += self._restore_topic(restorer, p, store, topic, meta, highs[topic][p])
+            if self._own_consumer:
+                self.layout_watch.catch_up(self.engine)  # a partition taken over is placed by the latest layout
             for p in todo:
                 self.engine.partition_ready(p)  # what it still owes the last growth (handoff.py)
             self._read_input_offsets(todo)
@@ -495,7 +498,7 @@ class ProcessorLoop:
                     break
             self._input_next.update(nxt)
             if self.engine.handing_off:
-                self.engine.hand_off_step()  # a batch of the workflows that move after a growth (handoff.py)
+                self.engine.hand_off_step(deadline=budget)  # a batch of the movers after a growth (handoff.py)
                 if self.engine.counters.handed_off >= 10:
                     _failpoints.reach("handoff_txn")  # chaos tests kill a processor mid-hand-off here
             self.engine.fire_due_timers(now_ms, self._horizons(now_ms))
@@ -507,6 +510,16 @@ class ProcessorLoop:
             self.producer.commit_transaction(self._call_timeout_s)
         except KafkaException as exc:
             self._failed(exc.args[0], first)
+            return
+        except LayoutBehind as exc:
+            # Not a poison command: this processor must adopt the growth first, then read it again.
+            log.info("%s: catching up with the control topic", exc)
+            self._abort(first)
+            try:
+                if not self.layout_watch.catch_up(self.engine):
+                    self.stop_event.wait(RETRY_BACKOFF_S)
+            except KafkaUnavailableError as err:
+                self._outage(f"reading the layout: {err}")
             return
         except Exception:
             # A bug on one command must not wedge the partition: retry the batch one command per

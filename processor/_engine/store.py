@@ -102,7 +102,8 @@ class PartitionStore:
 
     def history(self, workflow_id: str, run_id: str) -> list[bytes]:
         """One run's events in seq order."""
-        out: list[bytes] = [v for _, v in self._iter_prefix("history", keys.run_prefix(workflow_id, run_id))]
+        out: list[bytes] = [] if workflow_id in self.batch.dropped else \
+            [v for _, v in self._iter_prefix("history", keys.run_prefix(workflow_id, run_id))]
         out.extend(v for _, v in self.batch.history.get((workflow_id, run_id), ()))
         return out
 
@@ -110,6 +111,8 @@ class PartitionStore:
         for s, v in self.batch.history.get((workflow_id, run_id), ()):
             if s == seq:
                 return v
+        if workflow_id in self.batch.dropped:
+            return None
         raw: bytes | None = self._cf["history"].get(keys.history_key(workflow_id, run_id, seq))
         return raw
 
@@ -167,12 +170,15 @@ class PartitionStore:
         view = self.batch.timer_view
         if (workflow_id, timer_key) in view:
             return view[(workflow_id, timer_key)]
+        if workflow_id in self.batch.dropped:
+            return None
         raw = self._cf["timer_refs"].get(keys.timer_ref_key(workflow_id, timer_key))
         return keys.unpack_u64(raw) if raw is not None else None
 
     def timer_keys(self, workflow_id: str) -> list[str]:
         prefix = keys.workflow_prefix(workflow_id)
-        found = {k[len(prefix):].decode() for k, _ in self._iter_prefix("timer_refs", prefix)}
+        found = set() if workflow_id in self.batch.dropped else \
+            {k[len(prefix):].decode() for k, _ in self._iter_prefix("timer_refs", prefix)}
         for (wid, tkey), due in self.batch.timer_view.items():
             if wid == workflow_id:
                 (found.add if due is not None else found.discard)(tkey)

@@ -2,7 +2,8 @@
 co-partitioned topics and the progress of a growth (engine/growth.py, engine/handoff.py).
 
 Keys: `layout` -> Layout JSON; `handoff/<epoch>/<old partition>` -> `{"handed_off": n}`, written
-by the old partition's owner in the transaction that finishes its hand-off. Small and compacted,
+by the old partition's owner in the transaction that finishes its hand-off; `received/<epoch>/<new
+partition>` -> `1`, by the new partition's owner in the transaction that applies the last of it. Small and compacted,
 so it is read whole, from the start, whenever it is needed.
 """
 
@@ -20,6 +21,10 @@ from processor.exceptions import KafkaUnavailableError
 
 def handoff_key(epoch: int, partition: int) -> bytes:
     return f"handoff/{epoch}/{partition}".encode()
+
+
+def received_key(epoch: int, partition: int) -> bytes:
+    return f"received/{epoch}/{partition}".encode()
 
 
 def handoff_value(count: int) -> bytes:
@@ -63,8 +68,11 @@ def read_layout(bootstrap: str, topic: str) -> tuple[Layout | None, dict[bytes, 
 
 
 def settled(layout: Layout, control: dict[bytes, bytes]) -> bool:
-    """Whether every old partition of the last growth has finished its hand-off."""
-    return all(handoff_key(layout.epoch, p) in control for p in range(layout.previous))
+    """Whether every old partition of the last growth has finished its hand-off and every new
+    partition has applied it."""
+    return all(handoff_key(layout.epoch, p) in control for p in range(layout.previous)) and \
+        all(received_key(layout.epoch, q) in control for q in range(layout.previous, layout.partitions)
+            if layout.previous)
 
 
 def write_layout(bootstrap: str, topic: str, layout: Layout) -> None:

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from confluent_kafka.admin import NewPartitions  # type: ignore[attr-defined]
 
 from processor._engine.growth import Layout, growth_problem, scale_problem
-from processor._kafka.control import handoff_key, read_layout, settled, write_layout
+from processor._kafka.control import handoff_key, read_layout, received_key, settled, write_layout
 from processor._kafka.topics import TopicNames, admin_client
 from processor.exceptions import ConfigError, KafkaUnavailableError
 
@@ -61,15 +61,17 @@ def scale(bootstrap: str, prefix: str, target: int, timeout_s: float, say: Calla
     write_layout(bootstrap, names.control, new)
     say(f"layout: {target} partitions (epoch {new.epoch}); processors hand off the workflows that move")
     deadline = time.monotonic() + timeout_s
-    reported = -1
+    reported = (-1, -1)
     while True:
         _, control = read_layout(bootstrap, names.control)
         done = [p for p in range(new.previous) if handoff_key(new.epoch, p) in control]
-        if len(done) != reported:
+        received = [q for q in range(new.previous, target) if received_key(new.epoch, q) in control]
+        if (len(done), len(received)) != reported:
             moved = sum(json.loads(control[handoff_key(new.epoch, p)])["handed_off"] for p in done)
-            say(f"{len(done)} of {new.previous} old partitions handed off ({moved} workflows moved)")
-            reported = len(done)
-        if len(done) == new.previous:
+            say(f"{len(done)} of {new.previous} old partitions handed off ({moved} workflows moved); "
+                f"{len(received)} of {target - new.previous} new partitions complete")
+            reported = (len(done), len(received))
+        if settled(new, control):
             return True
         if time.monotonic() > deadline:
             return False

@@ -64,17 +64,18 @@ def test_growing_4_to_8_partitions_under_load_loses_nothing(kafka_bootstrap: str
                                   cwd=REPO, capture_output=True, text=True, timeout=180)
             print(done.stdout, done.stderr)
             assert done.returncode == 0, done.stderr
-            assert "4 of 4 old partitions handed off" in done.stdout
+            assert "4 of 4 old partitions handed off" in done.stdout and "4 of 4 new partitions complete" in done.stdout
         else:
             admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
             futures = admin.create_partitions([NewPartitions(f"{prefix}.{t}", 8)
                                                for t in ("events", "timers", "commands")])
             for fut in futures.values():
                 fut.result(60)
-            from processor._kafka.control import handoff_key, read_control
+            from processor._engine.growth import Layout
+            from processor._kafka.control import read_control, settled
 
-            wait_for(lambda: all(handoff_key(1, p) in read_control(kafka_bootstrap, f"{prefix}.control")
-                                 for p in range(4)), 120, interval=0.5, message="every old partition handed off")
+            wait_for(lambda: settled(Layout(8, 4, 1), read_control(kafka_bootstrap, f"{prefix}.control")), 120,
+                     interval=0.5, message="every partition handed off and received")
         grew_in = time.monotonic() - began
         time.sleep(1.0)
         stop.set()

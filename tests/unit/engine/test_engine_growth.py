@@ -167,3 +167,41 @@ def test_a_large_history_travels_in_parts_and_waits_until_complete(tmp_path: Pat
     stored = [h.engine.codec.decode_typed(v)["type"] for v in h.stored_history(wid)]
     assert stored.count("SignalReceived") == 6 + (len(sent) - 1), "none lost, none twice"
     h.close()
+
+
+def test_an_aborted_hand_off_is_redone_from_the_committed_state(tmp_path: Path) -> None:
+    from processor._engine.handoff import LayoutBehind
+
+    h = EngineHarness(tmp_path, partitions=2)
+    ids = _ids(40, "ab")
+    for wid in ids:
+        h.start(wid, "Approval", 60.0)
+    movers = _movers(ids, 2, 4)
+    h.grow(4)
+    aborted = h.transaction((), commit=False)  # the hand-off transaction aborts (a rebalance, a crash)
+    assert sorted(r.key.decode() for r in _hand_offs(aborted)) == sorted(movers)
+    assert h.engine.handing_off == {0, 1}, "still to do: nothing of it was committed"
+    redone = h.tick()
+    assert sorted(r.key.decode() for r in _hand_offs(redone)) == sorted(movers)
+    # The new partitions' Done aborts once too: it is applied when read again.
+    dones = [r for r in redone if r.header("type") == "wf.commands.v1.HandOffDone"]
+    for r in _hand_offs(redone):
+        h.transaction([(r.partition or 0, r.key, r.value, r.headers)])
+    h.transaction([(r.partition or 0, r.key, r.value, r.headers) for r in dones], commit=False)
+    assert h.engine.waiting == {2, 3}
+    h.transaction([(r.partition or 0, r.key, r.value, r.headers) for r in dones])
+    assert h.engine.waiting == set()
+    # (the sink also keeps what the aborted transaction produced)
+    assert sorted({r.key for r in h.records("t.control") if r.key.startswith(b"received/")}) == \
+        [b"received/1/2", b"received/1/3"]
+    for wid in ids:
+        h.signal(wid, "approve", "x")
+    h.tick(60_000)
+    assert all(h.result(w).startswith("approved by x") for w in ids)
+    # A hand-off record of a growth this engine has not adopted makes it catch up first.
+    (record,) = _hand_offs(redone)[:1]
+    later = h.engine.codec.decode_as(record.value or b"", "wf.commands.v1.WorkflowHandOff")
+    value = h.engine.codec.encode("wf.commands.v1.WorkflowHandOff", {**later, "epoch": 2})
+    with pytest.raises(LayoutBehind, match="epoch 2 reached partition"):
+        h.engine.handle_command(record.partition or 0, record.key, value, record.headers, 999)
+    h.close()
