@@ -19,7 +19,14 @@ home changes from old partition p to new partition q = murmur2(x) % kP:
          mover whose hand-off has not arrived, or a new id) is parked: written to events[q]
          under a NUL-prefixed key, in the transaction that consumes it.
   Step 4 (owner of q, on HandOffDone): apply every command still parked, in arrival order,
-         and record `received/e` in q. From now on q is an ordinary partition.
+         record `received/e` in q and `received/e/q` in the control topic. From now on q is an
+         ordinary partition; once every new partition has done this the growth is settled and
+         the next one may start.
+
+An aborted transaction undoes its hand-off progress in memory too (Engine.aborted recomputes it
+from the committed state). A hand-off record of an epoch this processor has not adopted yet
+(another processor noticed the growth first) raises LayoutBehind: the loop aborts, adopts the
+control topic's layout, and reads the record again.
 
 Every step is one transaction of the partition's owner, so each happens exactly once across
 crashes: a restore of p sees x's records and then their tombstones (and drops x), a restore of q
