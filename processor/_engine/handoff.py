@@ -124,11 +124,10 @@ class HandOffs(EngineParts):
 
     def _finish_hand_off(self, p: int) -> None:
         epoch, count = self.layout.epoch, self.handed_off.pop(p, 0)
+        done = self.codec.encode(DONE, {"workflow_id": "", "epoch": epoch, "from_partition": p, "handed_off": count})
         for q in self.layout.targets(p):
-            name = DONE
-            self.sink.produce(self.topics.commands, q, f"handoff/{epoch}/{p}".encode(),
-                              self.codec.encode(name, {"workflow_id": "", "epoch": epoch, "from_partition": p,
-                                                       "handed_off": count}), self.codec.headers(name))
+            self.sink.produce(self.topics.commands, q, f"handoff/{epoch}/{p}".encode(), done,
+                              self.codec.headers(DONE))
         self.sink.produce(self.topics.control, 0, handoff_key(epoch, p), handoff_value(count))
         self._meta(p, _SENT + b"%d" % epoch, b"1")
         self.handing_off.discard(p)

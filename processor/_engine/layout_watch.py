@@ -42,11 +42,14 @@ class LayoutWatch:
         return layout
 
     def live_counts(self) -> dict[str, int]:
-        """Partition counts of commands, events and timers (one metadata request)."""
+        """Partition counts of commands, events and timers: three small metadata requests (all
+        topics' metadata would grow with the cluster, every CHECK_EVERY_S)."""
         t = self.settings.topics
-        md = self._consumer().list_topics(timeout=5)
-        return {name: len(md.topics[topic].partitions) if topic in md.topics else 0
-                for name, topic in (("commands", t.commands), ("events", t.events), ("timers", t.timers))}
+        out = {}
+        for name, topic in (("commands", t.commands), ("events", t.events), ("timers", t.timers)):
+            md = self._consumer().list_topics(topic, timeout=5)
+            out[name] = len(md.topics[topic].partitions) if topic in md.topics else 0
+        return out
 
     def check(self, engine: Engine, *, force: bool = False) -> bool:
         """Adopt a growth of the topics if one is due and allowed; True if the layout changed.

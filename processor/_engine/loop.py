@@ -394,7 +394,9 @@ class ProcessorLoop:
                 if self._to_restore and not self._restore_or_wait():
                     continue  # the batch is dropped unapplied: a failed restore rewinds the consumer
                 msgs = self._usable(msgs)
-                if self._own_consumer and any(position(m)[0] >= self.engine.partitions for m in msgs):
+                # Only a process that owns partitions beyond the layout scans the batch for them.
+                if self._own_consumer and max(self.engine.stores, default=-1) >= self.engine.partitions \
+                        and any(position(m)[0] >= self.engine.partitions for m in msgs):
                     self.layout_watch.check(self.engine, force=True)  # the topics may just have grown
                 now_ms = int(time.time() * 1000)
                 if msgs or self._to_resume or self.engine.handing_off or \

@@ -18,16 +18,20 @@ def _cancels(h: EngineHarness) -> list[tuple[int | None, dict[str, Any]]]:
             if r.topic.startswith("t.tasks.") and r.header("type") == "wf.tasks.v1.ActivityCancel"]
 
 
+def _one_task(tmp_path: Path, wid: str, mode: str) -> tuple[EngineHarness, str, int, dict[str, Any]]:
+    """A harness with one `Timeouts` workflow started in `mode`, and its first activity task."""
+    h = EngineHarness(tmp_path)
+    h.start(wid, "Timeouts", mode)
+    (task,) = h.new_tasks()
+    return h, wid, h.partition_of(wid), task
+
+
 def _event_types(out: list[Record]) -> list[str]:
     return [r.event()["type"] for r in out if r.topic == EVENTS]
 
 
 def test_the_queue_wait_does_not_count_against_start_to_close(tmp_path: Path) -> None:
-    h = EngineHarness(tmp_path)
-    wid = "queued"
-    p = h.partition_of(wid)
-    h.start(wid, "Timeouts", "queued")
-    (task,) = h.new_tasks()
+    h, wid, p, task = _one_task(tmp_path, "queued", "queued")
     assert task["start_to_close_timeout_ms"] == 1_500 and task["schedule_to_start_timeout_ms"] is None
     assert h.pending_timers(p) == []
     assert h.tick(60_000) == []  # a minute in the queue: nothing times out
@@ -40,11 +44,7 @@ def test_the_queue_wait_does_not_count_against_start_to_close(tmp_path: Path) ->
 
 
 def test_a_task_nobody_starts_times_out_for_good_after_schedule_to_start(tmp_path: Path) -> None:
-    h = EngineHarness(tmp_path)
-    wid = "unserved"
-    p = h.partition_of(wid)
-    h.start(wid, "Timeouts", "schedule_to_start")
-    (task,) = h.new_tasks()
+    h, wid, p, task = _one_task(tmp_path, "unserved", "schedule_to_start")
     assert (task["task_queue"], task["schedule_to_start_timeout_ms"]) == ("unserved", 500)
     assert h.pending_timers(p) == [(START_MS + 500, wid, "q1")]
     assert h.tick(499) == []
@@ -61,11 +61,7 @@ def test_a_task_nobody_starts_times_out_for_good_after_schedule_to_start(tmp_pat
 
 
 def test_a_start_stops_the_schedule_to_start_clock_and_starts_the_others(tmp_path: Path) -> None:
-    h = EngineHarness(tmp_path)
-    wid = "served-late"
-    p = h.partition_of(wid)
-    h.start(wid, "Timeouts", "schedule_to_start")
-    (task,) = h.new_tasks()
+    h, wid, p, task = _one_task(tmp_path, "served-late", "schedule_to_start")
     h.started(task, advance_ms=400)
     assert h.pending_timers(p) == [(START_MS + 400 + 5_000, wid, "s1")]
     assert h.tick(1_000) == []  # past the schedule-to-start deadline: it started in time
@@ -75,10 +71,7 @@ def test_a_start_stops_the_schedule_to_start_clock_and_starts_the_others(tmp_pat
 
 
 def test_a_timed_out_attempt_is_canceled_where_its_task_went_and_retried(tmp_path: Path) -> None:
-    h = EngineHarness(tmp_path)
-    wid = "beats"
-    h.start(wid, "Timeouts", "heartbeat_ok")  # 0.6 s heartbeat timeout, default retries
-    (first,) = h.new_tasks()
+    h, wid, _, first = _one_task(tmp_path, "beats", "heartbeat_ok")  # 0.6 s heartbeat timeout, default retries
     h.started(first)
     out = h.tick(600)
     assert _event_types(out) == ["ActivityAttemptFailed"]
@@ -99,10 +92,7 @@ def test_a_timed_out_attempt_is_canceled_where_its_task_went_and_retried(tmp_pat
 
 
 def test_a_start_of_a_finished_activity_is_canceled(tmp_path: Path) -> None:
-    h = EngineHarness(tmp_path)
-    wid = "done"
-    h.start(wid, "Timeouts", "queued")
-    (task,) = h.new_tasks()
+    h, wid, _, task = _one_task(tmp_path, "done", "queued")
     h.started(task)
     h.complete(task, "finished")
     h.started(task)  # redelivered after its worker died between the result and the offset commit
@@ -118,11 +108,7 @@ def test_a_start_of_a_finished_activity_is_canceled(tmp_path: Path) -> None:
 
 
 def test_the_same_attempt_started_again_gets_its_whole_time(tmp_path: Path) -> None:
-    h = EngineHarness(tmp_path)
-    wid = "restarted"
-    p = h.partition_of(wid)
-    h.start(wid, "Timeouts", "queued")
-    (task,) = h.new_tasks()
+    h, wid, p, task = _one_task(tmp_path, "restarted", "queued")
     h.started(task)
     h.started(task, advance_ms=1_000)  # another worker took the task over
     assert h.pending_timers(p) == [(START_MS + 2_500, wid, "s1")]
@@ -131,11 +117,7 @@ def test_the_same_attempt_started_again_gets_its_whole_time(tmp_path: Path) -> N
 
 
 def test_a_report_held_back_by_the_worker_counts_from_the_real_start(tmp_path: Path) -> None:
-    h = EngineHarness(tmp_path)
-    wid = "late-report"
-    p = h.partition_of(wid)
-    h.start(wid, "Timeouts", "queued")  # start-to-close 1.5 s, one attempt
-    (task,) = h.new_tasks()
+    h, wid, p, task = _one_task(tmp_path, "late-report", "queued")  # start-to-close 1.5 s, one attempt
     h.started(task, advance_ms=5_000, elapsed_ms=200)
     assert h.pending_timers(p) == [(START_MS + 5_000 - 200 + 1_500, wid, "s1")]
     h.start("overran", "Timeouts", "queued")
@@ -148,11 +130,7 @@ def test_a_report_held_back_by_the_worker_counts_from_the_real_start(tmp_path: P
 
 
 def test_a_first_heartbeat_starts_the_clocks_of_a_worker_that_reports_no_start(tmp_path: Path) -> None:
-    h = EngineHarness(tmp_path)
-    wid = "old-worker"
-    p = h.partition_of(wid)
-    h.start(wid, "Timeouts", "heartbeat_ok")
-    (task,) = h.new_tasks()
+    h, wid, p, task = _one_task(tmp_path, "old-worker", "heartbeat_ok")
     beat = {"workflow_id": wid, "activity_seq": 1, "attempt": 1, "run_id": task["run_id"],
             "details": _payload.to_payload(["x"])}
     h.send("ActivityHeartbeat", beat, advance_ms=5_000)
