@@ -10,9 +10,10 @@ the batch clock, (2) encodes it once, (3) produces it to wf.events, (4) adds it 
 folds it into the summary, and (5) runs its side effects (tasks, timers, completions). Restore
 rebuilds from the same events with the same fold, so live and restored state cannot drift.
 
-The rules for activity attempts (activities.py) and for commands answered from a workflow's
-state -- queries and updates (requests.py) -- live in their own modules that Engine inherits;
-what they share with it is core.py.
+The rules for activity attempts (activities.py), for commands answered from a workflow's state
+-- queries and updates (requests.py) --, for durable timers (timers.py) and for the hand-offs
+of a growth (handoff.py) live in their own modules that Engine inherits; what they share with
+it is core.py.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from __future__ import annotations
 import logging
 import os
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from processor._codec import Codec
@@ -44,6 +45,7 @@ from processor._engine.runs import (
 from processor._engine.settings import Settings
 from processor._engine.state import CLOSING_STATUS, fold
 from processor._engine.store import PartitionStore
+from processor._engine.timers import Timers
 from processor._kafka.messages import dlq_headers
 from processor._limits import MAX_RECORD_BYTES, too_large
 from processor._names import task_queue_problem
@@ -54,7 +56,7 @@ from processor.workflow import WorkflowDefinition
 
 log = logging.getLogger("processor.engine")
 
-class Engine(Activities, Requests, HandOffs):
+class Engine(Activities, Requests, HandOffs, Timers):
     def __init__(self, settings: Settings, workflows: Sequence[type], codec: Codec, sink: Sink,
                  partitions: int | Layout) -> None:
         self.settings = settings
@@ -309,100 +311,6 @@ class Engine(Activities, Requests, HandOffs):
             self._input(partition, wid, live, event)
         self.outbox.reply(rec, command, "delivered", live.summary.run_id, "")
         return None
-
-    # -- timers --------------------------------------------------------------------------------
-
-    def fire_due_timers(self, now_ms: int, horizons: Mapping[int, int] | None = None) -> int:
-        """Fire committed timers that are due, in due order, within the per-tick budget.
-
-        `horizons` bounds each partition's firing below `now_ms`: the loop passes how far that
-        partition's input has been read (see ProcessorLoop._horizons), so a timer never fires
-        ahead of a command that was already in the log when it fell due -- an activity result
-        that arrived in time beats the timeout that fell due while the processor was down."""
-        self.now_ms = now_ms
-        fired = 0
-        for partition, store in list(self.stores.items()):
-            upto = now_ms if horizons is None else min(now_ms, horizons.get(partition, now_ms))
-            for due, wid, tkey in store.due_timers(upto, self.settings.timers_per_tick - fired):
-                # An earlier fire in this tick may have moved or removed this timer (a retry that
-                # deleted its activity's other timers, a cancel): fire only what still stands.
-                if store.timer_due(wid, tkey) != due:
-                    continue
-                if self.handing_off and home(wid, self.partitions) != partition:
-                    self.moved_away(partition, wid)  # its timers go with it, to fire in its new home
-                    continue
-                self.firing = (partition, wid, tkey)
-                self._fire(partition, wid, tkey)
-                self.firing = None
-                fired += 1
-        self.counters.timers_fired += fired
-        return fired
-
-    def quarantine_timer(self, partition: int, wid: str, tkey: str, reason: str) -> None:
-        """Remove a timer whose firing raised, and dead-letter it with the reason, so one bad
-        timer cannot abort every transaction of the process."""
-        self._set_timer(partition, wid, tkey, None)
-        self.dead_letter(keys.timer_topic_key(wid, tkey), None, None, partition, -1,
-                         f"firing timer {tkey} of workflow {wid!r} raised: {reason}", topic=self.topics.timers)
-
-    def next_due_ms(self) -> int | None:
-        dues = [d for d in (s.next_due() for s in self.stores.values()) if d is not None]
-        return min(dues) if dues else None
-
-    def has_due(self, now_ms: int, horizons: Mapping[int, int] | None = None) -> bool:
-        """Whether fire_due_timers(now_ms, horizons) would find a timer to fire."""
-        for partition, store in self.stores.items():
-            due = store.next_due()
-            upto = now_ms if horizons is None else min(now_ms, horizons.get(partition, now_ms))
-            if due is not None and due <= upto:
-                return True
-        return False
-
-    def _fire(self, partition: int, wid: str, tkey: str) -> None:
-        self._set_timer(partition, wid, tkey, None)
-        live = self._load(partition, wid)
-        if live is None or not live.summary.running:
-            return
-        kind, seq = tkey[0], int(tkey[1:])
-        if kind == "u":
-            self._input(partition, wid, live, {"type": "TimerFired", "timer_seq": seq})
-            return
-        if kind == "w":
-            self._append(partition, wid, live, {"type": "WorkflowTimedOut"})
-            return
-        pending = live.summary.activities.get(seq)
-        if pending is None:
-            return
-        if kind == "r":
-            self._dispatch(partition, wid, live, self._scheduled_event(partition, wid, live, seq), pending[0])
-            return
-        which = {"c": "schedule_to_close", "q": "schedule_to_start", "s": "start_to_close", "h": "heartbeat"}[kind]
-        message = f"activity {seq} attempt {pending[0]} exceeded its {which}_timeout"
-        if self.stores[partition].timer_due(wid, f"r{seq}") is None:
-            # The attempt's task is out (not waiting for a retry): whoever runs it, or takes it
-            # from the queue later (a new owner of a dead worker's partition), drops it.
-            self._cancel_attempts(partition, wid, live.summary.run_id, {seq: list(pending)}, message)
-        if kind in ("c", "q"):  # for good: schedule-to-start is not retried (same queue, same wait)
-            self._input(partition, wid, live, {"type": "ActivityTimedOut", "activity_seq": seq, "attempt": pending[0],
-                                                "timeout_type": which})
-        else:
-            timeout = {"type": "StartToCloseTimeout" if kind == "s" else "HeartbeatTimeout", "non_retryable": False,
-                       "cause": None, "stack_trace": "", "message": message}
-            self._attempt_failed(partition, wid, live, seq, pending[0], timeout)
-
-    def _set_timer(self, partition: int, wid: str, tkey: str, due_ms: int | None) -> None:
-        store = self.stores[partition]
-        if due_ms is None and store.timer_due(wid, tkey) is None:
-            return
-        store.set_timer(wid, tkey, due_ms)
-        key = keys.timer_topic_key(wid, tkey)
-        if due_ms is None:
-            self.sink.produce(self.topics.timers, partition, key, None)
-            return
-        rec = {"workflow_id": wid, "timer_key": tkey, "fire_at_ms": due_ms, "kind": _TIMER_KIND[tkey[0]],
-               "seq": int(tkey[1:])}
-        name = "wf.timers.v1.TimerScheduled"
-        self.sink.produce(self.topics.timers, partition, key, self.codec.encode(name, rec), self.codec.headers(name))
 
     # -- the append path -------------------------------------------------------------------------
 
@@ -699,15 +607,6 @@ class Engine(Activities, Requests, HandOffs):
         store.add_event(wid, run, event["seq"], value)
         store.put_summary(fold(summary, event))
 
-    def restore_timer(self, partition: int, key: bytes, value: bytes | None) -> None:
-        wid, tkey = keys.split_timer_topic_key(key)
-        due = None if value is None else self.codec.decode_as(value, "wf.timers.v1.TimerScheduled")["fire_at_ms"]
-        self.stores[partition].set_timer(wid, tkey, due)
-
-
-# Timer keys: kind letter + seq. u = workflow sleep (timer_seq); r = activity retry backoff,
-# s = start-to-close, h = heartbeat (both from the attempt's ActivityStarted), q = schedule-to-start
-# (from dispatch to ActivityStarted), c = schedule-to-close (activity_seq); w0 = execution timeout.
 def _start_signal(rec: dict[str, Any]) -> dict[str, Any]:
     return {"type": "SignalReceived", "signal_name": rec["signal_name"], "args": rec.get("signal_args") or [],
             "request_id": rec.get("request_id")}
@@ -715,5 +614,3 @@ def _start_signal(rec: dict[str, Any]) -> dict[str, Any]:
 
 _COMMAND_OF = {"SignalReceived": "SignalWorkflow", "WorkflowCancelRequested": "CancelWorkflow",
                "WorkflowTerminated": "TerminateWorkflow"}
-_TIMER_KIND = {"u": "user", "r": "activity_retry", "s": "activity_timeout", "c": "activity_timeout",
-               "h": "activity_timeout", "q": "activity_timeout", "w": "workflow_timeout"}
