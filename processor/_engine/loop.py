@@ -463,11 +463,16 @@ class ProcessorLoop:
         out = {}
         for p in self.engine.stores:
             nxt = self._input_next.get(p)
+            tp = TopicPartition(commands, p)
             try:
-                high = self.consumer.get_watermark_offsets(TopicPartition(commands, p), cached=True)[1]
+                high = self.consumer.get_watermark_offsets(tp, cached=True)[1]
+                # A partition whose last record is transactional (a command the engine forwarded
+                # or wrote: a child's start, a hand-off) ends in a commit marker, which takes an
+                # offset but is never a message: the consumer's position passes it, `nxt` cannot.
+                caught_up = nxt is not None and high >= 0 and (
+                    nxt >= high or self.consumer.position([tp])[0].offset >= high)
             except KafkaException:
-                high = -1
-            caught_up = nxt is not None and high >= 0 and nxt >= high
+                caught_up = False
             out[p] = now_ms if caught_up else self._input_ts.get(p, 0)
         return out
 

@@ -149,6 +149,28 @@ def test_misrouted_command_is_forwarded_once(cluster: Cluster, client: Client) -
     assert [e["type"] for e in client.history(wid)].count("WorkflowStarted") == 1
 
 
+def test_a_timer_fires_on_a_partition_that_ends_in_the_engines_own_record(cluster: Cluster,
+                                                                          client: Client) -> None:
+    """The forwarded start is the partition's last record, written in a transaction: a commit
+    marker follows it and takes an offset. The partition counts as read to its end all the same,
+    so the timer fires at its time with no later command to move the partition on."""
+    from confluent_kafka import Producer
+
+    from processor._codec.partitioner import partition_for
+
+    cluster.processor()
+    wid = "forwarded-sleeper"
+    right = partition_for(wid.encode(), 4)
+    name = "wf.commands.v1.StartWorkflow"
+    value = client.codec.encode(name, {"workflow_id": wid, "workflow_type": "Approval",
+                                       "args": [{"encoding": "json/plain", "data": b"1.0"}], "task_queue": "default"})
+    p = Producer({"bootstrap.servers": client.bootstrap})
+    p.produce(client.topics.commands, value, wid.encode(), partition=(right + 1) % 4, headers=client.codec.headers(name))
+    p.flush(10)
+    wait_for(lambda: "TimerFired" in [e["type"] for e in client.history(wid)], 60, interval=0.5,
+             message="the 1 s timer fired with nothing more written to its partition")
+
+
 def test_durable_timeouts(cluster: Cluster, client: Client) -> None:
     cluster.processor()
     cluster.worker()
