@@ -9,7 +9,7 @@ import logging
 import time
 from collections.abc import Callable
 
-from confluent_kafka import Consumer, KafkaException
+from confluent_kafka import Consumer, KafkaException, Producer
 
 from processor._engine.engine import Engine
 from processor._engine.growth import Layout, growth_problem
@@ -25,9 +25,11 @@ PROBLEM_LOG_EVERY_S = 60.0
 
 
 class LayoutWatch:
-    def __init__(self, settings: Settings, consumer: Callable[[], Consumer]) -> None:
+    def __init__(self, settings: Settings, consumer: Callable[[], Consumer],
+                 producer: Callable[[], Producer] | None = None) -> None:
         self.settings = settings
         self._consumer = consumer
+        self._producer = producer
         self._next = 0.0
         self._last = 0.0
         self._logged: dict[str, float] = {}
@@ -93,6 +95,8 @@ class LayoutWatch:
             self._say("ahead", f"the control topic has layout {control_layout} and this processor {layout}: restart "
                                "it to take the recorded layout")
             return False
+        if not self._producer_knows(new):
+            return False
         engine.adopt(new)
         return True
 
@@ -105,7 +109,31 @@ class LayoutWatch:
         if layout.epoch != engine.layout.epoch + 1:
             raise ProcessorError(f"the control topic's layout {layout} is more than one growth ahead of this "
                                  f"processor's {engine.layout}: restarting takes it")
+        if not self._producer_knows(layout):
+            return False
         engine.adopt(layout)
+        return True
+
+    def _producer_knows(self, layout: Layout) -> bool:
+        """Make the transactional producer learn the new partitions before the engine writes to
+        them: it refreshes its metadata on its own only now and then, and a record for a
+        partition it does not know yet fails the whole transaction (the producer is then
+        replaced and every partition restored -- seconds of pause for every workflow)."""
+        if self._producer is None:
+            return True
+        t = self.settings.topics
+        producer = self._producer()
+        for topic in (t.commands, t.events, t.timers):
+            try:
+                md = producer.list_topics(topic, timeout=5)
+            except KafkaException as exc:
+                self._say("metadata", f"cannot read the producer's metadata of {topic} now: {exc}")
+                return False
+            seen = len(md.topics[topic].partitions) if topic in md.topics else 0
+            if seen < layout.partitions:
+                self._say("metadata", f"the producer sees {seen} partitions of {topic}, not yet {layout.partitions}: "
+                                      "the layout is adopted once it does")
+                return False
         return True
 
     def _say(self, what: str, message: str) -> None:

@@ -192,7 +192,7 @@ class ProcessorLoop:
             self._own_consumer = False  # a twin from a test: never replaced
         self.consumer = consumer
         self._consumer_health = WedgeClock(CONSUMER_WATCHDOG_S, lambda: kafka_answers(self.settings.bootstrap))
-        self.layout_watch = LayoutWatch(settings, lambda: self.consumer)
+        self.layout_watch = LayoutWatch(settings, lambda: self.consumer, lambda: self.producer)
         if partitions is None:
             md = self.consumer.list_topics(settings.topics.commands, timeout=30)
             layout = self.layout_watch.initial(len(md.topics[settings.topics.commands].partitions))

@@ -68,7 +68,11 @@ class FakeProducer:
 class FakeConsumer:
     def __init__(self, high: dict[int, int]) -> None:
         self.high = high
+        self.positions: dict[int, int] = {}  # where the consumer would fetch next; unset: none yet
         self.seeks: list[tuple[int, int]] = []
+
+    def position(self, tps: list[TopicPartition]) -> list[TopicPartition]:
+        return [TopicPartition(tp.topic, tp.partition, self.positions.get(tp.partition, -1001)) for tp in tps]
 
     def committed(self, tps: list[TopicPartition], timeout: float) -> list[TopicPartition]:
         return [TopicPartition(tp.topic, tp.partition, 0) for tp in tps]
@@ -150,6 +154,19 @@ def test_a_timer_waits_for_input_not_yet_read(rig: Rig) -> None:
     assert horizons[0] == T0, "the timestamp of the last command read"
     assert not rig.loop.engine.has_due(T0 + 5_000, horizons)
     rig.consumer.high[0] = 1
+    assert rig.loop.engine.has_due(T0 + 5_000, rig.loop._horizons(T0 + 5_000))  # noqa: SLF001
+
+
+def test_a_partition_that_ends_in_a_commit_marker_is_read_to_its_end(rig: Rig) -> None:
+    """The last record is transactional (the engine's own: a forward, a child's start): its commit
+    marker takes offset 1, so no message ever brings the next offset to the high watermark 2."""
+    (wid,) = ids_on_partition(0, 1, stem="sleep")
+    rig.loop._transaction([rig.start(wid, 5.0, 0)], T0)  # noqa: SLF001
+    rig.consumer.high[0] = 2
+    rig.consumer.positions[0] = 1  # the message returned, the marker not passed yet
+    assert rig.loop._horizons(T0 + 5_000)[0] == T0  # noqa: SLF001
+    rig.consumer.positions[0] = 2  # the consumer passed the marker: nothing is left to read
+    assert rig.loop._horizons(T0 + 5_000)[0] == T0 + 5_000  # noqa: SLF001
     assert rig.loop.engine.has_due(T0 + 5_000, rig.loop._horizons(T0 + 5_000))  # noqa: SLF001
 
 
