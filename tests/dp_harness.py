@@ -97,9 +97,30 @@ class Cluster:
         return out
 
 
-def read_all(bootstrap: str, topic: str, *, decode: bool = True, settle: float = 1.0,
+def read_all(bootstrap: str, topic: str, *, decode: bool = True,
              timeout: float = 60) -> list[tuple[bytes | None, Any, list[tuple[str, bytes]]]]:
     """Every committed record of every partition of `topic`, up to the end offsets seen at the start."""
+    return [(k, v, h) for _, k, v, h in _read(bootstrap, topic, decode, timeout)]
+
+
+def live_records(bootstrap: str, topic: str, *, timeout: float = 60) -> dict[int, dict[bytes, Any]]:
+    """What a compacted topic holds once compaction has run: per partition, each key's last value
+    (decoded), keys whose last record is a tombstone left out. Keys that start with NUL (the
+    engine's hand-off state in wf.events, not records of the protocol) keep their raw bytes."""
+    live: dict[int, dict[bytes, Any]] = {}
+    for partition, key, value, _ in _read(bootstrap, topic, True, timeout):
+        part = live.setdefault(partition, {})
+        if key is None:
+            continue
+        if value is None:
+            part.pop(key, None)
+        else:
+            part[key] = value
+    return live
+
+
+def _read(bootstrap: str, topic: str, decode: bool,
+          timeout: float) -> list[tuple[int, bytes | None, Any, list[tuple[str, bytes]]]]:
     c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"read-{uuid.uuid4().hex}",
                   "isolation.level": "read_committed", "enable.auto.commit": False})
     codec = default_codec()
@@ -110,7 +131,7 @@ def read_all(bootstrap: str, topic: str, *, decode: bool = True, settle: float =
         # processor's, until the broker aborts it), so the reader sees the final state.
         ends = high_watermarks(bootstrap, parts)
         c.assign([TopicPartition(topic, tp.partition, OFFSET_BEGINNING) for tp in parts])
-        out: list[tuple[bytes | None, Any, list[tuple[str, bytes]]]] = []
+        out: list[tuple[int, bytes | None, Any, list[tuple[str, bytes]]]] = []
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             positions = {tp.partition: tp.offset for tp in c.position(parts)}
@@ -120,9 +141,9 @@ def read_all(bootstrap: str, topic: str, *, decode: bool = True, settle: float =
                 if m.error() is not None:
                     continue
                 value = m.value()
-                if decode and value is not None:
+                if decode and value is not None and not (m.key() or b"").startswith(b"\x00"):
                     value = codec.decode_typed(value)
-                out.append((m.key(), value, list(m.headers() or [])))
+                out.append((m.partition(), m.key(), value, list(m.headers() or [])))
         return out
     finally:
         c.close()

@@ -244,6 +244,27 @@ class LongBeat:
 
 
 @workflow.defn
+class Ticker:
+    """Sleeps `every_s` in a loop until it gets `halt`; returns the history time of every wake-up,
+    so a test can see the longest pause the workflow lived through (a gap longer than `every_s`)."""
+
+    def __init__(self) -> None:
+        self.halted = False
+
+    @workflow.signal
+    def halt(self) -> None:
+        self.halted = True
+
+    @workflow.run
+    async def run(self, every_s: float) -> list[float]:
+        wakes: list[float] = []
+        while not self.halted:
+            await asyncio.sleep(every_s)
+            wakes.append(workflow.time())
+        return wakes
+
+
+@workflow.defn
 class Cart:
     """Updates: items are added by update (validated), one priced by an activity; checkout by signal."""
 
@@ -288,7 +309,7 @@ class Cart:
 
 
 app = Worker(workflows=[ThreeSteps, FanOut, Retrying, Failing, Approval, Timeouts, Looper, Child, Parent, Cart,
-                        LongBeat],
+                        LongBeat, Ticker],
              activities=[step, async_step, flaky, fail_hard, slow])
 # The same application on a worker that runs one activity at a time: tasks queue in its backlog.
 one_at_a_time = Worker(workflows=app.workflows, activities=app.activities, max_concurrent_activities=1)

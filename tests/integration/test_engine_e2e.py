@@ -165,7 +165,8 @@ def test_a_timer_fires_on_a_partition_that_ends_in_the_engines_own_record(cluste
     value = client.codec.encode(name, {"workflow_id": wid, "workflow_type": "Approval",
                                        "args": [{"encoding": "json/plain", "data": b"1.0"}], "task_queue": "default"})
     p = Producer({"bootstrap.servers": client.bootstrap})
-    p.produce(client.topics.commands, value, wid.encode(), partition=(right + 1) % 4, headers=client.codec.headers(name))
+    p.produce(client.topics.commands, value, wid.encode(), partition=(right + 1) % 4,
+              headers=client.codec.headers(name))
     p.flush(10)
     wait_for(lambda: "TimerFired" in [e["type"] for e in client.history(wid)], 60, interval=0.5,
              message="the 1 s timer fired with nothing more written to its partition")
