@@ -60,6 +60,7 @@ class Counters:
     replays: int = 0
     handed_off: int = 0  # workflows sent to their new home after a growth (handoff.py)
     parked: int = 0  # commands waiting for a hand-off now
+    redelivered: int = 0  # commands the consumer returned again after they were applied (loop.py)
 
 
 class EngineParts:

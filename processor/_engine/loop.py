@@ -288,7 +288,9 @@ class ProcessorLoop:
             for p in todo:
                 self.engine.partition_ready(p)  # what it still owes the last growth (handoff.py)
             self._read_input_offsets(todo)
-            self._rewind_all()  # after an in-process restart the consumer may be past them
+            # After an in-process restart the consumer may be past them. Only these: the others
+            # may have commands in the batch being applied now, which a seek would return again.
+            self._seek_to_next(todo)
         except BaseException:
             for p in todo:  # half restored: closed, and restored again from scratch on the next turn
                 self.engine.close_partition(p)
@@ -408,15 +410,26 @@ class ProcessorLoop:
             self.close()
 
     def _usable(self, msgs: list[Message]) -> list[Message]:
+        """The batch's commands of owned partitions not applied yet. A command below its
+        partition's next offset was applied by an earlier transaction of this process and is
+        skipped: the consumer can return it again after a seek (a restore in the middle of a
+        batch rewinds the partitions it restores), and applying it twice would be a signal
+        received twice."""
         out = []
+        stores, applied_upto = self.engine.stores, self._input_next
         for m in msgs:
             err = m.error()
             if err is not None:
                 if err.code() != KafkaError._PARTITION_EOF:  # noqa: SLF001 - librdkafka's own code name
                     self._outage(f"consume: {err}")
                 continue
-            if position(m)[0] in self.engine.stores:
-                out.append(m)
+            p, offset = position(m)
+            if p not in stores:
+                continue
+            if offset < applied_upto.get(p, offset):
+                self.engine.counters.redelivered += 1
+                continue
+            out.append(m)
         return out
 
     def _restore_or_wait(self) -> bool:
@@ -653,9 +666,14 @@ class ProcessorLoop:
         self._rewind_all()
 
     def _rewind_all(self) -> None:
+        self._seek_to_next(list(self._input_next))
+
+    def _seek_to_next(self, partitions: list[int]) -> None:
+        """Seek the consumer to the next offset to apply of each of `partitions` that is owned."""
         commands = self.settings.topics.commands
-        for p, offset in self._input_next.items():
-            if p in self.engine.stores:
+        for p in partitions:
+            offset = self._input_next.get(p)
+            if offset is not None and p in self.engine.stores:
                 try:
                     self.consumer.seek(TopicPartition(commands, p, offset))
                 except KafkaException as exc:  # not fetching yet: it starts at the committed offset anyway

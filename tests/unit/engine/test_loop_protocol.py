@@ -220,3 +220,14 @@ def test_a_poison_command_is_dead_lettered_once_and_skipped(rig: Rig, monkeypatc
     assert rig.consumer.seeks[-1] == (0, 1), "and the consumer moves past it"
     dlq = [kw for topic, kw in rig.producers[-1].produced if topic == f"{PREFIX}.dlq"]
     assert len(dlq) == 1
+
+
+def test_a_command_returned_again_after_it_was_applied_is_skipped(rig: Rig) -> None:
+    """A restore in the middle of a batch seeks the consumer; a command it returns a second
+    time, below its partition's next offset, was applied once and is not applied again."""
+    (wid,) = ids_on_partition(0, 1, stem="sleep")
+    first = rig.start(wid, 5.0, 0)
+    rig.loop._transaction(rig.loop._usable([first]), T0)  # noqa: SLF001
+    later = rig.start(wid, 5.0, 0)  # a second command of the partition, not applied yet
+    assert rig.loop._usable([first, later]) == [later]  # noqa: SLF001
+    assert rig.loop.engine.counters.redelivered == 1
