@@ -74,6 +74,12 @@ class PlainProducer:
         assert self.producer.flush(60) == 0, "plain producer: records not delivered"
 
 
+def _tickers(n: int, *, moving: bool = True) -> list[str]:
+    """The first n ticker ids that move in 4 -> 8 -> 16 (or that stay on their partition)."""
+    ids = (f"tick-{i}" for i in range(10_000))
+    return [w for w in ids if (partition_for(w.encode(), 16) != partition_for(w.encode(), 4)) == moving][:n]
+
+
 def _histories(bootstrap: str, prefix: str) -> tuple[dict[str, int], dict[tuple[str, str], list[dict[str, Any]]]]:
     """Where each workflow's history lives in wf.events once compaction has run, and each run's events."""
     where: dict[str, set[int]] = defaultdict(set)
@@ -104,11 +110,11 @@ def test_growing_twice_with_1000_workflows_in_flight(kafka_bootstrap: str, prefi
         first = c.processor(0, env={"DP_FAILPOINTS": f"handoff_txn=60000@{marker}"} if fault == "sigkill" else None)
         c.processor(1)
         c.worker()
-        sleepers = [f"sleep-{i}" for i in range(620)]  # a 5..44 s timer, then an `approve` signal
+        sleepers = [f"sleep-{i}" for i in range(680)]  # a 5..44 s timer, then an `approve` signal
         waiters = [f"wait-{i}" for i in range(250)]  # wait for `release`, then an activity
         busy = [f"busy-{i}" for i in range(100)]  # a 4..11 s heartbeating activity
         loopers = [f"tags-{i}" for i in range(20)]  # ordered `tag` signals through both growths
-        tickers = [f"tick-{i}" for i in range(16)]
+        tickers = _tickers(8) + _tickers(8, moving=False)  # pauses of workflows that move and that stay
         plain_waiters = [f"plain-appr-{i}" for i in range(30)]  # started and approved by `fresh`
         for i, wid in enumerate(sleepers):
             client.start_workflow("Approval", 5.0 + i % 40, id=wid, wait_for_ack=False)

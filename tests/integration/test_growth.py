@@ -100,6 +100,17 @@ def test_growing_4_to_8_partitions_under_load_loses_nothing(kafka_bootstrap: str
         mover = next(w for w in sleepers if _moves(w))
         assert client.describe(mover)["status"] == "completed"  # its history is in its new partition
         assert [e["type"] for e in client.history(mover)].count("WorkflowStarted") == 1
+        # The operator's verbs find it there too, and its history replays against the code.
+        common = ["--bootstrap", kafka_bootstrap, "--prefix", prefix]
+        show = subprocess.run([sys.executable, "-m", "processor.cli", "show", mover, *common],
+                              cwd=REPO, capture_output=True, text=True, timeout=120)
+        assert show.returncode == 0, show.stderr
+        assert "completed" in show.stdout and "TimerFired" in show.stdout and "WorkflowCompleted" in show.stdout
+        replay = subprocess.run([sys.executable, "-m", "processor.cli", "replay", mover, "--app",
+                                 "tests.apps.basic:app", *common],
+                                cwd=REPO, capture_output=True, text=True, timeout=120)
+        assert replay.returncode == 0, replay.stdout + replay.stderr
+        print(replay.stdout)
     finally:
         client.close()
         c.close()
