@@ -33,6 +33,7 @@ from processor._answers import (
 from processor._codec import default_codec
 from processor._codec.partitioner import partition_for
 from processor._engine.runs import ALLOW_DUPLICATE, REFUSED, USE_EXISTING, policy_problem
+from processor._kafka.control import read_layout
 from processor._kafka.messages import high_watermarks
 from processor._kafka.topics import DEFAULT_PREFIX, TopicNames
 from processor._limits import PRODUCER_MESSAGE_MAX_BYTES, check_size, too_large
@@ -435,18 +436,43 @@ class Client:
                     raise KafkaUnavailableError(f"reading history of {workflow_id!r} timed out")
                 yield from ((m.key(), m.value()) for m in consumer.consume(1000, timeout=0.2) if m.error() is None)
 
-        try:
-            md = consumer.list_topics(self.topics.events, timeout=timeout)
-            p = partition_for(workflow_id.encode(), len(md.topics[self.topics.events].partitions))
+        def read(p: int) -> list[dict[str, Any]]:
             tp = TopicPartition(self.topics.events, p)
             high = high_watermarks(self.bootstrap, [tp], timeout)[p]
             if high == 0:
                 return []
             return history_events(workflow_id, records(tp, high), self.codec.decode_typed, run_id)
+
+        try:
+            md = consumer.list_topics(self.topics.events, timeout=timeout)
+            live = len(md.topics[self.topics.events].partitions)
+            home = partition_for(workflow_id.encode(), live)
+            events = read(home)
+            if events:
+                return events
+            # Not home yet: the topics grew and the workflow is still on (or on its way from) its
+            # partition under an earlier count. Its events stay there until the hand-off is done.
+            for p in self._earlier_homes(workflow_id, live) - {home}:
+                events = read(p)
+                if events:
+                    return events
+            return []
         except KafkaException as exc:
             raise KafkaUnavailableError(f"reading history of {workflow_id!r} failed: {exc.args[0]}") from exc
         finally:
             consumer.close()
+
+    def _earlier_homes(self, workflow_id: str, live: int) -> set[int]:
+        """The workflow's partitions under the counts of the layout in the control topic (the
+        one the processors work by, and the one before the last growth), other than `live`."""
+        try:
+            layout, _ = read_layout(self.bootstrap, self.topics.control)
+        except (KafkaException, ProcessorError):
+            return set()
+        if layout is None:
+            return set()
+        return {partition_for(workflow_id.encode(), n) for n in (layout.partitions, layout.previous)
+                if 0 < n < live}
 
     def describe(self, workflow_id: str, run_id: str | None = None) -> dict[str, Any]:
         events = self.history(workflow_id, run_id=run_id)

@@ -114,3 +114,39 @@ def test_growing_4_to_8_partitions_under_load_loses_nothing(kafka_bootstrap: str
     finally:
         client.close()
         c.close()
+
+
+def test_a_workflow_not_handed_off_yet_is_found_where_it_still_is(kafka_bootstrap: str, prefix: str,
+                                                                   tmp_path: Path) -> None:
+    """The topics grew while no processor ran: every mover still lives on its old partition.
+    `history`, `describe` and `show` read it there; once a processor hands it off, from its new home."""
+    c = Cluster(kafka_bootstrap, prefix, tmp_path, partitions=4)
+    client = Client(kafka_bootstrap, prefix=prefix)
+    try:
+        proc = c.processor(0)
+        movers = [w for w in (f"in-transit-{i}" for i in range(40)) if _moves(w)][:3]
+        for wid in movers:
+            client.start_workflow("Approval", 0.5, id=wid)
+        wait_for(lambda: all("TimerFired" in [e["type"] for e in client.history(w)] for w in movers), 60,
+                 message="the movers slept")
+        c.stop(proc)
+        admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
+        for fut in admin.create_partitions([NewPartitions(f"{prefix}.{t}", 8)
+                                            for t in ("events", "timers", "commands")]).values():
+            fut.result(60)
+        for wid in movers:
+            assert [e["type"] for e in client.history(wid)][:3] == ["WorkflowStarted", "TimerStarted", "TimerFired"]
+            assert client.describe(wid)["status"] == "running"
+        show = subprocess.run([sys.executable, "-m", "processor.cli", "show", movers[0], "--bootstrap",
+                               kafka_bootstrap, "--prefix", prefix], cwd=REPO, capture_output=True, text=True,
+                              timeout=120)
+        assert show.returncode == 0 and "TimerFired" in show.stdout, show.stdout + show.stderr
+        c.processor(0)  # notices the growth and hands the movers off
+        for wid in movers:
+            client.signal(wid, "approve", "ops")
+        for wid in movers:
+            assert client.result(wid, timeout=120).startswith("approved by ops")
+            assert [e["type"] for e in client.history(wid)][-1] == "WorkflowCompleted"
+    finally:
+        client.close()
+        c.close()
