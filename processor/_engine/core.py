@@ -59,7 +59,7 @@ class Counters:
     timers_fired: int = 0
     replays: int = 0
     handed_off: int = 0  # workflows sent to their new home after a growth (handoff.py)
-    parked: int = 0  # commands waiting for a hand-off now
+    parked: int = 0  # commands parked for a hand-off (handoff.py), like the others counted since start
     redelivered: int = 0  # commands the consumer returned again after they were applied (loop.py)
 
 
@@ -75,7 +75,6 @@ class EngineParts:
         handing_off: set[int]
         waiting: set[int]
         _scan_after: dict[int, str]
-        handed_off: dict[int, int]
         codec: Codec
         sink: Sink
         outbox: Outbox

@@ -69,7 +69,6 @@ class Engine(Activities, Requests, HandOffs, Timers):
         self.handing_off: set[int] = set()  # old partitions of the last growth not done handing off
         self.waiting: set[int] = set()  # new partitions waiting for their hand-offs (parking)
         self._scan_after: dict[int, str] = {}  # where each partition's scan for movers goes on
-        self.handed_off: dict[int, int] = {}  # workflows handed off per partition, this growth
         self.topics = settings.topics
         self.definitions: dict[str, WorkflowDefinition] = {}
         for cls in workflows:

@@ -32,7 +32,8 @@ Every step is one transaction of the partition's owner, so each happens exactly 
 crashes: a restore of p sees x's records and then their tombstones (and drops x), a restore of q
 sees the installed events, the parked commands and the markers. State kept per partition (meta
 keys, mirrored in events under NUL + key): `x/sent/<e>`, `x/received/<e>`, `x/arriving/<id>`
-(a hand-off in parts, not complete yet), `x/parked/<offset>` (type NUL command bytes).
+(a hand-off in parts, not complete yet), `x/parked/<offset>` (type NUL command bytes),
+`x/moved/<e>` (workflows handed off so far, until step 2).
 Workflows of p that stay are never paused; only the new partitions wait, for their one source.
 """
 
@@ -57,6 +58,7 @@ _PART_BYTES = 600_000  # event bytes per WorkflowHandOff part (the record limit 
 # Movers handed off per transaction (the rest of the transaction is the partition's normal work).
 MOVERS_PER_TRANSACTION = int(os.environ.get("DP_HANDOFF_BATCH") or 50)
 _SENT, _RECEIVED, _ARRIVING, _PARKED = b"x/sent/", b"x/received/", b"x/arriving/", b"x/parked/"
+_MOVED = b"x/moved/"  # + epoch: how many workflows the partition has handed off so far
 META_KEY_PREFIX = b"\x00"  # wf.events keys of the hand-off state: NUL + meta key (ids never hold NUL)
 
 
@@ -123,7 +125,9 @@ class HandOffs(EngineParts):
         return moved
 
     def _finish_hand_off(self, p: int) -> None:
-        epoch, count = self.layout.epoch, self.handed_off.pop(p, 0)
+        epoch = self.layout.epoch
+        count = self._moved(p)
+        self._meta(p, _MOVED + b"%d" % epoch, None)
         done = self.codec.encode(DONE, {"workflow_id": "", "epoch": epoch, "from_partition": p, "handed_off": count})
         for q in self.layout.targets(p):
             self.sink.produce(self.topics.commands, q, f"handoff/{epoch}/{p}".encode(), done,
@@ -164,8 +168,14 @@ class HandOffs(EngineParts):
         self._evict(wid)
         for gone in [k for k in self._beat_details if k[0] == wid]:
             del self._beat_details[gone]
-        self.handed_off[p] = self.handed_off.get(p, 0) + 1
+        self._meta(p, _MOVED + b"%d" % self.layout.epoch, b"%d" % (self._moved(p) + 1))
         self.counters.handed_off += 1
+
+    def _moved(self, p: int) -> int:
+        """Workflows partition p handed off so far in this growth: kept with its state, so a
+        restart or an aborted batch does not change the count HandOffDone reports."""
+        raw = self.stores[p].meta_get(_MOVED + b"%d" % self.layout.epoch)
+        return int(raw) if raw is not None else 0
 
     def _produce_part(self, q: int, wid: str, p: int, part: int, last: bool, events: list[dict[str, Any]],
                       timers: list[dict[str, Any]]) -> None:
@@ -244,7 +254,6 @@ class HandOffs(EngineParts):
             if wid is not None and rec["workflow_id"] != wid:
                 continue
             self._meta(partition, key, None)
-            self.counters.parked -= 1
             self.apply_decoded(partition, rec["workflow_id"].encode(), value, self.codec.headers(name.decode()),
                                keys.unpack_u64(key[len(_PARKED):]), name.decode(), rec)
 

@@ -5,6 +5,7 @@ the new partition until their hand-off, stayers untouched, and restore equivalen
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 from engine_harness import COMMANDS, EVENTS, TIMERS, EngineHarness, Record, partition_of
@@ -84,7 +85,7 @@ def test_growth_moves_every_mover_with_its_state_and_loses_nothing(tmp_path: Pat
     assert h.engine.handing_off == set()
 
     h.pump(activities=False)  # the hand-offs and the dones reach the new partitions
-    assert h.engine.waiting == set() and h.engine.counters.parked == 0
+    assert h.engine.waiting == set() and not any(h.store(p).meta_items(b"x/parked/") for p in range(4))
     for wid in movers:
         assert h.stored_history(wid) == before[wid] or wid == mover, wid
         assert h.store(partition_of(wid, 4)).summary(wid) is not None
@@ -169,6 +170,41 @@ def test_a_large_history_travels_in_parts_and_waits_until_complete(tmp_path: Pat
     h.close()
 
 
+def _done_count(h: EngineHarness, r: Any) -> int:
+    return int(h.engine.codec.decode_as(r.value or b"", "wf.commands.v1.HandOffDone")["handed_off"])
+
+
+def test_the_count_of_a_hand_off_survives_a_restart_in_the_middle(tmp_path: Path) -> None:
+    """HandOffDone (and the control topic's record the verb prints) counts every workflow the
+    partition handed off, also those of batches committed before the process restarted."""
+    h = EngineHarness(tmp_path / "live", partitions=2)
+    ids = _ids(40, "rc")
+    for wid in ids:
+        h.start(wid, "Approval", 60.0)
+    movers = _movers(ids, 2, 4)
+    h.grow(4)
+    h.engine.begin(h.now_ms)
+    assert h.engine.hand_off_step(limit=3) == 3  # one committed batch, then the process dies
+    h.engine.committed()
+    restored = EngineHarness(tmp_path / "restored", partitions=4, now_ms=h.now_ms)
+    restored.engine.adopt(h.engine.layout)
+    restored.engine.begin(h.now_ms)
+    for r in h.sink.records:
+        if r.topic == EVENTS:
+            restored.engine.restore_events_record(r.partition or 0, r.key, r.value)
+        elif r.topic == TIMERS:
+            restored.engine.restore_timer(r.partition or 0, r.key, r.value)
+    restored.engine.committed()
+    for p in range(4):
+        restored.engine.partition_ready(p)
+    rest = restored.tick()
+    assert len(_hand_offs(rest)) == len(movers) - 3
+    dones = [r for r in rest if r.header("type") == "wf.commands.v1.HandOffDone"]
+    assert sum(_done_count(restored, r) for r in dones) == len(movers), "the 3 of the first batch are counted"
+    restored.close()
+    h.close()
+
+
 def test_an_aborted_hand_off_is_redone_from_the_committed_state(tmp_path: Path) -> None:
     from processor._engine.handoff import LayoutBehind
 
@@ -185,6 +221,7 @@ def test_an_aborted_hand_off_is_redone_from_the_committed_state(tmp_path: Path) 
     assert sorted(r.key.decode() for r in _hand_offs(redone)) == sorted(movers)
     # The new partitions' Done aborts once too: it is applied when read again.
     dones = [r for r in redone if r.header("type") == "wf.commands.v1.HandOffDone"]
+    assert sum(_done_count(h, r) for r in dones) == len(movers), "the aborted batch is not counted"
     for r in _hand_offs(redone):
         h.transaction([(r.partition or 0, r.key, r.value, r.headers)])
     h.transaction([(r.partition or 0, r.key, r.value, r.headers) for r in dones], commit=False)
