@@ -321,7 +321,8 @@ def verify(admin: AdminPort, specs: list[TopicSpec], live: dict[str, int] | None
     if len(co) > 1:
         problems.append(
             "co-partitioned topics (" + ", ".join(s.name for s in existing if s.co_partitioned)
-            + f") have different partition counts {sorted(co)}; they must match"
+            + f") have different partition counts {sorted(co)}; they must match: a growth stopped halfway? "
+            f"`processor topics scale --partitions {max(co)}` grows the others"
         )
     if problems:
         raise TopicMismatchError(

@@ -114,6 +114,15 @@ def test_a_wrong_partition_count_behind_lag_is_refused() -> None:
         ensure_with(admin, load_specs("p", partitions=4))
 
 
+def test_co_partitioned_topics_of_different_counts_are_refused_naming_the_fix() -> None:
+    admin = LaggingAdmin()
+    for s in load_specs("p", partitions=4):
+        admin.existing(s.name, 8 if s.name == "p.commands" else 4, s.configs)
+    with pytest.raises(TopicMismatchError, match=r"different partition counts \[4, 8\].*"
+                                                 r"`processor topics scale --partitions 8` grows the others"):
+        ensure_with(admin, load_specs("p", partitions=4), exact_partitions=False)
+
+
 def test_created_topics_are_waited_for_and_verified() -> None:
     admin = LaggingAdmin(lag=4)
     specs = load_specs("p", partitions=3)
