@@ -21,6 +21,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaExcepti
 
 from processor._codec import default_codec
 from processor._codec.partitioner import partition_for
+from processor._kafka.config import client_config
 from processor._kafka.messages import consume_available
 from processor._kafka.topics import TopicNames
 from processor.exceptions import DecodeError, KafkaUnavailableError
@@ -35,9 +36,10 @@ class Watcher:
     def __init__(self, bootstrap: str, topics: TopicNames) -> None:
         self.completions_topic = topics.completions
         self.replies_topic = topics.replies
-        self.consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"client-{uuid.uuid4().hex}",
-                                  "isolation.level": "read_committed", "enable.auto.commit": False,
-                                  "fetch.wait.max.ms": 10, "log_level": 3})
+        self.consumer = Consumer(client_config(
+            "consumer", bootstrap, "client-watcher", {"fetch.wait.max.ms": 10, "log_level": 3},
+            fixed={"group.id": f"{topics.prefix}.client-{uuid.uuid4().hex}", "isolation.level": "read_committed",
+                   "enable.auto.commit": False}))
         self.partitions = self._count(self.completions_topic)
         # Replies: one partition of the topic, chosen at random (clients spread over them), read
         # from its end now -- before this client sends anything that asks for a reply.

@@ -10,8 +10,9 @@ import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from confluent_kafka import KafkaException
+from confluent_kafka import KafkaError, KafkaException
 
+from processor._kafka import config as kafka_config
 from processor._kafka import local
 from processor._kafka.topics import DEFAULT_PREFIX, describe, ensure_topics, load_specs, require_reachable
 from processor.exceptions import ProcessorError
@@ -138,6 +139,9 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--bootstrap", help="Kafka bootstrap servers (default: KAFKA_BOOTSTRAP or the local broker)")
     p.add_argument("--prefix", default=os.environ.get("DP_TOPIC_PREFIX", DEFAULT_PREFIX),
                    help="topic name prefix (default: wf)")
+    p.add_argument("--kafka-config", metavar="FILE",
+                   help="Kafka client settings for every client (.properties, or .toml with [producer], [consumer], "
+                        "[admin] tables); also DP_KAFKA_CONFIG, and DP_KAFKA_<SETTING> variables")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -191,6 +195,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     traceback: ours say what to do; a vendor error or a bug of ours is named as such."""
     args = build_parser().parse_args(argv)
     try:
+        if getattr(args, "kafka_config", None):
+            os.environ[kafka_config.ENV_FILE] = args.kafka_config  # supervised children inherit it
+            kafka_config.reset()
+        kafka_config.user_settings()  # a bad file or variable is one line now, not at the first client
         code: int = args.func(args)
     except ProcessorError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -199,8 +207,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
     except KafkaException as exc:
-        print(f"error: Kafka: {exc.args[0] if exc.args else exc} (is the broker healthy? "
-              f"`{prog()} kafka status`)", file=sys.stderr)
+        err = exc.args[0] if exc.args else exc
+        if isinstance(err, KafkaError) and err.code() == KafkaError._INVALID_ARG:  # noqa: SLF001 - librdkafka's name
+            print(f"error: Kafka configuration: {err.str()} (check --kafka-config, DP_KAFKA_CONFIG and the "
+                  "DP_KAFKA_* variables)", file=sys.stderr)
+            return EXIT_ERROR
+        print(f"error: Kafka: {err} (is the broker healthy? `{prog()} kafka status`)", file=sys.stderr)
         return EXIT_ERROR
     except Exception as exc:  # noqa: BLE001 - the last line of defence against a traceback
         if os.environ.get("DP_TRACEBACK"):

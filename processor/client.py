@@ -33,6 +33,7 @@ from processor._answers import (
 from processor._codec import default_codec
 from processor._codec.partitioner import partition_for
 from processor._engine.runs import ALLOW_DUPLICATE, REFUSED, USE_EXISTING, policy_problem
+from processor._kafka.config import client_config
 from processor._kafka.control import read_layout
 from processor._kafka.messages import high_watermarks
 from processor._kafka.topics import DEFAULT_PREFIX, TopicNames
@@ -126,11 +127,12 @@ class Client:
         self.bootstrap = bootstrap
         self.topics = TopicNames(prefix)
         self.codec = default_codec()
-        self.producer = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True, "linger.ms": 1,
-                                  "message.max.bytes": PRODUCER_MESSAGE_MAX_BYTES, "partitioner": "murmur2_random",
-                                  # a growth of the topics is seen within seconds (engine/growth.py)
-                                  "topic.metadata.refresh.interval.ms": 10_000,
-                                  "client.id": "processor-client", **CLIENT_LOGGING})
+        self.producer = Producer(client_config(
+            "producer", bootstrap, "client",
+            # a growth of the topics is seen within seconds (engine/growth.py)
+            {"linger.ms": 1, "topic.metadata.refresh.interval.ms": 10_000, **CLIENT_LOGGING},
+            fixed={"enable.idempotence": True, "message.max.bytes": PRODUCER_MESSAGE_MAX_BYTES,
+                   "partitioner": "murmur2_random"}))
         self._watcher: Watcher | None = None
         self._watcher_lock = threading.Lock()
         self._starts: dict[str, _Start] = {}  # workflow id -> this client's latest start of it
@@ -425,8 +427,9 @@ class Client:
         """Every event of one run of the workflow (default: its latest), in order, read from the
         events topic."""
         _check_id(workflow_id)
-        consumer = Consumer({"bootstrap.servers": self.bootstrap, "group.id": f"client-{uuid.uuid4().hex}",
-                             "isolation.level": "read_committed", "enable.auto.commit": False})
+        consumer = Consumer(client_config("consumer", self.bootstrap, "client-history", fixed={
+            "group.id": f"{self.topics.prefix}.client-{uuid.uuid4().hex}", "isolation.level": "read_committed",
+            "enable.auto.commit": False}))
 
         def records(tp: TopicPartition, high: int) -> Iterator[tuple[bytes | None, bytes | None]]:
             consumer.assign([TopicPartition(tp.topic, tp.partition, OFFSET_BEGINNING)])

@@ -50,6 +50,7 @@ from processor._engine.handoff import LayoutBehind
 from processor._engine.layout_watch import LayoutWatch
 from processor._engine.settings import Settings
 from processor._engine.store import EVENTS_NEXT, TIMERS_NEXT, PartitionStore
+from processor._kafka.config import client_config
 from processor._kafka.health import WedgeClock, kafka_answers, watchdog_s
 from processor._kafka.messages import consume_available, headers, high_watermarks, position
 from processor._kafka.topics import ensure_topics, load_specs, task_queue_spec
@@ -219,17 +220,16 @@ class ProcessorLoop:
         self._call_timeout_s = settings.transaction_timeout_ms / 1000 + 5
 
     def _new_producer(self) -> Producer:
-        return self._producer_factory({
-            "bootstrap.servers": self.settings.bootstrap,
-            "client.id": "processor",
-            "transactional.id": self._transactional_id,
-            "enable.idempotence": True,
+        return self._producer_factory(client_config("producer", self.settings.bootstrap, "processor", {
             "transaction.timeout.ms": self.settings.transaction_timeout_ms,
-            "message.max.bytes": PRODUCER_MESSAGE_MAX_BYTES,
             "linger.ms": 2,
             "retry.backoff.ms": 10,
+        }, fixed={
+            "transactional.id": self._transactional_id,
+            "enable.idempotence": True,
+            "message.max.bytes": PRODUCER_MESSAGE_MAX_BYTES,
             "partitioner": "murmur2_random",
-        })
+        }))
 
     # -- rebalance callbacks (run inside consume(), never during a transaction) ----------------
 
@@ -259,10 +259,9 @@ class ProcessorLoop:
         if not todo:
             return
         t0 = time.monotonic()
-        restorer = Consumer({
-            "bootstrap.servers": self.settings.bootstrap, "group.id": f"{self.settings.processor_group}.restore",
-            "isolation.level": "read_committed", "enable.auto.commit": False, "enable.partition.eof": False,
-        })
+        restorer = Consumer(client_config("consumer", self.settings.bootstrap, "restore", fixed={
+            "group.id": f"{self.settings.processor_group}.restore", "isolation.level": "read_committed",
+            "enable.auto.commit": False, "enable.partition.eof": False}))
         total = 0
         topics = ((self.settings.topics.events, EVENTS_NEXT), (self.settings.topics.timers, TIMERS_NEXT))
         try:

@@ -6,6 +6,7 @@ import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from processor._kafka.config import client_config
 from processor._kafka.topics import DEFAULT_PREFIX, TopicNames
 
 
@@ -50,20 +51,19 @@ class Settings:
         Classic protocol with cooperative-sticky assignment: librdkafka rejects session timeouts
         under KIP-848, and fail-over speed must not depend on how the broker is configured.
         """
-        return {
-            "bootstrap.servers": self.bootstrap,
-            "client.id": client_id,
-            "group.id": group_id,
-            "isolation.level": "read_committed",
-            "enable.auto.commit": False,
-            "auto.offset.reset": "earliest",
-            "partition.assignment.strategy": "cooperative-sticky",
+        return client_config("consumer", self.bootstrap, client_id, {
             "session.timeout.ms": self.session_timeout_ms,
             "heartbeat.interval.ms": max(250, self.session_timeout_ms // 4),
             "fetch.wait.max.ms": 10,
             # The group leader notices a grown topic on its next metadata refresh (default 5 min).
             "topic.metadata.refresh.interval.ms": 5_000,
-        }
+        }, fixed={
+            "group.id": group_id,
+            "isolation.level": "read_committed",
+            "enable.auto.commit": False,
+            "auto.offset.reset": "earliest",
+            "partition.assignment.strategy": "cooperative-sticky",
+        })
 
     def with_state_dir(self, path: Path) -> Settings:
         return replace(self, state_dir=path)

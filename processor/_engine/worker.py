@@ -73,6 +73,7 @@ from processor._engine.settle import (  # noqa: F401 - re-exported for tests and
     start_report_delay_s,
     started_value,
 )
+from processor._kafka.config import client_config
 from processor._kafka.health import WedgeClock, kafka_answers
 from processor._kafka.messages import Headers, consume_available, dlq_headers, headers, position
 from processor._kafka.topics import ensure_topics, task_queue_spec
@@ -181,13 +182,15 @@ class ActivityWorker:
         self.identity = f"{socket.gethostname()}:{os.getpid()}"  # in ActivityStarted, for operators
         self.stop_event = threading.Event()
         ensure_topics(settings.bootstrap, [task_queue_spec(task_queue, settings.prefix)], exact_partitions=False)
-        common = {"bootstrap.servers": settings.bootstrap, "client.id": f"worker-{task_queue}"}
         # read_committed: a task is visible only once the processor's transaction committed.
-        self._consumer_config = settings.group_consumer_config(settings.worker_group(task_queue), common["client.id"])
+        self._consumer_config = settings.group_consumer_config(settings.worker_group(task_queue),
+                                                               f"worker-{task_queue}")
         self.consumer = Consumer(self._consumer_config)
-        self._producer_config = {**common, "enable.idempotence": True, "linger.ms": 2,
-                                 "message.max.bytes": PRODUCER_MESSAGE_MAX_BYTES, "partitioner": "murmur2_random",
-                                 "topic.metadata.refresh.interval.ms": 10_000}  # sees a growth within seconds
+        self._producer_config = client_config(
+            "producer", settings.bootstrap, f"worker-{task_queue}",
+            {"linger.ms": 2, "topic.metadata.refresh.interval.ms": 10_000},  # sees a growth within seconds
+            fixed={"enable.idempotence": True, "message.max.bytes": PRODUCER_MESSAGE_MAX_BYTES,
+                   "partitioner": "murmur2_random"})
         self.producer = Producer(self._producer_config)
         self._delivered_at = time.monotonic()  # the producer's last delivery, or when it last had nothing to do
         self.pool = ThreadPoolExecutor(max_workers=max_concurrent, thread_name_prefix="activity")

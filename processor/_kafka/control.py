@@ -16,6 +16,8 @@ import uuid
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Producer, TopicPartition
 
 from processor._engine.growth import LAYOUT_KEY, Layout
+from processor._kafka.config import client_config
+from processor._kafka.topics import prefix_of
 from processor.exceptions import KafkaUnavailableError
 
 
@@ -33,8 +35,9 @@ def handoff_value(count: int) -> bytes:
 
 def read_control(bootstrap: str, topic: str, timeout: float = 15.0) -> dict[bytes, bytes]:
     """Every live key of the control topic and its latest value (read_committed)."""
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"control-{uuid.uuid4().hex}",
-                         "isolation.level": "read_committed", "enable.auto.commit": False, "log_level": 3})
+    consumer = Consumer(client_config("consumer", bootstrap, "control", {"log_level": 3}, fixed={
+        "group.id": f"{prefix_of(topic)}.control-{uuid.uuid4().hex}", "isolation.level": "read_committed",
+        "enable.auto.commit": False}))
     tp = TopicPartition(topic, 0)
     try:
         _, high = consumer.get_watermark_offsets(tp, timeout=timeout)
@@ -76,7 +79,8 @@ def settled(layout: Layout, control: dict[bytes, bytes]) -> bool:
 
 
 def write_layout(bootstrap: str, topic: str, layout: Layout) -> None:
-    producer = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True, "log_level": 3})
+    producer = Producer(client_config("producer", bootstrap, "control", {"log_level": 3},
+                                      fixed={"enable.idempotence": True}))
     producer.produce(topic, layout.to_bytes(), LAYOUT_KEY, partition=0)
     if producer.flush(15) != 0:
         raise KafkaUnavailableError(f"could not write the layout to {topic}")

@@ -10,6 +10,9 @@ import time
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
+from processor._kafka.config import client_config
+from processor._kafka.topics import prefix_of
+
 # librdkafka's own "_TRANSPORT"/"_TIMED_OUT" codes are underscored by its naming, not private.
 _TRANSIENT = {KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE, KafkaError.UNKNOWN_TOPIC_OR_PART,
               KafkaError._TRANSPORT, KafkaError._TIMED_OUT}  # noqa: SLF001
@@ -61,8 +64,9 @@ def high_watermarks(bootstrap: str, tps: list[TopicPartition], timeout: float = 
     a moment later; reading (read_committed) until the position passes the high watermark waits
     for every transaction open now to commit or abort.
     """
-    probe = Consumer({"bootstrap.servers": bootstrap, "group.id": "processor-probe",
-                      "isolation.level": "read_uncommitted", "enable.auto.commit": False})
+    group = f"{prefix_of(tps[0].topic)}.probe" if tps else "probe"
+    probe = Consumer(client_config("consumer", bootstrap, "probe", fixed={
+        "group.id": group, "isolation.level": "read_uncommitted", "enable.auto.commit": False}))
     # One deadline for all of them: a broker that is down must cost `timeout`, not one per
     # partition (a processor restoring 4 partitions of 2 topics blocked 4 minutes without a
     # heartbeat, and its supervisor killed it as stalled).

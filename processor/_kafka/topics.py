@@ -17,6 +17,7 @@ from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, ConfigResource  # type: ignore[attr-defined]
 from confluent_kafka.cimpl import NewTopic
 
+from processor._kafka.config import client_config
 from processor._resources import topics_dir
 from processor.exceptions import KafkaUnavailableError, TopicMismatchError
 
@@ -111,7 +112,20 @@ def task_queue_spec(
 
 def admin_client(bootstrap: str) -> AdminClient:
     # log_level 4: librdkafka's info lines (e.g. "Purging unserved events" on close) are noise here.
-    return AdminClient({"bootstrap.servers": bootstrap, "log_level": 4})
+    return AdminClient(client_config("admin", bootstrap, "admin", {"log_level": 4}))
+
+
+_SUFFIXES = (".commands", ".events", ".timers", ".control", ".completions", ".replies", ".dlq")
+
+
+def prefix_of(topic: str) -> str:
+    """The prefix of one of our topic names (`<prefix>.events`, `<prefix>.tasks.<queue>`): the
+    group ids of helper consumers go under it, where a cluster's ACLs expect them."""
+    for suffix in _SUFFIXES:
+        if topic.endswith(suffix):
+            return topic[: -len(suffix)]
+    head, sep, _ = topic.rpartition(".tasks.")
+    return head if sep else topic
 
 
 class AdminPort(Protocol):
@@ -144,8 +158,8 @@ def require_reachable(bootstrap: str, timeout: float = REACH_TIMEOUT_S) -> set[s
     failures = [f for f in (_tcp_failure(host, port, min(2.0, timeout)) for host, port in addresses) if f]
     if addresses and len(failures) == len(addresses):
         raise KafkaUnavailableError(unreachable_message(bootstrap, "; ".join(failures)))
-    conf: dict[str, Any] = {"bootstrap.servers": bootstrap, "logger": _silent_logger(), "log_level": 0,
-                            "socket.connection.setup.timeout.ms": int(timeout * 1000)}
+    conf = client_config("admin", bootstrap, "probe", {"logger": _silent_logger(), "log_level": 0,
+                                                      "socket.connection.setup.timeout.ms": int(timeout * 1000)})
     admin = AdminClient(conf)
     try:
         md = admin.list_topics(timeout=timeout)
