@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from processor import activity, workflow
 from processor._app import Worker
+from processor._kafka.config import configure as configure_kafka
 from processor.exceptions import (
     ActivityError,
     ApplicationError,
@@ -38,6 +39,7 @@ __all__ = [
     "ApplicationError",
     "AsyncClient",
     "Client",
+    "configure_kafka",
     "NondeterminismError",
     "ProcessorError",
     "Replayer",
