@@ -39,7 +39,6 @@ __all__ = [
     "ApplicationError",
     "AsyncClient",
     "Client",
-    "configure_kafka",
     "NondeterminismError",
     "ProcessorError",
     "Replayer",
@@ -48,5 +47,6 @@ __all__ = [
     "WorkflowFailureError",
     "WorkflowHandle",
     "activity",
+    "configure_kafka",
     "workflow",
 ]

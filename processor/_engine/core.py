@@ -73,6 +73,7 @@ class EngineParts:
         partitions: int
         layout: Layout
         handing_off: set[int]
+        behind: set[int]
         waiting: set[int]
         _scan_after: dict[int, str]
         codec: Codec

@@ -67,6 +67,8 @@ class Engine(Activities, Requests, HandOffs, Timers):
         self.partitions = self.layout.partitions
         partitions = self.partitions
         self.handing_off: set[int] = set()  # old partitions of the last growth not done handing off
+        # Of those, the ones whose input the loop has not read to the end (handoff.py, `keeps`).
+        self.behind: set[int] = set()
         self.waiting: set[int] = set()  # new partitions waiting for their hand-offs (parking)
         self._scan_after: dict[int, str] = {}  # where each partition's scan for movers goes on
         self.topics = settings.topics
@@ -167,7 +169,11 @@ class Engine(Activities, Requests, HandOffs, Timers):
             # forward it, in this transaction, to the partition that owns the workflow -- after
             # the workflow itself if the topics grew and it has not been handed off yet.
             if self.handing_off:
-                self.moved_away(partition, wid)
+                if self.keeps(partition, wid):
+                    owner = partition  # it still lives here, and this partition is behind: applied here
+                else:
+                    self.moved_away(partition, wid)
+        if owner != partition:
             self.counters.forwarded += 1
             self.sink.produce(self.topics.commands, owner, key or wid.encode(), value, headers)
             return

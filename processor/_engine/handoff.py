@@ -58,6 +58,7 @@ _PART_BYTES = 600_000  # event bytes per WorkflowHandOff part (the record limit 
 # Movers handed off per transaction (the rest of the transaction is the partition's normal work).
 MOVERS_PER_TRANSACTION = int(os.environ.get("DP_HANDOFF_BATCH") or 50)
 _SENT, _RECEIVED, _ARRIVING, _PARKED = b"x/sent/", b"x/received/", b"x/arriving/", b"x/parked/"
+OVERDUE_GRACE_MS = 1_000  # a timer that arrives overdue with its workflow fires this much later
 _MOVED = b"x/moved/"  # + epoch: how many workflows the partition has handed off so far
 META_KEY_PREFIX = b"\x00"  # wf.events keys of the hand-off state: NUL + meta key (ids never hold NUL)
 
@@ -104,7 +105,7 @@ class HandOffs(EngineParts):
         if deadline is not None and time.perf_counter() > deadline:
             return 0
         moved = 0
-        for p in sorted(self.handing_off):
+        for p in sorted(self.handing_off - self.behind):
             store = self.stores.get(p)
             if store is None:
                 continue
@@ -184,10 +185,19 @@ class HandOffs(EngineParts):
         self.sink.produce(self.topics.commands, q, wid.encode(), self.codec.encode(HAND_OFF, rec),
                           self.codec.headers(HAND_OFF))
 
+    def keeps(self, partition: int, wid: str) -> bool:
+        """Whether a command or timer for `wid`, which moves but still lives on `partition`, is
+        applied here: while the partition's input is behind (a restore, a backlog), its movers
+        stay and its commands and timers are applied in log order under its input horizon. A
+        workflow handed off then would carry timers that fell due during the backlog to a new
+        home that fires them at once, ahead of the results and heartbeats still in this log."""
+        return partition in self.behind and self.stores[partition].summary(wid) is not None
+
     def moved_away(self, partition: int, wid: str) -> bool:
         """A command or timer for `wid` reached `partition`, which is not its home: if the
         workflow is still here (its hand-off has not come yet), hand it off now. True if it did."""
-        if partition in self.handing_off and self.stores[partition].summary(wid) is not None:
+        if partition in self.handing_off and partition not in self.behind \
+                and self.stores[partition].summary(wid) is not None:
             self._hand_off(partition, wid)
             return True
         return False
@@ -227,7 +237,10 @@ class HandOffs(EngineParts):
         if store.meta_get(arriving) is not None:
             self._meta(partition, arriving, None)
         for t in rec["timers"]:
-            self._set_timer(partition, wid, t["timer_key"], t["fire_at_ms"])
+            # One that fell due on the way waits a moment: the commands forwarded behind the
+            # hand-off (a heartbeat, a result) were in the old log before it fell due.
+            due = t["fire_at_ms"] if t["fire_at_ms"] > self.now_ms else self.now_ms + OVERDUE_GRACE_MS
+            self._set_timer(partition, wid, t["timer_key"], due)
         self._evict(wid)
         self._unpark(partition, wid)
         return None

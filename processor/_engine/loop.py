@@ -488,6 +488,22 @@ class ProcessorLoop:
             out[p] = now_ms if caught_up else self._input_ts.get(p, 0)
         return out
 
+    def _behind(self, partitions: set[int]) -> set[int]:
+        """Of `partitions`, those with commands in the log beyond what has been consumed (a
+        restore's backlog): an old partition of a growth hands off nothing while it is behind
+        (handoff.py, `keeps`). Cached watermarks and positions, no I/O."""
+        commands = self.settings.topics.commands
+        out = set()
+        for p in partitions:
+            tp = TopicPartition(commands, p)
+            try:
+                high = self.consumer.get_watermark_offsets(tp, cached=True)[1]
+                if high >= 0 and self.consumer.position([tp])[0].offset < high:
+                    out.add(p)
+            except KafkaException:
+                out.add(p)
+        return out
+
     def _transaction(self, msgs: list[Message], now_ms: int) -> None:
         first: dict[int, int] = {}
         nxt: dict[int, int] = {}
@@ -498,6 +514,7 @@ class ProcessorLoop:
             self.producer.begin_transaction()
             self.sink.new_transaction()
             self.engine.begin(now_ms)
+            self.engine.behind = self._behind(self.engine.handing_off) if self.engine.handing_off else set()
             # Step 2
             resume, self._to_resume = self._to_resume, []
             for p in resume:

@@ -40,7 +40,8 @@ class Timers(EngineParts):
                 # deleted its activity's other timers, a cancel): fire only what still stands.
                 if store.timer_due(wid, tkey) != due:
                     continue
-                if self.handing_off and home(wid, self.partitions) != partition:
+                if self.handing_off and home(wid, self.partitions) != partition \
+                        and not self.keeps(partition, wid):
                     self.moved_away(partition, wid)  # its timers go with it, to fire in its new home
                     continue
                 self.firing = (partition, wid, tkey)

@@ -9,7 +9,8 @@ from processor import activity, workflow
 def test_top_level_exports() -> None:
     assert processor.__all__ == [
         "ActivityError", "ApplicationError", "AsyncClient", "Client", "NondeterminismError", "ProcessorError",
-        "Replayer", "RetryPolicy", "Worker", "WorkflowFailureError", "WorkflowHandle", "activity", "workflow",
+        "Replayer", "RetryPolicy", "Worker", "WorkflowFailureError", "WorkflowHandle", "activity", "configure_kafka",
+        "workflow",
     ]
     for name in processor.__all__:
         assert getattr(processor, name) is not None

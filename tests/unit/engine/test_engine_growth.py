@@ -242,3 +242,49 @@ def test_an_aborted_hand_off_is_redone_from_the_committed_state(tmp_path: Path) 
     with pytest.raises(LayoutBehind, match="epoch 2 reached partition"):
         h.engine.handle_command(record.partition or 0, record.key, value, record.headers, 999)
     h.close()
+
+
+def test_an_old_partition_that_is_behind_keeps_its_movers_until_it_has_caught_up(tmp_path: Path) -> None:
+    """After a restore the old partition reads a backlog: its movers stay, their commands and
+    timers are applied there in log order; once its input is read to the end they move."""
+    from processor._payload import to_payloads
+
+    h = EngineHarness(tmp_path, partitions=2)
+    ids = _ids(30, "bh")
+    for wid in ids:
+        h.start(wid, "Approval", 2.0)
+    movers = _movers(ids, 2, 4)
+    mover = movers[0]
+    old = partition_of(mover, 2)
+    h.grow(4)
+    h.engine.behind = {0, 1}  # what the loop finds at the start of the transaction
+    out = h.send("SignalWorkflow", {"workflow_id": mover, "signal_name": "approve", "args": to_payloads(["log"])},
+                 partition=old, advance_ms=3_000)  # the 2 s timers fall due in the backlog
+    assert _hand_offs(out) == [], "nothing moves while the partition is behind"
+    assert h.engine.handing_off == {0, 1}
+    assert h.store(old).summary(mover) is not None and h.result(mover).startswith("approved by log"), \
+        "the signal and the timer were applied where the workflow still lives"
+    h.engine.behind = set()  # read to the end
+    moved = h.tick()
+    assert sorted(r.key.decode() for r in _hand_offs(moved)) == sorted(movers)
+    assert h.engine.handing_off == set()
+
+
+def test_a_timer_that_arrives_overdue_waits_for_what_was_forwarded_behind_it(tmp_path: Path) -> None:
+    from processor._engine.handoff import OVERDUE_GRACE_MS
+
+    h = EngineHarness(tmp_path, partitions=2)
+    ids = _ids(30, "od")
+    for wid in ids:
+        h.start(wid, "Approval", 2.0)
+    mover = _movers(ids, 2, 4)[0]
+    h.grow(4)
+    h.now_ms += 5_000  # the hand-offs are written late: the 2 s timers are overdue on arrival
+    sent = _hand_offs(h.tick())
+    record = next(r for r in sent if r.key.decode() == mover)
+    h.transaction([(record.partition or 0, record.key, record.value, record.headers)], horizons={})
+    new = partition_of(mover, 4)
+    assert [(d, w) for d, w, _ in h.pending_timers(new) if w == mover] == [(h.now_ms + OVERDUE_GRACE_MS, mover)]
+    assert "TimerFired" not in h.event_types(mover)
+    h.tick(OVERDUE_GRACE_MS)
+    assert "TimerFired" in h.event_types(mover)
