@@ -62,13 +62,17 @@ def _home(args: argparse.Namespace) -> Path:
 
 def cmd_kafka_start(args: argparse.Namespace) -> int:
     t0 = time.monotonic()
-    info, started = local.start(_home(args), port=args.port)
+    info, started = local.start(_home(args), port=args.port, secure=args.secure)
     if started:
         took = time.monotonic() - t0
         print(f"Kafka {local.KAFKA_VERSION} started in {took:.1f}s (pid {info.pid}, data in {info.home})")
     else:
         print(f"Kafka already running (pid {info.pid}, data in {info.home}); nothing to do")
+        if args.secure and not info.secure:
+            print(f"note: it runs without --secure; stop it first (`{prog()} kafka stop`) to restart it secured")
     print(f"bootstrap: {info.bootstrap}")
+    if info.secure:
+        print(f"SASL_SSL (SCRAM-SHA-512, TLS): pass --kafka-config {Path(info.home) / 'client.properties'}")
     return 0
 
 
@@ -159,6 +163,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--dir", help="broker home: config, data, logs (default ~/.durable-processor/kafka)")
         if name == "start":
             p.add_argument("--port", type=int, help="client port (default 9092, or a free one)")
+            p.add_argument("--secure", action="store_true",
+                           help="clients on SASL_SSL only: TLS with a CA of its own and a SCRAM-SHA-512 user; "
+                                "their settings are written to <dir>/client.properties")
         p.set_defaults(func=fn)
 
     topics = sub.add_parser("topics", help="declared topics")

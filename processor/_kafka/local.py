@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from processor._kafka.secure import create_user, ensure_credentials, listener_properties
 from processor.exceptions import KafkaUnavailableError
 
 KAFKA_VERSION = "4.1.1"
@@ -44,6 +45,8 @@ class BrokerInfo:
     controller_port: int
     cluster_id: str
     home: str
+    secure: bool = False  # clients on SASL_SSL (secure.py); then internal_port is the broker's own
+    internal_port: int = 0
 
     @property
     def bootstrap(self) -> str:
@@ -114,19 +117,22 @@ def _pid_alive(pid: int) -> bool:
     return done == 0
 
 
-def server_properties(home: Path, port: int, controller_port: int) -> str:
-    """Single-node KRaft settings; the reasons are in ../shared/KAFKA.md."""
+def server_properties(home: Path, port: int, controller_port: int, listeners: list[str] | None = None) -> str:
+    """Single-node KRaft settings; the reasons are in ../shared/KAFKA.md. `listeners` replace the
+    PLAINTEXT ones (secure.py)."""
     data = home / "data"
     return "\n".join(
         [
             "process.roles=broker,controller",
             "node.id=1",
             f"controller.quorum.voters=1@127.0.0.1:{controller_port}",
-            f"listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}",
-            f"advertised.listeners=PLAINTEXT://127.0.0.1:{port}",
-            "controller.listener.names=CONTROLLER",
-            "inter.broker.listener.name=PLAINTEXT",
-            "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+            *(listeners or [
+                f"listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}",
+                f"advertised.listeners=PLAINTEXT://127.0.0.1:{port}",
+                "controller.listener.names=CONTROLLER",
+                "inter.broker.listener.name=PLAINTEXT",
+                "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+            ]),
             f"log.dirs={data}",
             "num.partitions=1",
             "auto.create.topics.enable=false",
@@ -199,8 +205,10 @@ def start(
     heap: str = "512m",
     timeout: float = 120.0,
     log: bool = True,
+    secure: bool = False,
 ) -> tuple[BrokerInfo, bool]:
-    """Start the broker in `home` unless it already runs. Returns (info, started_now)."""
+    """Start the broker in `home` unless it already runs. Returns (info, started_now). `secure`:
+    clients reach it on SASL_SSL only, with the credentials in <home>/client.properties (secure.py)."""
     home = (home or default_home()).resolve()
     home.mkdir(parents=True, exist_ok=True)
     current = running(home)
@@ -238,8 +246,14 @@ def start(
     if not cluster_id or cluster_id.startswith("-"):  # one that starts with "-" never formatted anything
         cluster_id = new_cluster_id()
         cluster_file.write_text(cluster_id)
+    listeners, internal_port, password = None, 0, ""
+    if secure:
+        password = ensure_credentials(home, _require("keytool", "a Java 17+ JDK (keytool)"))
+        internal_port = previous.internal_port if previous and previous.internal_port and \
+            _port_free(previous.internal_port) else free_port()
+        listeners = listener_properties(home, port, internal_port, controller_port, password)
     config = home / "server.properties"
-    config.write_text(server_properties(home, port, controller_port))
+    config.write_text(server_properties(home, port, controller_port, listeners))
     classpath = f"{libs}/*"
     jvm = [java, f"-Xms{heap}", f"-Xmx{heap}", "-XX:+UseG1GC", "-Djava.awt.headless=true"]
     jvm += [f"-Dlog4j2.configurationFile={_log4j2_config(home)}", "-cp", classpath]
@@ -262,9 +276,11 @@ def start(
         cwd=home,
     )
     out.close()
-    info = BrokerInfo(proc.pid, port, controller_port, cluster_id, str(home))
+    info = BrokerInfo(proc.pid, port, controller_port, cluster_id, str(home), secure, internal_port)
     (home / "broker.json").write_text(json.dumps(asdict(info)))
     _wait_ready(info, proc, timeout)
+    if secure:
+        create_user(f"127.0.0.1:{internal_port}", password)
     return info, True
 
 
@@ -322,7 +338,9 @@ def _wait_ready(info: BrokerInfo, proc: subprocess.Popen[bytes], timeout: float)
             raise KafkaUnavailableError(f"the Kafka broker exited with {proc.returncode} while starting: "
                                         f"{_startup_error(Path(info.home))}; see {info.home}/broker.log")
         if _port_open(info.port):
-            admin = AdminClient({"bootstrap.servers": info.bootstrap, "logger": _quiet_logger(), "log_level": 0})
+            # A secured broker is asked on its internal listener: no user exists before it is up.
+            probe = f"127.0.0.1:{info.internal_port}" if info.secure else info.bootstrap
+            admin = AdminClient({"bootstrap.servers": probe, "logger": _quiet_logger(), "log_level": 0})
             try:
                 md = admin.list_topics(timeout=2)
             except Exception:  # noqa: BLE001 - not ready yet; any client error means "retry"

@@ -158,17 +158,32 @@ def require_reachable(bootstrap: str, timeout: float = REACH_TIMEOUT_S) -> set[s
     failures = [f for f in (_tcp_failure(host, port, min(2.0, timeout)) for host, port in addresses) if f]
     if addresses and len(failures) == len(addresses):
         raise KafkaUnavailableError(unreachable_message(bootstrap, "; ".join(failures)))
+    errors: list[str] = []
     conf = client_config("admin", bootstrap, "probe", {"logger": _silent_logger(), "log_level": 0,
-                                                      "socket.connection.setup.timeout.ms": int(timeout * 1000)})
+                                                      "socket.connection.setup.timeout.ms": int(timeout * 1000),
+                                                      "error_cb": lambda err: errors.append(err.str())})
     admin = AdminClient(conf)
     try:
         md = admin.list_topics(timeout=timeout)
     except KafkaException:
-        raise KafkaUnavailableError(
-            unreachable_message(bootstrap, f"no Kafka broker answered within {timeout:.0f}s")) from None
+        admin.poll(0)
+        raise KafkaUnavailableError(_refusal(bootstrap, conf, errors, timeout)) from None
     if not md.brokers:
         raise KafkaUnavailableError(unreachable_message(bootstrap, "the cluster reports no brokers"))
     return {name for name, t in md.topics.items() if t.error is None}
+
+
+def _refusal(bootstrap: str, conf: dict[str, Any], errors: list[str], timeout: float) -> str:
+    """Why a broker that accepts TCP did not answer: librdkafka's own reason (a failed TLS
+    handshake, refused credentials), or what the likely cause is."""
+    fix = "check the security settings (--kafka-config, DP_KAFKA_CONFIG, DP_KAFKA_*)"
+    reason = next((e for e in errors if "brokers are down" not in e), None)
+    if reason is not None:
+        return f"Kafka at {bootstrap} did not let this client in: {reason.rpartition('/bootstrap: ')[2]}; {fix}"
+    if str(conf.get("security.protocol", "plaintext")).lower() == "plaintext":
+        return (unreachable_message(bootstrap, f"no Kafka broker answered within {timeout:.0f}s")
+                + "; a TLS or SASL listener needs its settings: --kafka-config, DP_KAFKA_CONFIG or DP_KAFKA_*")
+    return unreachable_message(bootstrap, f"no Kafka broker answered within {timeout:.0f}s")
 
 
 def _addresses(bootstrap: str) -> list[tuple[str, int]]:
