@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from processor._engine.runs import ID_REUSE_POLICIES, IF_EXISTS
+from processor._kafka import config as kafka_config
 from processor.exceptions import NoReplyError, ProcessorError, WorkflowFailureError
 
 Sub = argparse._SubParsersAction  # noqa: SLF001 - argparse exposes no public name for it
@@ -90,6 +91,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     _on_signals(stop.set)
     print(f"running {args.processors} processor(s) and {args.workers if app.activities else 0} worker(s) "
           f"for {args.app} on {settings.bootstrap} (prefix {settings.prefix}); Ctrl-C to stop", flush=True)
+    user = kafka_config.user_settings()
+    shown = dict(kafka_config.redacted(user.common))
+    for role, conf in user.roles.items():
+        shown.update({f"[{role}] {k}": v for k, v in kafka_config.redacted(conf).items()})
+    if shown:  # secrets shown as ***
+        print("Kafka settings: " + ", ".join(f"{k}={v}" for k, v in sorted(shown.items())), flush=True)
     supervise(children, stop.is_set)
     return 0
 

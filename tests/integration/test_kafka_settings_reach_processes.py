@@ -27,7 +27,8 @@ def test_every_process_takes_the_file_and_the_variables(kafka_bootstrap: str, pr
     settings = tmp_path / "kafka.toml"
     settings.write_text('"client.id" = "acme"\n[consumer]\n"fetch.wait.max.ms" = 20\n[producer]\n'
                         '"compression.type" = "zstd"\n')
-    env = {"DP_KAFKA_CONFIG": str(settings), "DP_KAFKA_SOCKET_KEEPALIVE_ENABLE": "true"}
+    env = {"DP_KAFKA_CONFIG": str(settings), "DP_KAFKA_SOCKET_KEEPALIVE_ENABLE": "true",
+           "DP_KAFKA_SASL_PASSWORD": "hunter2"}  # ignored on PLAINTEXT; here to show it is never printed
     c = Cluster(kafka_bootstrap, prefix, tmp_path, env=env)
     client = Client(kafka_bootstrap, prefix=prefix)
     try:
@@ -40,6 +41,9 @@ def test_every_process_takes_the_file_and_the_variables(kafka_bootstrap: str, pr
         assert processor.startswith("acme-processor-") and worker.startswith("acme-worker-default-"), (processor,
                                                                                                       worker)
         assert processor.rsplit("-", 1)[1] != worker.rsplit("-", 1)[1], "the pid tells the processes apart"
+        supervisor_log = (tmp_path / "logs" / "supervisor.log").read_text()
+        assert "sasl.password=***" in supervisor_log and "compression.type=zstd" in supervisor_log
+        assert "hunter2" not in c.log_text()
     finally:
         client.close()
         c.close()
