@@ -14,7 +14,7 @@ from confluent_kafka import KafkaError, KafkaException
 
 from processor._kafka import config as kafka_config
 from processor._kafka import local
-from processor._kafka.topics import DEFAULT_PREFIX, describe, ensure_topics, load_specs, require_reachable
+from processor._kafka.topics import DEFAULT_PREFIX, TopicSpec, describe, ensure_topics, load_specs, require_reachable
 from processor.exceptions import ProcessorError
 
 # Exit codes: 0 done; 1 a negative answer (the workflow failed, no such workflow, not running);
@@ -96,6 +96,8 @@ def cmd_kafka_status(args: argparse.Namespace) -> int:
 def cmd_topics_create(args: argparse.Namespace) -> int:
     bootstrap = reachable_bootstrap(args.bootstrap)
     specs = load_specs(args.prefix, args.partitions)
+    if args.dry_run:
+        return _topics_plan(bootstrap, specs)
     created = ensure_topics(bootstrap, specs)
     from processor._kafka.control import read_layout, write_layout
     from processor._kafka.topics import TopicNames
@@ -125,6 +127,23 @@ def cmd_topics_scale(args: argparse.Namespace) -> int:
     return 1
 
 
+def _topics_plan(bootstrap: str, specs: list[TopicSpec]) -> int:
+    """What `topics create` would do, creating nothing (for GitOps: review, then apply)."""
+    from processor._kafka.topics import admin_client, replication
+
+    md = admin_client(bootstrap).list_topics(timeout=10)
+    brokers = len(md.brokers)
+    print(f"# {len(md.brokers)} broker(s); nothing is created (--dry-run)")
+    for s in specs:
+        if s.name in md.topics and md.topics[s.name].error is None:
+            print(f"exists   {s.name} ({len(md.topics[s.name].partitions)} partitions)")
+            continue
+        rf, isr = replication(brokers, s.replication_factor)
+        configs = " ".join(f"{k}={v}" for k, v in sorted({"min.insync.replicas": str(isr), **s.configs}.items()))
+        print(f"create   {s.name} partitions={s.partitions} replication.factor={rf} {configs}")
+    return 0
+
+
 def cmd_topics_describe(args: argparse.Namespace) -> int:
     bootstrap = reachable_bootstrap(args.bootstrap)
     rows = describe(bootstrap, load_specs(args.prefix, args.partitions))
@@ -143,6 +162,9 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--bootstrap", help="Kafka bootstrap servers (default: KAFKA_BOOTSTRAP or the local broker)")
     p.add_argument("--prefix", default=os.environ.get("DP_TOPIC_PREFIX", DEFAULT_PREFIX),
                    help="topic name prefix (default: wf)")
+    p.add_argument("--no-create", action="store_true",
+                   help="never create topics (clusters where only administrators do): a missing one is an error; "
+                        "also DP_NO_CREATE=1")
     p.add_argument("--kafka-config", metavar="FILE",
                    help="Kafka client settings for every client (.properties, or .toml with [producer], [consumer], "
                         "[admin] tables); also DP_KAFKA_CONFIG, and DP_KAFKA_<SETTING> variables")
@@ -181,6 +203,12 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--partitions", type=int, help="partition count (default: topics/topics.toml)")
         if name == "scale":
             p.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for the hand-offs (600)")
+        if name == "create":
+            p.add_argument("--dry-run", action="store_true", help="print what would be created; create nothing")
+            p.add_argument("--replication-factor", type=int,
+                           help="copies of each new topic (default: 3 on 3+ brokers, else 1; DP_REPLICATION_FACTOR)")
+            p.add_argument("--min-insync-replicas", type=int,
+                           help="min.insync.replicas of new topics (default: 2 with 3 copies, else 1)")
         p.set_defaults(func=fn)
 
     _register_engine_commands(sub, _add_common)
@@ -202,6 +230,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     traceback: ours say what to do; a vendor error or a bug of ours is named as such."""
     args = build_parser().parse_args(argv)
     try:
+        if getattr(args, "no_create", False):
+            os.environ["DP_NO_CREATE"] = "1"  # supervised children inherit it
+        for flag, name in (("replication_factor", "DP_REPLICATION_FACTOR"), ("min_insync_replicas",
+                                                                             "DP_MIN_INSYNC_REPLICAS")):
+            if getattr(args, flag, None) is not None:
+                os.environ[name] = str(getattr(args, flag))
         if getattr(args, "kafka_config", None):
             os.environ[kafka_config.ENV_FILE] = args.kafka_config  # supervised children inherit it
             kafka_config.reset()

@@ -17,6 +17,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Producer
 
 from processor._engine.growth import LAYOUT_KEY, Layout
 from processor._kafka.config import client_config
+from processor._kafka.messages import watermarks
 from processor._kafka.topics import prefix_of
 from processor.exceptions import KafkaUnavailableError
 
@@ -40,7 +41,7 @@ def read_control(bootstrap: str, topic: str, timeout: float = 15.0) -> dict[byte
         "enable.auto.commit": False}))
     tp = TopicPartition(topic, 0)
     try:
-        _, high = consumer.get_watermark_offsets(tp, timeout=timeout)
+        _, high = watermarks(consumer, tp, timeout)  # retries a leader still being elected (a new topic)
         out: dict[bytes, bytes] = {}
         if high <= 0:
             return out

@@ -4,6 +4,7 @@ probe that tells a user at once that no broker answers."""
 from __future__ import annotations
 
 import logging
+import os
 import socket
 import time
 import tomllib
@@ -19,7 +20,7 @@ from confluent_kafka.cimpl import NewTopic
 
 from processor._kafka.config import client_config
 from processor._resources import topics_dir
-from processor.exceptions import KafkaUnavailableError, TopicMismatchError
+from processor.exceptions import ConfigError, KafkaUnavailableError, TopicMismatchError
 
 DEFAULT_PREFIX = "wf"
 VISIBLE_WITHIN_S = 30.0  # how long created topics may take to show in the broker's metadata
@@ -30,7 +31,7 @@ REACH_TIMEOUT_S = 8.0  # how long `require_reachable` waits for a broker's answe
 class TopicSpec:
     name: str
     partitions: int
-    replication_factor: int
+    replication_factor: int | None  # None: by the cluster's size (replication(), when created)
     configs: dict[str, str] = field(default_factory=dict)
     co_partitioned: bool = False
 
@@ -86,7 +87,7 @@ def load_specs(
     decl = _declaration(path)
     defaults = decl.get("defaults", {})
     count = partitions or int(defaults.get("partitions", 8))
-    rf = int(defaults.get("replication_factor", 1))
+    rf = _declared_rf(defaults)
     specs = []
     for name, body in decl.get("topics", {}).items():
         configs = {k: str(v) for k, v in body.items() if "." in k}
@@ -107,7 +108,35 @@ def task_queue_spec(
     defaults = decl.get("defaults", {})
     configs = {k: str(v) for k, v in body.items() if "." in k}
     count = partitions or int(defaults.get("partitions", 8))
-    return TopicSpec(TopicNames(prefix).tasks(queue), count, int(defaults.get("replication_factor", 1)), configs)
+    return TopicSpec(TopicNames(prefix).tasks(queue), count, _declared_rf(defaults), configs)
+
+
+def _declared_rf(defaults: dict[str, Any]) -> int | None:
+    raw = defaults.get("replication_factor", "auto")
+    return None if raw == "auto" else int(raw)
+
+
+def replication(brokers: int, declared: int | None = None) -> tuple[int, int]:
+    """(replication factor, min.insync.replicas) for a topic created now: DP_REPLICATION_FACTOR /
+    DP_MIN_INSYNC_REPLICAS if set, else the declaration, else by the cluster's size -- 3 copies
+    and 2 in sync where there are 3 brokers or more, else one copy per broker and 1 in sync."""
+    env_rf, env_isr = os.environ.get("DP_REPLICATION_FACTOR"), os.environ.get("DP_MIN_INSYNC_REPLICAS")
+    try:
+        rf = int(env_rf) if env_rf else declared or min(3, max(1, brokers))
+        isr = int(env_isr) if env_isr else (2 if rf >= 3 else 1)
+    except ValueError:
+        raise ConfigError("DP_REPLICATION_FACTOR and DP_MIN_INSYNC_REPLICAS must be whole numbers") from None
+    if rf > brokers:
+        raise ConfigError(f"replication factor {rf} needs {rf} brokers; the cluster has {brokers} (set "
+                          "DP_REPLICATION_FACTOR or --replication-factor)")
+    if not 1 <= isr <= rf:
+        raise ConfigError(f"min.insync.replicas {isr} must be between 1 and the replication factor {rf}")
+    return rf, isr
+
+
+def may_create() -> bool:
+    """False where only administrators create topics (DP_NO_CREATE=1, `--no-create`)."""
+    return os.environ.get("DP_NO_CREATE", "") not in ("1", "true", "yes")
 
 
 def admin_client(bootstrap: str) -> AdminClient:
@@ -285,6 +314,10 @@ def ensure_with(admin: AdminPort, specs: list[TopicSpec], *, exact_partitions: b
     live = _live_partitions(admin)
     missing = [s for s in specs if s.name not in live]
     created: list[str] = []
+    if missing and not may_create():
+        raise TopicMismatchError(
+            f"topic(s) {', '.join(s.name for s in missing)} do not exist and this process may not create topics "
+            "(DP_NO_CREATE / --no-create): an administrator runs `processor topics create` (see --dry-run)")
     if missing:
         created = _create(admin, missing)
         live = _await_listed(admin, [s.name for s in specs], visible_within)
@@ -294,10 +327,12 @@ def ensure_with(admin: AdminPort, specs: list[TopicSpec], *, exact_partitions: b
 
 def _create(admin: AdminPort, missing: list[TopicSpec]) -> list[str]:
     """Create `missing`; the names this call created (TOPIC_ALREADY_EXISTS is left to verification)."""
-    futures = admin.create_topics(
-        [NewTopic(s.name, s.partitions, s.replication_factor, config=s.configs) for s in missing],
-        operation_timeout=30,
-    )
+    brokers = len(admin.list_topics(timeout=10).brokers)
+    new = []
+    for s in missing:
+        rf, isr = replication(brokers, s.replication_factor)
+        new.append(NewTopic(s.name, s.partitions, rf, config={"min.insync.replicas": str(isr), **s.configs}))
+    futures = admin.create_topics(new, operation_timeout=30)
     created = []
     for name, fut in futures.items():
         try:

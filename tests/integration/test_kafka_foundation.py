@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 import uuid
+from pathlib import Path
 
 import pytest
 from confluent_kafka import Consumer, Producer
@@ -145,8 +146,17 @@ def test_topics_cli_create_and_describe(kafka_bootstrap: str, prefix: str) -> No
         return subprocess.run([sys.executable, "-m", "processor.cli", "topics", *args, "--bootstrap",
                                kafka_bootstrap, "--prefix", prefix], capture_output=True, text=True, check=False)
 
+    plan = cli("create", "--partitions", "2", "--dry-run")
+    assert plan.returncode == 0, plan.stderr
+    assert f"create   {prefix}.events partitions=2 replication.factor=1 cleanup.policy=compact" in plan.stdout
+    assert "min.insync.replicas=1" in plan.stdout
+    assert cli("describe", "--partitions", "2").stdout.count("MISSING") >= 3, "the dry run created nothing"
+    too_many = cli("create", "--partitions", "2", "--replication-factor", "3")
+    assert too_many.returncode == 2 and "replication factor 3 needs 3 brokers; the cluster has 1" in too_many.stderr
     created = cli("create", "--partitions", "2")
     assert created.returncode == 0, created.stderr
+    assert live_configs(AdminClient({"bootstrap.servers": kafka_bootstrap}), [f"{prefix}.events"])[
+        f"{prefix}.events"]["min.insync.replicas"] == "1"
     assert f"{prefix}.events" in created.stdout and "created" in created.stdout
     again = cli("create", "--partitions", "2")
     assert again.returncode == 0 and "created" not in again.stdout and "exists, matches" in again.stdout
@@ -155,3 +165,20 @@ def test_topics_cli_create_and_describe(kafka_bootstrap: str, prefix: str) -> No
     described = cli("describe", "--partitions", "2")
     assert described.returncode == 0
     assert "cleanup.policy = compact / compact" in described.stdout and "MISSING" not in described.stdout
+
+
+def test_a_process_that_may_not_create_topics_says_which_are_missing(kafka_bootstrap: str, prefix: str,
+                                                                     tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "processor.cli", "run", "--app", "tests.apps.basic:app", "--role",
+                           "processor", "--no-create", "--bootstrap", kafka_bootstrap, "--prefix", prefix,
+                           "--state-dir", str(tmp_path)], capture_output=True, text=True, check=False, timeout=120)
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        f"error: topic(s) {prefix}.commands, {prefix}.events, {prefix}.timers, {prefix}.control, "
+        f"{prefix}.completions, {prefix}.replies, {prefix}.dlq do not exist and this process may not create topics "
+        "(DP_NO_CREATE / --no-create): an administrator runs `processor topics create` (see --dry-run)"]
+    listed = AdminClient({"bootstrap.servers": kafka_bootstrap}).list_topics(timeout=10).topics
+    assert not [t for t in listed if t.startswith(f"{prefix}.")], "nothing was created"

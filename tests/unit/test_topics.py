@@ -165,3 +165,45 @@ def test_ensure_topics_uses_the_admin_client(monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.setattr(topics, "admin_client", lambda bootstrap: admin)
     with pytest.raises(TopicMismatchError, match=r"cleanup.policy=delete, declared compact"):
         topics.ensure_topics("unused:9092", load_specs("p", partitions=2))
+
+
+def test_replication_follows_the_cluster_size_unless_configured(monkeypatch: pytest.MonkeyPatch) -> None:
+    from processor._kafka.topics import replication
+    from processor.exceptions import ConfigError
+
+    monkeypatch.delenv("DP_REPLICATION_FACTOR", raising=False)
+    monkeypatch.delenv("DP_MIN_INSYNC_REPLICAS", raising=False)
+    assert replication(1) == (1, 1)
+    assert replication(2) == (2, 1)
+    assert replication(5) == (3, 2)
+    assert replication(5, declared=2) == (2, 1)
+    monkeypatch.setenv("DP_REPLICATION_FACTOR", "3")
+    with pytest.raises(ConfigError, match="replication factor 3 needs 3 brokers; the cluster has 1"):
+        replication(1)
+    monkeypatch.setenv("DP_MIN_INSYNC_REPLICAS", "4")
+    with pytest.raises(ConfigError, match="min.insync.replicas 4 must be between 1 and the replication factor 3"):
+        replication(3)
+
+
+def test_created_topics_get_the_replication_and_min_insync_replicas(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("DP_REPLICATION_FACTOR", raising=False)
+    monkeypatch.delenv("DP_MIN_INSYNC_REPLICAS", raising=False)
+    seen: list[NewTopic] = []
+    admin = LaggingAdmin()
+    original = admin.create_topics
+    admin.create_topics = lambda new, **kw: (seen.extend(new), original(new, **kw))[1]  # type: ignore[method-assign]
+    ensure_with(admin, load_specs("p", partitions=2))
+    assert seen and all(t.replication_factor == 1 for t in seen)
+    assert all(admin.topics[t.topic].configs["min.insync.replicas"] == "1" for t in seen)
+
+
+def test_a_process_that_may_not_create_topics_names_the_missing_ones(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DP_NO_CREATE", "1")
+    admin = LaggingAdmin()
+    for s in load_specs("p", partitions=2):
+        if s.name != "p.timers":
+            admin.existing(s.name, 2, s.configs)
+    with pytest.raises(TopicMismatchError, match=r"topic\(s\) p\.timers do not exist and this process may not "
+                                                 r"create topics"):
+        ensure_with(admin, load_specs("p", partitions=2), exact_partitions=False)
+    assert admin.creates == []
