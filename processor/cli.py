@@ -129,7 +129,7 @@ def cmd_topics_scale(args: argparse.Namespace) -> int:
 
 def _topics_plan(bootstrap: str, specs: list[TopicSpec]) -> int:
     """What `topics create` would do, creating nothing (for GitOps: review, then apply)."""
-    from processor._kafka.topics import admin_client, replication
+    from processor._kafka.topics import admin_client, creation
 
     md = admin_client(bootstrap).list_topics(timeout=10)
     brokers = len(md.brokers)
@@ -138,9 +138,9 @@ def _topics_plan(bootstrap: str, specs: list[TopicSpec]) -> int:
         if s.name in md.topics and md.topics[s.name].error is None:
             print(f"exists   {s.name} ({len(md.topics[s.name].partitions)} partitions)")
             continue
-        rf, isr = replication(brokers, s.replication_factor)
-        configs = " ".join(f"{k}={v}" for k, v in sorted({"min.insync.replicas": str(isr), **s.configs}.items()))
-        print(f"create   {s.name} partitions={s.partitions} replication.factor={rf} {configs}")
+        rf, configs = creation(s, brokers)
+        shown = " ".join(f"{k}={v}" for k, v in sorted(configs.items()))
+        print(f"create   {s.name} partitions={s.partitions} replication.factor={rf} {shown}")
     return 0
 
 

@@ -46,10 +46,14 @@ class LayoutWatch:
     def live_counts(self) -> dict[str, int]:
         """Partition counts of commands, events and timers: three small metadata requests (all
         topics' metadata would grow with the cluster, every CHECK_EVERY_S)."""
+        return self._counts(self._consumer())
+
+    def _counts(self, client: Consumer | Producer) -> dict[str, int]:
+        """Partition counts of the three topics in `client`'s metadata (asking refreshes it)."""
         t = self.settings.topics
         out = {}
         for name, topic in (("commands", t.commands), ("events", t.events), ("timers", t.timers)):
-            md = self._consumer().list_topics(topic, timeout=5)
+            md = client.list_topics(topic, timeout=5)
             out[name] = len(md.topics[topic].partitions) if topic in md.topics else 0
         return out
 
@@ -121,19 +125,17 @@ class LayoutWatch:
         replaced and every partition restored -- seconds of pause for every workflow)."""
         if self._producer is None:
             return True
-        t = self.settings.topics
-        producer = self._producer()
-        for topic in (t.commands, t.events, t.timers):
-            try:
-                md = producer.list_topics(topic, timeout=5)
-            except KafkaException as exc:
-                self._say("metadata", f"cannot read the producer's metadata of {topic} now: {exc}")
-                return False
-            seen = len(md.topics[topic].partitions) if topic in md.topics else 0
-            if seen < layout.partitions:
-                self._say("metadata", f"the producer sees {seen} partitions of {topic}, not yet {layout.partitions}: "
-                                      "the layout is adopted once it does")
-                return False
+        try:
+            counts = self._counts(self._producer())
+        except KafkaException as exc:
+            self._say("metadata", f"cannot read the producer's metadata of the topics now: {exc}")
+            return False
+        short = {name: n for name, n in counts.items() if n < layout.partitions}
+        if short:
+            seen = ", ".join(f"{name} {n}" for name, n in short.items())
+            self._say("metadata", f"the producer sees fewer partitions ({seen}) than the layout's {layout.partitions}: "
+                                  "the layout is adopted once it sees them")
+            return False
         return True
 
     def _say(self, what: str, message: str) -> None:

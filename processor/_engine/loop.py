@@ -471,34 +471,37 @@ class ProcessorLoop:
         the log, else the timestamp of the last command read -- a timer due at T waits until every
         command written before T has been applied (after a restart, results that were already
         waiting beat the timeouts that fell due meanwhile). Cheap: cached watermarks, no I/O."""
-        commands = self.settings.topics.commands
         out = {}
         for p in self.engine.stores:
             nxt = self._input_next.get(p)
-            tp = TopicPartition(commands, p)
             try:
-                high = self.consumer.get_watermark_offsets(tp, cached=True)[1]
-                # A partition whose last record is transactional (a command the engine forwarded
-                # or wrote: a child's start, a hand-off) ends in a commit marker, which takes an
-                # offset but is never a message: the consumer's position passes it, `nxt` cannot.
-                caught_up = nxt is not None and high >= 0 and (
-                    nxt >= high or self.consumer.position([tp])[0].offset >= high)
+                caught_up = nxt is not None and self._at_end(p, nxt) is True
             except KafkaException:
                 caught_up = False
             out[p] = now_ms if caught_up else self._input_ts.get(p, 0)
         return out
 
+    def _at_end(self, p: int, nxt: int | None = None) -> bool | None:
+        """Whether partition p's input is read to the end of the log: `nxt` (the next offset to
+        apply) or the consumer's position at the cached high watermark; None while that is not
+        known. The position, because a partition whose last record is transactional (a command
+        the engine forwarded or wrote: a child's start, a hand-off) ends in a commit marker,
+        which takes an offset but is never a message: the position passes it, `nxt` cannot.
+        Cheap: cached watermark and position, no I/O."""
+        tp = TopicPartition(self.settings.topics.commands, p)
+        high = self.consumer.get_watermark_offsets(tp, cached=True)[1]
+        if high < 0:
+            return None
+        return (nxt is not None and nxt >= high) or self.consumer.position([tp])[0].offset >= high
+
     def _behind(self, partitions: set[int]) -> set[int]:
         """Of `partitions`, those with commands in the log beyond what has been consumed (a
         restore's backlog): an old partition of a growth hands off nothing while it is behind
         (handoff.py, `keeps`). Cached watermarks and positions, no I/O."""
-        commands = self.settings.topics.commands
         out = set()
         for p in partitions:
-            tp = TopicPartition(commands, p)
             try:
-                high = self.consumer.get_watermark_offsets(tp, cached=True)[1]
-                if high >= 0 and self.consumer.position([tp])[0].offset < high:
+                if self._at_end(p) is False:
                     out.add(p)
             except KafkaException:
                 out.add(p)

@@ -134,6 +134,12 @@ def replication(brokers: int, declared: int | None = None) -> tuple[int, int]:
     return rf, isr
 
 
+def creation(spec: TopicSpec, brokers: int) -> tuple[int, dict[str, str]]:
+    """(replication factor, configs) of `spec` created now on a cluster of `brokers`."""
+    rf, isr = replication(brokers, spec.replication_factor)
+    return rf, {"min.insync.replicas": str(isr), **spec.configs}
+
+
 def may_create() -> bool:
     """False where only administrators create topics (DP_NO_CREATE=1, `--no-create`)."""
     return os.environ.get("DP_NO_CREATE", "") not in ("1", "true", "yes")
@@ -330,8 +336,8 @@ def _create(admin: AdminPort, missing: list[TopicSpec]) -> list[str]:
     brokers = len(admin.list_topics(timeout=10).brokers)
     new = []
     for s in missing:
-        rf, isr = replication(brokers, s.replication_factor)
-        new.append(NewTopic(s.name, s.partitions, rf, config={"min.insync.replicas": str(isr), **s.configs}))
+        rf, configs = creation(s, brokers)
+        new.append(NewTopic(s.name, s.partitions, rf, config=configs))
     futures = admin.create_topics(new, operation_timeout=30)
     created = []
     for name, fut in futures.items():
