@@ -111,17 +111,9 @@ def test_growth_moves_every_mover_with_its_state_and_loses_nothing(tmp_path: Pat
     h.close()
 
 
-def test_restore_after_growth_rebuilds_both_sides(tmp_path: Path) -> None:
-    h = EngineHarness(tmp_path / "live", partitions=2)
-    ids = _ids(10, "r")
-    for wid in ids:
-        h.start(wid, "Approval", 60.0)
-    h.grow(4)
-    h.signal(_movers(ids, 2, 4)[0], "approve", "parked")
-    h.tick()
-    # Restored from the log at this point: the old side dropped its movers, the new side has
-    # the parked command and not yet its hand-offs.
-    restored = EngineHarness(tmp_path / "restored", partitions=4, now_ms=h.now_ms)
+def _restored(h: EngineHarness, root: Path) -> EngineHarness:
+    """A second engine rebuilt from what `h` wrote to events and timers, as a restore does."""
+    restored = EngineHarness(root, partitions=4, now_ms=h.now_ms)
     restored.engine.adopt(h.engine.layout)
     restored.engine.begin(h.now_ms)
     for r in h.sink.records:
@@ -132,6 +124,20 @@ def test_restore_after_growth_rebuilds_both_sides(tmp_path: Path) -> None:
     restored.engine.committed()
     for p in range(4):
         restored.engine.partition_ready(p)
+    return restored
+
+
+def test_restore_after_growth_rebuilds_both_sides(tmp_path: Path) -> None:
+    h = EngineHarness(tmp_path / "live", partitions=2)
+    ids = _ids(10, "r")
+    for wid in ids:
+        h.start(wid, "Approval", 60.0)
+    h.grow(4)
+    h.signal(_movers(ids, 2, 4)[0], "approve", "parked")
+    h.tick()
+    # Restored from the log at this point: the old side dropped its movers, the new side has
+    # the parked command and not yet its hand-offs.
+    restored = _restored(h, tmp_path / "restored")
     for wid in ids:
         p_old, p_new = partition_of(wid, 2), partition_of(wid, 4)
         assert restored.store(p_old).summary(wid) == (h.store(p_old).summary(wid))
@@ -186,17 +192,7 @@ def test_the_count_of_a_hand_off_survives_a_restart_in_the_middle(tmp_path: Path
     h.engine.begin(h.now_ms)
     assert h.engine.hand_off_step(limit=3) == 3  # one committed batch, then the process dies
     h.engine.committed()
-    restored = EngineHarness(tmp_path / "restored", partitions=4, now_ms=h.now_ms)
-    restored.engine.adopt(h.engine.layout)
-    restored.engine.begin(h.now_ms)
-    for r in h.sink.records:
-        if r.topic == EVENTS:
-            restored.engine.restore_events_record(r.partition or 0, r.key, r.value)
-        elif r.topic == TIMERS:
-            restored.engine.restore_timer(r.partition or 0, r.key, r.value)
-    restored.engine.committed()
-    for p in range(4):
-        restored.engine.partition_ready(p)
+    restored = _restored(h, tmp_path / "restored")
     rest = restored.tick()
     assert len(_hand_offs(rest)) == len(movers) - 3
     dones = [r for r in rest if r.header("type") == "wf.commands.v1.HandOffDone"]
