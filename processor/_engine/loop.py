@@ -34,7 +34,6 @@ import signal
 import threading
 import time
 import traceback
-import uuid
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -43,23 +42,25 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Produ
 
 from processor import _failpoints
 from processor._codec import default_codec
-from processor._engine.core import Headers
 from processor._engine.engine import Engine
 from processor._engine.growth import Layout
 from processor._engine.handoff import LayoutBehind
+from processor._engine.identity import stable_transactional_id
+from processor._engine.input import InputPositions
 from processor._engine.layout_watch import LayoutWatch
+from processor._engine.restore import restore_consumer, restore_topic
 from processor._engine.settings import Settings
+from processor._engine.sink import TransactionSink
 from processor._engine.store import EVENTS_NEXT, TIMERS_NEXT, PartitionStore
 from processor._kafka.config import client_config
 from processor._kafka.health import WedgeClock, kafka_answers, watchdog_s
 from processor._kafka.messages import consume_available, headers, high_watermarks, position
-from processor._kafka.topics import ensure_topics, load_specs, task_queue_spec
+from processor._kafka.topics import ensure_topics, load_specs
 from processor._limits import PRODUCER_MESSAGE_MAX_BYTES
 from processor.exceptions import KafkaUnavailableError, ProcessorError
 
 log = logging.getLogger("processor.loop")
 
-RESTORE_FLUSH_EVERY = 5_000
 SLOW_TRANSACTION_S = 0.2
 STATS_EVERY_S = 60.0
 # A transaction applies commands for at most this share of transaction.timeout.ms, so a batch of
@@ -73,9 +74,6 @@ MAX_PRODUCER_RESETS_PER_MIN = 5
 HEARTBEAT_FILE = "heartbeat"
 # How long restoring may fail while Kafka answers a new client before the group consumer is rebuilt.
 CONSUMER_WATCHDOG_S = watchdog_s("DP_CONSUMER_WATCHDOG_MS", 10_000)
-# A committed-offsets query waits this long: a wedged consumer is found sooner, and the coordinator
-# answers in milliseconds when it can.
-COMMITTED_TIMEOUT_S = 10.0
 HEARTBEAT_EVERY_S = 1.0
 # init_transactions waits this long per try. With a transaction call that timed out before it,
 # one loop turn stays inside the supervisor's 60 s stall window (DP_STALL_TIMEOUT_S).
@@ -88,91 +86,6 @@ _REBALANCE_CODES = {KafkaError.ILLEGAL_GENERATION, KafkaError.UNKNOWN_MEMBER_ID,
 
 
 
-def _stable_transactional_id(settings: Settings) -> str:
-    """Persisted in the state dir: a restarted process reuses it and so fences its zombie at once."""
-    path = settings.state_dir / "transactional.id"
-    if path.exists():
-        return path.read_text().strip()
-    settings.state_dir.mkdir(parents=True, exist_ok=True)
-    tid = f"{settings.prefix}.processor.{uuid.uuid4().hex[:12]}"
-    path.write_text(tid)
-    return tid
-
-
-class _TransactionSink:
-    """The engine's Sink: produce into the open transaction, track wf.events/wf.timers offsets."""
-
-    def __init__(self, loop: ProcessorLoop) -> None:
-        self._loop = loop
-        self._producer = loop.producer
-        self._events = loop.settings.topics.events
-        self._timers = loop.settings.topics.timers
-        self._task_topics: dict[str, int] = {}  # task topic -> live partition count
-        self._replies: int | None = None  # partition count of the replies topic
-        # (topic, partition) that already carry a delivery callback in the open transaction.
-        self._tracked: set[tuple[str, int]] = set()
-
-    def produce(self, topic: str, partition: int | None, key: bytes, value: bytes | None,
-                headers: Headers | None = None) -> None:
-        # Any: the stubs' header list type is invariant and narrower than ours.
-        kwargs: dict[str, Any] = {"key": key, "value": value, "headers": headers}
-        if partition is not None:
-            kwargs["partition"] = partition
-        if (topic == self._events or topic == self._timers) and (topic, partition) not in self._tracked:
-            # Only the first record per partition and transaction reports its offset: restore
-            # needs a lower bound (replaying past it is idempotent), not every offset, and a
-            # Python callback per record is measurable in the hot loop.
-            assert partition is not None
-            self._tracked.add((topic, partition))
-            kwargs["on_delivery"] = self._delivered
-        while True:
-            try:
-                self._producer.produce(topic, **kwargs)
-                return
-            except BufferError:
-                self._producer.poll(0.05)  # local queue full: let deliveries drain
-
-    def _delivered(self, err: KafkaError | None, msg: Message) -> None:
-        if err is not None:
-            return  # the transaction will fail to commit and be aborted
-        p, offset = position(msg)
-        store = self._loop.engine.stores.get(p)
-        if store is None:
-            return
-        # The first record of this transaction in the partition: everything before it is
-        # committed and applied once this transaction is, so restore may start here.
-        if msg.topic() == self._events:
-            store.batch.events_next = max(store.batch.events_next or 0, offset)
-        else:
-            store.batch.timers_next = max(store.batch.timers_next or 0, offset)
-
-    def new_transaction(self) -> None:
-        self._tracked.clear()
-
-    def use(self, producer: Producer) -> None:
-        """The loop replaced its producer (after a fatal error)."""
-        self._producer = producer
-
-    def task_topic(self, queue: str) -> str:
-        name = self._loop.settings.topics.tasks(queue)
-        if name not in self._task_topics:
-            ensure_topics(self._loop.settings.bootstrap, [task_queue_spec(queue, self._loop.settings.prefix)],
-                          exact_partitions=False)
-            md = self._producer.list_topics(name, timeout=30)
-            self._task_topics[name] = max(1, len(md.topics[name].partitions))
-        return name
-
-    def task_partitions(self, queue: str) -> int:
-        return self._task_topics[self._loop.settings.topics.tasks(queue)]
-
-    def reply_partitions(self) -> int:
-        if self._replies is None:
-            name = self._loop.settings.topics.replies
-            md = self._producer.list_topics(name, timeout=30)
-            self._replies = max(1, len(md.topics[name].partitions))
-        return self._replies
-
-
 class ProcessorLoop:
     def __init__(self, settings: Settings, workflows: Sequence[type], *,
                  producer_factory: Callable[[dict[str, Any]], Producer] = Producer,
@@ -182,7 +95,7 @@ class ProcessorLoop:
         self.settings = settings
         self._producer_factory = producer_factory
         self.stop_event = threading.Event()
-        self._transactional_id = _stable_transactional_id(settings)
+        self._transactional_id = stable_transactional_id(settings)
         if consumer is None:
             specs = load_specs(settings.prefix)
             ensure_topics(settings.bootstrap, [s for s in specs if not s.name.startswith(settings.topics.tasks(""))],
@@ -201,15 +114,12 @@ class ProcessorLoop:
             layout = Layout(partitions)
         self.partitions = layout.partitions
         self.producer = self._new_producer()
-        self.sink = _TransactionSink(self)
+        self.sink = TransactionSink(settings, self.producer, lambda p: self.engine.stores.get(p))
         self.engine = Engine(settings, workflows, default_codec(), self.sink, layout)
         self._to_restore: list[int] = []
         self._to_resume: list[int] = []
         self._single_steps = 0  # after a processing error: this many one-command transactions
-        # Per owned partition: the next wf.commands offset (what the open transaction commits and
-        # what a rewind seeks to) and the timestamp of the last command read (the timer horizon).
-        self._input_next: dict[int, int] = {}
-        self._input_ts: dict[int, int] = {}
+        self.input = InputPositions(settings.topics.commands, lambda: self.consumer)
         self._resets: list[float] = []
         self._outage_logged = 0.0
         self._beat_at = 0.0
@@ -245,8 +155,7 @@ class ProcessorLoop:
             return
         for tp in partitions:
             self.engine.close_partition(tp.partition)
-            self._input_next.pop(tp.partition, None)
-            self._input_ts.pop(tp.partition, None)
+            self.input.forget(tp.partition)
             if tp.partition in self._to_restore:
                 self._to_restore.remove(tp.partition)
         consumer.incremental_unassign(partitions)
@@ -259,9 +168,7 @@ class ProcessorLoop:
         if not todo:
             return
         t0 = time.monotonic()
-        restorer = Consumer(client_config("consumer", self.settings.bootstrap, "restore", fixed={
-            "group.id": f"{self.settings.processor_group}.restore", "isolation.level": "read_committed",
-            "enable.auto.commit": False, "enable.partition.eof": False}))
+        restorer = restore_consumer(self.settings)
         total = 0
         topics = ((self.settings.topics.events, EVENTS_NEXT), (self.settings.topics.timers, TIMERS_NEXT))
         try:
@@ -281,15 +188,16 @@ class ProcessorLoop:
                 self.engine.open_partition(p, store)
                 for topic, meta in topics:
                     if p in highs[topic]:
-                        total += self._restore_topic(restorer, p, store, topic, meta, highs[topic][p])
+                        total += restore_topic(restorer, self.engine, self.settings, p, store, topic, meta,
+                                               highs[topic][p], self._beat)
             if self._own_consumer:
                 self.layout_watch.catch_up(self.engine)  # a partition taken over is placed by the latest layout
             for p in todo:
                 self.engine.partition_ready(p)  # what it still owes the last growth (handoff.py)
-            self._read_input_offsets(todo)
+            self.input.read_committed(todo)
             # After an in-process restart the consumer may be past them. Only these: the others
             # may have commands in the batch being applied now, which a seek would return again.
-            self._seek_to_next(todo)
+            self.input.seek_to_next(todo, self.engine.stores)
         except BaseException:
             for p in todo:  # half restored: closed, and restored again from scratch on the next turn
                 self.engine.close_partition(p)
@@ -300,63 +208,6 @@ class ProcessorLoop:
         self.consumer.resume([TopicPartition(self.settings.topics.commands, p) for p in todo])
         self._to_resume.extend(todo)
         log.info("restored partitions %s: %d records in %.2fs", todo, total, time.monotonic() - t0)
-
-    def _read_input_offsets(self, partitions: list[int]) -> None:
-        """Where each partition's input resumes: its committed offset (the start of the log if
-        none was ever committed). Every transaction commits these again, so even a transaction
-        that consumed nothing carries the group metadata that fences a zombie."""
-        commands = self.settings.topics.commands
-        for tp in self.consumer.committed([TopicPartition(commands, p) for p in partitions],
-                                      timeout=COMMITTED_TIMEOUT_S):
-            offset = tp.offset
-            if tp.error is not None:
-                raise KafkaException(tp.error)
-            if offset < 0:
-                offset = self.consumer.get_watermark_offsets(TopicPartition(commands, tp.partition), timeout=30,
-                                                             cached=False)[0]
-            self._input_next[tp.partition] = offset
-
-    def _restore_topic(self, restorer: Consumer, p: int, store: PartitionStore, topic: str, meta: bytes,
-                       high: int) -> int:
-        """Apply `topic`[p] from the stored offset until the position passes `high`, the high
-        watermark taken before the restore began (see high_watermarks)."""
-        start = store.offset(meta)
-        if start >= high:
-            return 0
-        restorer.assign([TopicPartition(topic, p, start)])
-        applied = 0
-        deadline = time.monotonic() + self.settings.transaction_timeout_ms / 1000 + 60
-        is_events = topic == self.settings.topics.events
-        while True:
-            reached = restorer.position([TopicPartition(topic, p)])[0].offset
-            if reached >= high:
-                break
-            if time.monotonic() > deadline:
-                raise KafkaUnavailableError(
-                    f"restore of {topic}[{p}] stuck at offset {reached} < {high}: an open transaction on it "
-                    "neither committed nor aborted in time")
-            self._beat()  # a long restore is progress too
-            for m in restorer.consume(2_000, timeout=0.5):
-                value = m.value()
-                if m.error():
-                    continue
-                _, offset = position(m)
-                if is_events:
-                    self.engine.restore_events_record(p, m.key(), value)
-                    store.batch.events_next = offset + 1
-                else:
-                    self.engine.restore_timer(p, m.key() or b"", value)
-                    store.batch.timers_next = offset + 1
-                applied += 1
-                if applied % RESTORE_FLUSH_EVERY == 0:
-                    store.flush()
-        if is_events:
-            store.batch.events_next = max(store.batch.events_next or 0, high)
-        else:
-            store.batch.timers_next = max(store.batch.timers_next or 0, high)
-        store.flush()
-        restorer.unassign()
-        return applied
 
     # -- the loop -----------------------------------------------------------------------------
 
@@ -409,26 +260,9 @@ class ProcessorLoop:
             self.close()
 
     def _usable(self, msgs: list[Message]) -> list[Message]:
-        """The batch's commands of owned partitions not applied yet. A command below its
-        partition's next offset was applied by an earlier transaction of this process and is
-        skipped: the consumer can return it again after a seek (a restore in the middle of a
-        batch rewinds the partitions it restores), and applying it twice would be a signal
-        received twice."""
-        out = []
-        stores, applied_upto = self.engine.stores, self._input_next
-        for m in msgs:
-            err = m.error()
-            if err is not None:
-                if err.code() != KafkaError._PARTITION_EOF:  # noqa: SLF001 - librdkafka's own code name
-                    self._outage(f"consume: {err}")
-                continue
-            p, offset = position(m)
-            if p not in stores:
-                continue
-            if offset < applied_upto.get(p, offset):
-                self.engine.counters.redelivered += 1
-                continue
-            out.append(m)
+        """The batch's commands still to apply (InputPositions.usable); those applied already are counted."""
+        out, again = self.input.usable(msgs, self.engine.stores, self._outage)
+        self.engine.counters.redelivered += again
         return out
 
     def _restore_or_wait(self) -> bool:
@@ -458,8 +292,7 @@ class ProcessorLoop:
             self.engine.close_partition(p)
         self._to_restore.clear()
         self._to_resume.clear()
-        self._input_next.clear()
-        self._input_ts.clear()
+        self.input.clear()
         old = self.consumer
         self.consumer = Consumer(self.settings.group_consumer_config(self.settings.processor_group, "processor"))
         self._subscribe()
@@ -467,45 +300,7 @@ class ProcessorLoop:
         threading.Thread(target=_close_quietly, args=(old,), name="close-replaced-consumer", daemon=True).start()
 
     def _horizons(self, now_ms: int) -> dict[int, int]:
-        """How far each partition's timers may fire: `now` once its input is read to the end of
-        the log, else the timestamp of the last command read -- a timer due at T waits until every
-        command written before T has been applied (after a restart, results that were already
-        waiting beat the timeouts that fell due meanwhile). Cheap: cached watermarks, no I/O."""
-        out = {}
-        for p in self.engine.stores:
-            nxt = self._input_next.get(p)
-            try:
-                caught_up = nxt is not None and self._at_end(p, nxt) is True
-            except KafkaException:
-                caught_up = False
-            out[p] = now_ms if caught_up else self._input_ts.get(p, 0)
-        return out
-
-    def _at_end(self, p: int, nxt: int | None = None) -> bool | None:
-        """Whether partition p's input is read to the end of the log: `nxt` (the next offset to
-        apply) or the consumer's position at the cached high watermark; None while that is not
-        known. The position, because a partition whose last record is transactional (a command
-        the engine forwarded or wrote: a child's start, a hand-off) ends in a commit marker,
-        which takes an offset but is never a message: the position passes it, `nxt` cannot.
-        Cheap: cached watermark and position, no I/O."""
-        tp = TopicPartition(self.settings.topics.commands, p)
-        high = self.consumer.get_watermark_offsets(tp, cached=True)[1]
-        if high < 0:
-            return None
-        return (nxt is not None and nxt >= high) or self.consumer.position([tp])[0].offset >= high
-
-    def _behind(self, partitions: set[int]) -> set[int]:
-        """Of `partitions`, those with commands in the log beyond what has been consumed (a
-        restore's backlog): an old partition of a growth hands off nothing while it is behind
-        (handoff.py, `keeps`). Cached watermarks and positions, no I/O."""
-        out = set()
-        for p in partitions:
-            try:
-                if self._at_end(p) is False:
-                    out.add(p)
-            except KafkaException:
-                out.add(p)
-        return out
+        return self.input.horizons(now_ms, self.engine.stores)
 
     def _transaction(self, msgs: list[Message], now_ms: int) -> None:
         first: dict[int, int] = {}
@@ -517,7 +312,7 @@ class ProcessorLoop:
             self.producer.begin_transaction()
             self.sink.new_transaction()
             self.engine.begin(now_ms)
-            self.engine.behind = self._behind(self.engine.handing_off) if self.engine.handing_off else set()
+            self.engine.behind = self.input.behind(self.engine.handing_off) if self.engine.handing_off else set()
             # Step 2
             resume, self._to_resume = self._to_resume, []
             for p in resume:
@@ -530,12 +325,12 @@ class ProcessorLoop:
                 first.setdefault(p, offset)
                 nxt[p] = offset + 1
                 self.engine.handle_command(p, m.key(), m.value(), headers(m), offset)
-                self._input_ts[p] = m.timestamp()[1]
+                self.input.ts[p] = m.timestamp()[1]
                 applied += 1
                 if time.perf_counter() > budget and applied < len(msgs):
-                    self._put_back(msgs[applied:])
+                    self.input.put_back(msgs[applied:])
                     break
-            self._input_next.update(nxt)
+            self.input.next.update(nxt)
             if self.engine.handing_off:
                 self.engine.hand_off_step(deadline=budget)  # a batch of the movers after a growth (handoff.py)
                 if self.engine.counters.handed_off >= 10:
@@ -591,22 +386,12 @@ class ProcessorLoop:
 
     def _send_offsets(self) -> None:
         """Step 3, in every transaction: the next input offset of every owned partition."""
-        commands = self.settings.topics.commands
-        offsets = [TopicPartition(commands, p, o) for p, o in self._input_next.items() if p in self.engine.stores]
+        offsets = self.input.offsets(self.engine.stores)
         if not offsets:
             raise KafkaUnavailableError("no owned partition has a known input offset: nothing can fence "
                                         "this transaction")
         self.producer.send_offsets_to_transaction(offsets, self.consumer.consumer_group_metadata(),
                                                  self._call_timeout_s)
-
-    def _put_back(self, rest: list[Message]) -> None:
-        """Commands consumed but left for the next transaction (the batch ran out of time)."""
-        seek: dict[int, int] = {}
-        for m in rest:
-            p, offset = position(m)
-            seek.setdefault(p, offset)
-        for p, offset in seek.items():
-            self.consumer.seek(TopicPartition(self.settings.topics.commands, p, offset))
 
     def _failed(self, err: KafkaError, first: dict[int, int]) -> None:
         """The open transaction cannot commit. A rebalance: abort and rewind. Anything else (the
@@ -646,8 +431,7 @@ class ProcessorLoop:
         self.engine.aborted()
         for p in owned:
             self.engine.close_partition(p)
-            self._input_next.pop(p, None)
-            self._input_ts.pop(p, None)
+            self.input.forget(p)
         try:
             self.consumer.pause([TopicPartition(self.settings.topics.commands, p) for p in owned])
         except KafkaException as exc:  # not assigned any more: the revoke callback follows
@@ -681,22 +465,11 @@ class ProcessorLoop:
         """Forget the aborted batch: overlays, advanced instances, and input positions."""
         self.engine.aborted()
         for p, offset in first.items():
-            self._input_next[p] = offset
+            self.input.next[p] = offset
         self._rewind_all()
 
     def _rewind_all(self) -> None:
-        self._seek_to_next(list(self._input_next))
-
-    def _seek_to_next(self, partitions: list[int]) -> None:
-        """Seek the consumer to the next offset to apply of each of `partitions` that is owned."""
-        commands = self.settings.topics.commands
-        for p in partitions:
-            offset = self._input_next.get(p)
-            if offset is not None and p in self.engine.stores:
-                try:
-                    self.consumer.seek(TopicPartition(commands, p, offset))
-                except KafkaException as exc:  # not fetching yet: it starts at the committed offset anyway
-                    log.debug("seek %s[%d] to %d: %s", commands, p, offset, exc)
+        self.input.seek_to_next(list(self.input.next), self.engine.stores)
 
     def _outage(self, what: str) -> None:
         now = time.monotonic()
@@ -730,23 +503,23 @@ class ProcessorLoop:
         """A transaction of its own for the one action that takes a failure out of the way (the same
         steps as _transaction, minus the batch). `skip` = (partition, offset) of a command that this
         transaction consumes: committed as offset + 1, and the consumer moves past it."""
-        before = dict(self._input_next)
+        before = dict(self.input.next)
         try:
             self.producer.begin_transaction()
             self.sink.new_transaction()
             self.engine.begin(now_ms)
             work()
             if skip is not None:
-                self._input_next[skip[0]] = skip[1] + 1
+                self.input.next[skip[0]] = skip[1] + 1
             self._send_offsets()
             self.producer.commit_transaction(self._call_timeout_s)
         except KafkaException as exc:
-            self._input_next = before
+            self.input.next = before
             self._failed(exc.args[0], {})
             return
         except Exception:
             log.exception("isolating a failure failed; it is retried on the next turn")
-            self._input_next = before
+            self.input.next = before
             self._abort({})
             return
         self.engine.committed()

@@ -107,7 +107,7 @@ class Rig:
                                   consumer=self.consumer, partitions=2)  # type: ignore[arg-type]
         for p in (0, 1):
             self.loop.engine.open_partition(p, PartitionStore(root / f"p{p}"))
-        self.loop._read_input_offsets([0, 1])  # noqa: SLF001 - what _restore does after restoring
+        self.loop.input.read_committed([0, 1])  # what _restore does after restoring
         self.offsets = {0: 0, 1: 0}
 
     def start(self, wid: str, seconds: float, p: int) -> FakeMessage:
