@@ -107,6 +107,7 @@ def _where(exc: BaseException) -> str:
 QUICK_DEATH_S = 15.0  # a child that exits sooner than this after its start "died quickly"
 HINT_AFTER = 3  # quick deaths in a row before the supervisor says why and backs off
 MAX_BACKOFF_S = 30.0
+POLL_S = 0.05  # how often the supervisor looks at its children: a death costs at most this before the restart
 
 
 # A processor whose loop has not touched its heartbeat file for this long is wedged (a call that
@@ -191,7 +192,7 @@ def supervise(children: list[Child], stop: Callable[[], bool], restart: bool = T
                 if code is None or not restart:
                     continue
                 _restart_later(c, code, now)
-            time.sleep(0.2)
+            time.sleep(POLL_S)
     finally:
         _stop_all(children, grace)
 
@@ -201,7 +202,9 @@ def _restart_later(c: Child, code: int, now: float) -> None:
         c.reader.join(1.0)  # its last words
     c.restarts += 1
     c.quick_deaths = c.quick_deaths + 1 if now - c.started < QUICK_DEATH_S else 0
-    delay = 0.2 if c.quick_deaths <= 1 else min(MAX_BACKOFF_S, 0.2 * 2 ** (c.quick_deaths - 1))
+    # The first death is restarted at once: a crashed processor's partitions wait for it (it is a
+    # static group member: nobody else takes them over until its session times out).
+    delay = 0.0 if c.quick_deaths <= 1 else min(MAX_BACKOFF_S, 0.2 * 2 ** (c.quick_deaths - 1))
     c.proc, c.restart_at = None, now + delay
     if c.quick_deaths >= HINT_AFTER:
         log.warning("%s exited with %s %d times in a row within %.0fs of starting; restarting in %.0fs "
@@ -227,6 +230,8 @@ def _stop_all(children: list[Child], grace: float) -> None:
             c.reader.join(1.0)
 
 
-def child_argv(app: str, role: str, index: int, bootstrap: str, prefix: str, state_dir: Path) -> list[str]:
+def child_argv(app: str, role: str, index: int, bootstrap: str, prefix: str, state_dir: Path,
+               verbose: bool = False) -> list[str]:
+    """What the supervisor runs for one child; `verbose`: the supervisor's own -v, passed on."""
     return [sys.executable, "-m", "processor.cli", "run", "--app", app, "--role", role, "--index", str(index),
-            "--bootstrap", bootstrap, "--prefix", prefix, "--state-dir", str(state_dir)]
+            "--bootstrap", bootstrap, "--prefix", prefix, "--state-dir", str(state_dir), *(["-v"] if verbose else [])]

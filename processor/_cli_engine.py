@@ -82,11 +82,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         run_worker(settings, app.activities, app.task_queue, app.max_concurrent_activities)
         return 0
     children = [Child("processor", i, child_argv(args.app, "processor", i, settings.bootstrap, settings.prefix,
-                                                 settings.state_dir),
+                                                 settings.state_dir, args.verbose),
                       heartbeat=state_dir_for(settings.state_dir, i) / HEARTBEAT_FILE) for i in range(args.processors)]
     if app.activities:
         children += [Child("worker", i, child_argv(args.app, "worker", i, settings.bootstrap, settings.prefix,
-                                                   settings.state_dir)) for i in range(args.workers)]
+                                                   settings.state_dir, args.verbose)) for i in range(args.workers)]
     stop = threading.Event()
     _on_signals(stop.set)
     print(f"running {args.processors} processor(s) and {args.workers if app.activities else 0} worker(s) "

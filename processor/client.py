@@ -441,7 +441,7 @@ class Client:
 
         def read(p: int) -> list[dict[str, Any]]:
             tp = TopicPartition(self.topics.events, p)
-            high = high_watermarks(self.bootstrap, [tp], timeout)[p]
+            high = high_watermarks(self.bootstrap, [tp], timeout)[(tp.topic, p)]
             if high == 0:
                 return []
             return history_events(workflow_id, records(tp, high), self.codec.decode_typed, run_id)

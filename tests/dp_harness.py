@@ -129,7 +129,7 @@ def _read(bootstrap: str, topic: str, decode: bool,
         parts = [TopicPartition(topic, p) for p in md.topics[topic].partitions]
         # High watermarks: reading up to them waits for transactions still open (a killed
         # processor's, until the broker aborts it), so the reader sees the final state.
-        ends = high_watermarks(bootstrap, parts)
+        ends = {p: high for (_, p), high in high_watermarks(bootstrap, parts).items()}
         c.assign([TopicPartition(topic, tp.partition, OFFSET_BEGINNING) for tp in parts])
         out: list[tuple[int, bytes | None, Any, list[tuple[str, bytes]]]] = []
         deadline = time.monotonic() + timeout

@@ -45,7 +45,8 @@ class Settings:
     def worker_group(self, queue: str) -> str:
         return f"{self.prefix}.workers.{queue}"
 
-    def group_consumer_config(self, group_id: str, client_id: str) -> dict[str, object]:
+    def group_consumer_config(self, group_id: str, client_id: str, instance_id: str | None = None) \
+            -> dict[str, object]:
         """A consumer in a group that commits itself, with fail-over timing from these settings.
 
         Classic protocol with cooperative-sticky assignment: librdkafka rejects session timeouts
@@ -63,6 +64,7 @@ class Settings:
             "enable.auto.commit": False,
             "auto.offset.reset": "earliest",
             "partition.assignment.strategy": "cooperative-sticky",
+            **({"group.instance.id": instance_id} if instance_id else {}),
         })
 
     def with_state_dir(self, path: Path) -> Settings:

@@ -17,7 +17,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Producer
 
 from processor._engine.growth import LAYOUT_KEY, Layout
 from processor._kafka.config import client_config
-from processor._kafka.messages import watermarks
+from processor._kafka.messages import consume_available, watermarks
 from processor._kafka.topics import prefix_of
 from processor.exceptions import KafkaUnavailableError
 
@@ -36,7 +36,8 @@ def handoff_value(count: int) -> bytes:
 
 def read_control(bootstrap: str, topic: str, timeout: float = 15.0) -> dict[bytes, bytes]:
     """Every live key of the control topic and its latest value (read_committed)."""
-    consumer = Consumer(client_config("consumer", bootstrap, "control", {"log_level": 3}, fixed={
+    ours = {"log_level": 3, "fetch.wait.max.ms": 10}
+    consumer = Consumer(client_config("consumer", bootstrap, "control", ours, fixed={
         "group.id": f"{prefix_of(topic)}.control-{uuid.uuid4().hex}", "isolation.level": "read_committed",
         "enable.auto.commit": False}))
     tp = TopicPartition(topic, 0)
@@ -50,7 +51,10 @@ def read_control(bootstrap: str, topic: str, timeout: float = 15.0) -> dict[byte
         while consumer.position([tp])[0].offset < high:
             if time.monotonic() > deadline:
                 raise KafkaUnavailableError(f"reading {topic} timed out")
-            for m in consumer.consume(500, timeout=0.2):
+            # Returns with the first record (consume(n, t) waits for all n or all of t), and checks
+            # the position every 20 ms: a log ending in a commit marker is passed by a fetch that
+            # returns no record.
+            for m in consume_available(consumer, 500, 0.02):
                 key, value = m.key(), m.value()
                 if m.error() is not None or key is None:
                     continue

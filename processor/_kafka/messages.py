@@ -56,8 +56,8 @@ def consume_available(consumer: Consumer, max_messages: int, timeout: float) -> 
     return msgs
 
 
-def high_watermarks(bootstrap: str, tps: list[TopicPartition], timeout: float = 30.0) -> dict[int, int]:
-    """The high watermark (end of the log, open transactions included) of each partition.
+def high_watermarks(bootstrap: str, tps: list[TopicPartition], timeout: float = 30.0) -> dict[tuple[str, int], int]:
+    """The high watermark (end of the log, open transactions included) of each (topic, partition).
 
     A read_committed consumer's watermark query answers the LAST STABLE offset, which stops in
     front of any open transaction. Reading only that far would miss what a slow zombie commits
@@ -72,7 +72,8 @@ def high_watermarks(bootstrap: str, tps: list[TopicPartition], timeout: float = 
     # heartbeat, and its supervisor killed it as stalled).
     deadline = time.monotonic() + timeout
     try:
-        return {tp.partition: watermarks(probe, tp, max(0.0, deadline - time.monotonic()))[1] for tp in tps}
+        return {(tp.topic, tp.partition): watermarks(probe, tp, max(0.0, deadline - time.monotonic()))[1]
+                for tp in tps}
     finally:
         probe.close()
 
