@@ -62,6 +62,18 @@ class Cluster:
         self.procs.append(proc)
         return proc
 
+    def child_pid(self, role: str, index: int) -> int | None:
+        """The pid of the live `--role role --index index` process of this cluster (a supervisor's child)."""
+        for proc in Path("/proc").glob("[0-9]*"):
+            try:
+                argv = (proc / "cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if b"--role" in argv and argv[argv.index(b"--role") + 1] == role.encode() and \
+                    argv[argv.index(b"--index") + 1] == str(index).encode() and str(self.state).encode() in argv:
+                return int(proc.name)
+        return None
+
     def worker(self, index: int = 0, app: str | None = None) -> subprocess.Popen[bytes]:
         return self._spawn("worker", index, app)
 

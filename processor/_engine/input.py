@@ -138,6 +138,8 @@ class InputPositions:
                 except KafkaException as exc:  # not fetching yet: it starts at the committed offset anyway
                     log.debug("seek %s[%d] to %d: %s", self.topic, p, offset, exc)
 
-    def offsets(self, owned: Collection[int]) -> list[TopicPartition]:
-        """What a transaction commits: the next input offset of every owned partition."""
-        return [TopicPartition(self.topic, p, o) for p, o in self.next.items() if p in owned]
+    def offsets(self, owned: Collection[int], committer: str) -> list[TopicPartition]:
+        """What a transaction commits: the next input offset of every owned partition, with the
+        committer's transactional.id as metadata (the next owner fences it if it is gone:
+        identity.py)."""
+        return [TopicPartition(self.topic, p, o, committer) for p, o in self.next.items() if p in owned]

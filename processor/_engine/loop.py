@@ -45,7 +45,7 @@ from processor._codec import default_codec
 from processor._engine.engine import Engine
 from processor._engine.growth import Layout
 from processor._engine.handoff import LayoutBehind
-from processor._engine.identity import stable_transactional_id
+from processor._engine.identity import fence_departed_owners, stable_transactional_id
 from processor._engine.input import InputPositions
 from processor._engine.layout_watch import LayoutWatch
 from processor._engine.restore import restore_consumer, restore_partitions
@@ -185,6 +185,8 @@ class ProcessorLoop:
             # stays well inside the supervisor's 60 s stall window.
             # A partition the events or timers topic does not have (only commands grew, so the
             # layout did not follow) holds nothing: its commands are forwarded (growth.py).
+            if self._own_consumer:  # a previous owner that died inside a transaction holds the restore up
+                fence_departed_owners(self.settings, todo, self._transactional_id)
             counts = self.layout_watch.live_counts() if self._own_consumer else None
             present = [TopicPartition(topic, p) for topic, name in ((events, "events"), (timers, "timers"))
                        for p in todo if counts is None or p < counts[name]]
@@ -368,6 +370,8 @@ class ProcessorLoop:
             self._send_offsets()
             t_offsets = time.perf_counter()
             # Step 4
+            if applied:
+                _failpoints.reach("commit_txn")  # chaos tests kill a processor inside an open transaction here
             self.producer.commit_transaction(self._call_timeout_s)
         except KafkaException as exc:
             self._failed(exc.args[0], first)
@@ -413,7 +417,7 @@ class ProcessorLoop:
 
     def _send_offsets(self) -> None:
         """Step 3, in every transaction: the next input offset of every owned partition."""
-        offsets = self.input.offsets(self.engine.stores)
+        offsets = self.input.offsets(self.engine.stores, self._transactional_id)
         if not offsets:
             raise KafkaUnavailableError("no owned partition has a known input offset: nothing can fence "
                                         "this transaction")
