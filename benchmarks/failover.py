@@ -83,16 +83,20 @@ def _pid_of(state: Path, instance_id: str) -> int:
     for d in state.glob("processor-*"):
         f = d / ID_FILE
         if f.exists() and f.read_text().strip() == instance_id:
-            index = d.name.split("-")[1]
-            for proc in Path("/proc").glob("[0-9]*"):
-                try:
-                    argv = (proc / "cmdline").read_bytes().split(b"\0")
-                except OSError:
-                    continue
-                if b"--role" in argv and argv[argv.index(b"--role") + 1] == b"processor" and \
-                        argv[argv.index(b"--index") + 1] == index.encode() and str(state).encode() in argv:
-                    return int(proc.name)
+            return _child_pid(state, "processor", int(d.name.split("-")[1]))
     raise SystemExit(f"no live processor has group.instance.id {instance_id}")
+
+
+def _child_pid(state: Path, role: str, index: int) -> int:
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            argv = (proc / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"--role" in argv and argv[argv.index(b"--role") + 1] == role.encode() and \
+                argv[argv.index(b"--index") + 1] == str(index).encode() and str(state).encode() in argv:
+            return int(proc.name)
+    raise SystemExit(f"no live {role}-{index}")
 
 
 class Load:
@@ -174,8 +178,12 @@ async def bench(args: argparse.Namespace) -> list[Run]:
             # Each process is killed every other run, so at least 2 x gap after its restart: the
             # supervisor backs off a child that dies within 15 s of its start (QUICK_DEATH_S).
             await asyncio.sleep(max(0.0, last + args.gap - time.monotonic()))
-            member, parts = sorted(members.items())[n % 2]
-            pid = _pid_of(state, member)
+            if args.target == "worker":  # every partition's activities stop until the worker is back
+                member, parts = "worker-0", list(range(args.partitions))
+                pid = _child_pid(state, "worker", 0)
+            else:
+                member, parts = sorted(members.items())[n % 2]
+                pid = _pid_of(state, member)
             load1 = os.getloadavg()[0]
             t0 = last = time.monotonic()
             os.kill(pid, signal.SIGKILL)
@@ -196,7 +204,8 @@ async def bench(args: argparse.Namespace) -> list[Run]:
                       round(max((_longest_gap(load.done, p, t0, end) for p in survivors), default=0.0), 3),
                       {p: round(s, 3) for p, s in back.items()}, load1)
             runs.append(run)
-            print(f"run {n + 1}: killed pid {pid} (partitions {parts}): its partitions served again after "
+            print(f"run {n + 1}: killed {args.target} pid {pid} (partitions {parts}): its partitions served "
+                  f"again after "
                   f"{run.recovery_s:.2f} s; survivor partitions' longest stall {run.survivor_stall_s:.2f} s "
                   f"(load1 {load1:.1f})", flush=True)
             if args.mode == "takeover":
@@ -244,6 +253,8 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--mode", choices=("restart", "takeover"), default="restart")
     ap.add_argument("--partitions", type=int, default=8)
+    ap.add_argument("--target", choices=("processor", "worker"), default="processor",
+                    help="what to kill (worker: restart mode only; the one worker)")
     ap.add_argument("--gap", type=float, default=8.5, help="seconds between kills")
     ap.add_argument("--timeout", type=float, default=90.0, help="seconds a run may take to recover")
     ap.add_argument("--json", type=Path, help="write the figures here")
@@ -253,10 +264,11 @@ def main() -> None:
     rec = [r.recovery_s for r in runs]
     stall = [r.survivor_stall_s for r in runs]
     env = {"machine": f"{platform.machine()} {os.cpu_count()} cpus", "python": platform.python_version(),
-           "mode": args.mode, "partitions": args.partitions,
+           "mode": args.mode, "target": args.target, "partitions": args.partitions,
            "session_timeout_ms": int(os.environ.get("DP_SESSION_TIMEOUT_MS") or 6000),
            "transaction_timeout_ms": int(os.environ.get("DP_TRANSACTION_TIMEOUT_MS") or 10000)}
-    print(f"fail-over ({args.mode}, {len(runs)} runs, {args.partitions} partitions): killed partitions back after "
+    print(f"fail-over of a {args.target} ({args.mode}, {len(runs)} runs, {args.partitions} partitions): "
+          f"killed partitions back after "
           f"p50 {statistics.median(rec):.2f} s, max {max(rec):.2f} s; survivor partitions' longest stall "
           f"p50 {statistics.median(stall):.2f} s, max {max(stall):.2f} s; {env}", flush=True)
     if args.json:

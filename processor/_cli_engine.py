@@ -79,7 +79,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.role == "worker":
         from processor._engine.worker import run_worker
 
-        run_worker(settings, app.activities, app.task_queue, app.max_concurrent_activities)
+        run_worker(settings, app.activities, app.task_queue, app.max_concurrent_activities,
+                   instance_dir=settings.state_dir / f"worker-{args.index}")
         return 0
     children = [Child("processor", i, child_argv(args.app, "processor", i, settings.bootstrap, settings.prefix,
                                                  settings.state_dir, args.verbose),

@@ -39,12 +39,14 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, cast
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
 from processor import activity
 from processor._codec import default_codec
+from processor._engine.identity import stable_worker_instance_id
 from processor._engine.settings import Settings
 from processor._engine.settle import (  # noqa: F401 - re-exported for tests and callers
     _DLQ_REASON_CHARS,
@@ -156,8 +158,12 @@ class ActivityWorker:
     def __init__(self, settings: Settings, activities: Sequence[Callable[..., Any]], task_queue: str = "default",
                  max_concurrent: int = 100, *, clock_skew_ms: int | None = None,
                  shutdown_grace_s: float | None = None, revoke_grace_s: float | None = None,
-                 rejoin_watchdog_s: float | None = None, producer_watchdog_s: float | None = None) -> None:
+                 rejoin_watchdog_s: float | None = None, producer_watchdog_s: float | None = None,
+                 instance_id: str | None = None) -> None:
+        """`instance_id`: a static group membership (identity.stable_worker_instance_id), kept
+        across restarts; None for a dynamic member."""
         self.settings = settings
+        self._static = instance_id is not None
         self.queue = task_queue
         self.topic = settings.topics.tasks(task_queue)
         self.max_concurrent = max_concurrent
@@ -184,7 +190,7 @@ class ActivityWorker:
         ensure_topics(settings.bootstrap, [task_queue_spec(task_queue, settings.prefix)], exact_partitions=False)
         # read_committed: a task is visible only once the processor's transaction committed.
         self._consumer_config = settings.group_consumer_config(settings.worker_group(task_queue),
-                                                               f"worker-{task_queue}")
+                                                               f"worker-{task_queue}", instance_id)
         self.consumer = Consumer(self._consumer_config)
         self._producer_config = client_config(
             "producer", settings.bootstrap, f"worker-{task_queue}",
@@ -670,7 +676,8 @@ class ActivityWorker:
                 running at a stop ran again on the next owner, however short.
         Step 3: commit, synchronously, while still in the group.
         Step 4: close the consumer: it leaves the group, so the partitions move now, not after
-                the session timeout.
+                the session timeout (a static member unsubscribes first: close alone would not
+                leave).
         Step 5: stop the pool and the event loop. An activity still running is abandoned: its
                 offset is not committed, the next owner runs it again (at least once).
         """
@@ -681,6 +688,11 @@ class ActivityWorker:
                         self.offsets.count(), self.shutdown_grace_s)
         self._commit(sync=True)
         self._closing = True  # close() revokes everything once more: no second grace
+        if self._static:
+            try:
+                self.consumer.unsubscribe()
+            except KafkaException as exc:
+                log.debug("unsubscribe: %s", exc)
         self.consumer.close()
         self.pool.shutdown(wait=False, cancel_futures=True)
         self.producer.flush(1)
@@ -688,8 +700,12 @@ class ActivityWorker:
 
 
 def run_worker(settings: Settings, activities: Sequence[Callable[..., Any]], task_queue: str = "default",
-               max_concurrent: int = 100, *, install_signals: bool = True) -> None:
-    worker = ActivityWorker(settings, activities, task_queue, max_concurrent)
+               max_concurrent: int = 100, *, install_signals: bool = True, instance_dir: Path | None = None) -> None:
+    """`instance_dir`: where this worker keeps its static group identity (`processor run` gives
+    each worker one in the state dir); None for a dynamic member."""
+    instance_id = (stable_worker_instance_id(instance_dir, settings.prefix, task_queue)
+                   if instance_dir is not None else None)
+    worker = ActivityWorker(settings, activities, task_queue, max_concurrent, instance_id=instance_id)
     if install_signals:
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: worker.stop_event.set())
