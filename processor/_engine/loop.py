@@ -565,6 +565,9 @@ class ProcessorLoop:
                 # 1.5 s with the unsubscribe). A crash skips this, and a restart takes them back.
                 try:
                     self.consumer.unsubscribe()
+                    # Serves the revoke and lets the LeaveGroup go out: closed at once, the
+                    # member stayed (a restart after a growth then kept its old partitions).
+                    self.consumer.consume(1, 0.2)
                 except KafkaException as exc:
                     log.debug("unsubscribe: %s", exc)
             self.consumer.close()  # the revoke callback closes the stores

@@ -691,6 +691,7 @@ class ActivityWorker:
         if self._static:
             try:
                 self.consumer.unsubscribe()
+                self.consumer.consume(1, 0.2)  # serves the revoke and lets the LeaveGroup go out
             except KafkaException as exc:
                 log.debug("unsubscribe: %s", exc)
         self.consumer.close()
