@@ -36,6 +36,7 @@ from pathlib import Path
 from confluent_kafka import ConsumerGroupState
 from confluent_kafka.admin import AdminClient
 
+from processor._app import running_child
 from processor._codec.partitioner import partition_for
 from processor._engine.identity import ID_FILE
 from processor._kafka import local
@@ -88,15 +89,10 @@ def _pid_of(state: Path, instance_id: str) -> int:
 
 
 def _child_pid(state: Path, role: str, index: int) -> int:
-    for proc in Path("/proc").glob("[0-9]*"):
-        try:
-            argv = (proc / "cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if b"--role" in argv and argv[argv.index(b"--role") + 1] == role.encode() and \
-                argv[argv.index(b"--index") + 1] == str(index).encode() and str(state).encode() in argv:
-            return int(proc.name)
-    raise SystemExit(f"no live {role}-{index}")
+    pid = running_child(state, role, index)
+    if pid is None:
+        raise SystemExit(f"no live {role}-{index}")
+    return pid
 
 
 class Load:

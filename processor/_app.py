@@ -235,3 +235,17 @@ def child_argv(app: str, role: str, index: int, bootstrap: str, prefix: str, sta
     """What the supervisor runs for one child; `verbose`: the supervisor's own -v, passed on."""
     return [sys.executable, "-m", "processor.cli", "run", "--app", app, "--role", role, "--index", str(index),
             "--bootstrap", bootstrap, "--prefix", prefix, "--state-dir", str(state_dir), *(["-v"] if verbose else [])]
+
+
+def running_child(state_dir: Path, role: str, index: int) -> int | None:
+    """The pid of the live `--role role --index index` process run on `state_dir` (what
+    child_argv starts), found in /proc; None if there is none."""
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            argv = (proc / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"--role" in argv and b"--index" in argv and argv[argv.index(b"--role") + 1] == role.encode() and \
+                argv[argv.index(b"--index") + 1] == str(index).encode() and str(state_dir).encode() in argv:
+            return int(proc.name)
+    return None

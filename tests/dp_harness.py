@@ -14,6 +14,7 @@ from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
+from processor._app import running_child
 from processor._codec import default_codec
 from processor._kafka.messages import high_watermarks
 from processor._kafka.topics import ensure_topics, load_specs
@@ -64,15 +65,7 @@ class Cluster:
 
     def child_pid(self, role: str, index: int) -> int | None:
         """The pid of the live `--role role --index index` process of this cluster (a supervisor's child)."""
-        for proc in Path("/proc").glob("[0-9]*"):
-            try:
-                argv = (proc / "cmdline").read_bytes().split(b"\0")
-            except OSError:
-                continue
-            if b"--role" in argv and argv[argv.index(b"--role") + 1] == role.encode() and \
-                    argv[argv.index(b"--index") + 1] == str(index).encode() and str(self.state).encode() in argv:
-                return int(proc.name)
-        return None
+        return running_child(self.state, role, index)
 
     def worker(self, index: int = 0, app: str | None = None) -> subprocess.Popen[bytes]:
         return self._spawn("worker", index, app)
