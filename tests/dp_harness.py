@@ -67,8 +67,9 @@ class Cluster:
         """The pid of the live `--role role --index index` process of this cluster (a supervisor's child)."""
         return running_child(self.state, role, index)
 
-    def worker(self, index: int = 0, app: str | None = None) -> subprocess.Popen[bytes]:
-        return self._spawn("worker", index, app)
+    def worker(self, index: int = 0, app: str | None = None,
+               env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+        return self._spawn("worker", index, app, env)
 
     @staticmethod
     def kill(proc: subprocess.Popen[bytes]) -> None:
@@ -161,3 +162,12 @@ def wait_for(predicate: Any, timeout: float, interval: float = 0.2, message: str
             return
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout}s waiting for {message or predicate}")
+
+
+def group_owned(bootstrap: str, group: str) -> set[int]:
+    """The partitions the members of `group` own now, as its coordinator describes them."""
+    from confluent_kafka.admin import AdminClient
+
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    desc = admin.describe_consumer_groups([group], request_timeout=15)[group].result(15)
+    return {tp.partition for m in desc.members for tp in (m.assignment.topic_partitions if m.assignment else [])}

@@ -44,8 +44,9 @@ from typing import Any, cast
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
-from processor import activity
+from processor import _failpoints, activity
 from processor._codec import default_codec
+from processor._engine.coverage import CoverageWatch
 from processor._engine.identity import stable_worker_instance_id
 from processor._engine.settings import Settings
 from processor._engine.settle import (  # noqa: F401 - re-exported for tests and callers
@@ -192,6 +193,9 @@ class ActivityWorker:
         self._consumer_config = settings.group_consumer_config(settings.worker_group(task_queue),
                                                                f"worker-{task_queue}", instance_id)
         self.consumer = Consumer(self._consumer_config)
+        # Only a static member can rejoin a Stable group without a rebalance (coverage.py).
+        self.coverage = CoverageWatch(settings.bootstrap, settings.worker_group(task_queue), self.topic,
+                                      lambda: instance_id or "") if instance_id is not None else None
         self._producer_config = client_config(
             "producer", settings.bootstrap, f"worker-{task_queue}",
             {"linger.ms": 2, "topic.metadata.refresh.interval.ms": 10_000},  # sees a growth within seconds
@@ -251,6 +255,8 @@ class ActivityWorker:
         self._settle_running(gone, 0.0 if self._closing else self.revoke_grace_s)
         self._commit(sync=True)
         self._forget(gone)
+        log.info("revoked %s of %s", sorted(gone), self.topic)
+        _failpoints.reach("worker_revoked")  # chaos tests kill a worker between the two phases of a rebalance here
 
     def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         """The partitions already belong to someone else (session timed out): nothing to commit."""
@@ -660,6 +666,10 @@ class ActivityWorker:
                     self._check_membership(now)
                     self._check_producer(now)
                     last_member_check = now
+                if self.coverage is not None and self.coverage.poll(now):
+                    self.consumer.unsubscribe()  # leave and join again: the group rebalances
+                    self._subscribe()
+                    self._paused = False  # the next assignment starts unpaused
         finally:
             self.close()
         if self._fatal is not None:
