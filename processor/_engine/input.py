@@ -107,11 +107,18 @@ class InputPositions:
     def behind(self, partitions: Iterable[int]) -> set[int]:
         """Of `partitions`, those with commands in the log beyond what has been consumed (a
         restore's backlog): an old partition of a growth hands off nothing while it is behind
-        (handoff.py, `keeps`)."""
+        (handoff.py, `keeps`).
+
+        The next offset to apply counts, not only the consumer's position: librdkafka's seek()
+        resets position() to INVALID until the partition returns a message (rdkafka_partition.c,
+        rd_kafka_toppar_seek, #3567). A partition rewound to its end after an aborted transaction
+        then looked behind for as long as nothing new reached it -- and after a growth nothing
+        does (producers send to the new partitions), so it never handed off and its movers' new
+        partition waited for ever (found in CI: 300 s, tests/chaos/test_chaos_growth.py)."""
         out = set()
         for p in partitions:
             try:
-                if self.at_end(p) is False:
+                if self.at_end(p, self.next.get(p)) is False:
                     out.add(p)
             except KafkaException:
                 out.add(p)

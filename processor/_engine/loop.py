@@ -223,6 +223,7 @@ class ProcessorLoop:
         self.input.seek_to_next(todo, self.engine.stores)
         self._to_resume.extend(todo)
         log.info("restored partitions %s: %d records in %.2fs", todo, total, time.monotonic() - t0)
+        _failpoints.reach("restored")  # tests let the consumer fetch before the first transaction here
 
     def _restorer(self) -> Consumer:
         """The restore consumer, kept for the process's life and made before the group assigns

@@ -150,3 +150,46 @@ def test_a_workflow_not_handed_off_yet_is_found_where_it_still_is(kafka_bootstra
     finally:
         client.close()
         c.close()
+
+
+def test_a_partition_with_nothing_more_to_read_still_hands_off(kafka_bootstrap: str, prefix: str,
+                                                                tmp_path: Path) -> None:
+    """Found in CI (a growth stuck 300 s): a partition sought to its end -- by a restore, or by the
+    rewind after an aborted transaction -- reads as position INVALID in librdkafka until a record
+    comes, so it looked 'behind' and handed nothing off. After a growth nothing comes: producers
+    send to the new partitions. Here the topics grow while no processor runs, the old partitions
+    end in a client's command, and no command reaches them after the restart."""
+    from processor._engine.growth import Layout
+    from processor._kafka.control import read_control, settled
+
+    c = Cluster(kafka_bootstrap, prefix, tmp_path, partitions=4)
+    client = Client(kafka_bootstrap, prefix=prefix)
+    fresh: Client | None = None
+    try:
+        proc = c.processor(0)
+        candidates = [w for w in (f"idle-{i}" for i in range(200)) if _moves(w)]
+        movers = [next(w for w in candidates if partition_for(w.encode(), 4) == p) for p in range(4)]
+        for wid in movers:  # one per old partition; each partition's last record is this start
+            client.start_workflow("Approval", 0.5, id=wid)
+        wait_for(lambda: all("TimerFired" in [e["type"] for e in client.history(w)] for w in movers), 60,
+                 message="the movers slept")
+        c.stop(proc)
+        admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
+        for fut in admin.create_partitions([NewPartitions(f"{prefix}.{t}", 8)
+                                            for t in ("events", "timers", "commands")]).values():
+            fut.result(60)
+        # Restored, it waits a moment before its first transaction: the consumer fetches meanwhile,
+        # finds nothing after the committed offsets, and so reports no position for any partition.
+        c.processor(0, env={"DP_FAILPOINTS": f"restored=3000@{tmp_path / 'restored'}"})
+        wait_for(lambda: settled(Layout(8, 4, 1), read_control(kafka_bootstrap, f"{prefix}.control")), 60,
+                 interval=0.5, message="every old partition handed off with no command reaching it")
+        fresh = Client(kafka_bootstrap, prefix=prefix)  # knows 8 partitions: sends to the new homes
+        for wid in movers:
+            fresh.signal(wid, "approve", "ops")
+        for wid in movers:
+            assert fresh.result(wid, timeout=120).startswith("approved by ops"), wid
+    finally:
+        if fresh is not None:
+            fresh.close()
+        client.close()
+        c.close()

@@ -85,6 +85,7 @@ class FakeConsumer:
 
     def seek(self, tp: TopicPartition) -> None:
         self.seeks.append((tp.partition, tp.offset))
+        self.positions.pop(tp.partition, None)  # as librdkafka: INVALID until a message is returned
 
     def pause(self, tps: list[TopicPartition]) -> None:
         self.paused = sorted(tp.partition for tp in tps)
@@ -202,6 +203,28 @@ def test_a_rebalance_during_the_transaction_aborts_and_rewinds(tmp_path: Path) -
         assert len(rig.producers) == 1
         assert (1, 0) in rig.consumer.seeks, "input rewound to the batch's first offset"
         assert rig.loop.engine.stores[1].summary(wid) is None, "nothing of the aborted batch was kept"
+    finally:
+        rig.close()
+
+
+def test_a_partition_rewound_to_its_end_is_not_behind(tmp_path: Path) -> None:
+    """After an aborted transaction every owned partition is sought to its next offset, and
+    librdkafka's position() is INVALID until a message comes. A partition with nothing more to
+    read is still read to its end: were it 'behind', it would hand off nothing after a growth --
+    and no message ever comes to a partition whose workflows are moving away."""
+    stale = KafkaError(KafkaError.ILLEGAL_GENERATION, "group moved on", txn_requires_abort=True)
+    rig = Rig(tmp_path)
+    try:
+        (wid,) = ids_on_partition(0, 1, stem="sleep")
+        rig.loop._transaction([rig.start(wid, 5.0, 0)], T0)  # noqa: SLF001 - applied
+        rig.consumer.positions[0] = 1
+        rig.fail["send_offsets"] = [stale]
+        rig.loop._transaction([], T0)  # noqa: SLF001 - aborted: rewinds (seeks) every owned partition
+        assert (0, 1) in rig.consumer.seeks
+        assert 0 not in rig.consumer.positions, "the twin forgets the position on a seek, as librdkafka does"
+        assert rig.loop.input.behind([0, 1]) == set()
+        rig.consumer.high[0] = 3  # two commands arrive, not read yet
+        assert rig.loop.input.behind([0, 1]) == {0}
     finally:
         rig.close()
 
