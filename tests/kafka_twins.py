@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from confluent_kafka import KafkaError
+
 
 @dataclass
 class FakeMessage:
@@ -40,6 +42,27 @@ class FakeMessage:
 
     def topic(self) -> str:
         return self._topic
+
+
+@dataclass
+class ErrorEvent:
+    """A consumer error event: librdkafka hands its errors (a fatal one too) to consume() as messages."""
+
+    err: KafkaError
+
+    def error(self) -> KafkaError:
+        return self.err
+
+    def partition(self) -> None:
+        return None
+
+    def offset(self) -> None:
+        return None
+
+
+def fenced() -> ErrorEvent:
+    return ErrorEvent(KafkaError(KafkaError._FATAL, "Fatal error: Broker: Static consumer fenced by other "  # noqa: SLF001
+                                 "consumer with same group.instance.id", fatal=True))
 
 
 class NoWatcher:

@@ -55,7 +55,7 @@ from processor._engine.sink import TransactionSink
 from processor._engine.store import PartitionStore
 from processor._kafka.config import client_config
 from processor._kafka.health import WedgeClock, kafka_answers, watchdog_s
-from processor._kafka.messages import consume_available, headers, high_watermarks, position
+from processor._kafka.messages import consume_available, fatal_error, headers, high_watermarks, position
 from processor._kafka.topics import ensure_topics, load_specs
 from processor._limits import PRODUCER_MESSAGE_MAX_BYTES
 from processor.exceptions import KafkaUnavailableError, ProcessorError
@@ -304,7 +304,11 @@ class ProcessorLoop:
             self.close()
 
     def _usable(self, msgs: list[Message]) -> list[Message]:
-        """The batch's commands still to apply (InputPositions.usable); those applied already are counted."""
+        """The batch's commands still to apply (InputPositions.usable); those applied already are
+        counted. A consumer failed for good (fenced) is replaced, and its batch dropped unapplied."""
+        if self._own_consumer and (fatal := fatal_error(msgs)) is not None:
+            self._replace_consumer(f"failed for good ({fatal.str()})")
+            return []
         out, again = self.input.usable(msgs, self.engine.stores, self._outage)
         self.engine.counters.redelivered += again
         return out
@@ -321,17 +325,19 @@ class ProcessorLoop:
             self._outage(f"restoring partitions: {exc}")
             self._rewind_all()
             if self._own_consumer and self._consumer_health.failing(time.monotonic(), began=began):
-                self._replace_consumer(self._consumer_health.wedged_for)
+                self._replace_consumer(f"has failed to restore partitions for {self._consumer_health.wedged_for:.0f} s "
+                                       "while Kafka answers a new client")
             self.stop_event.wait(RETRY_BACKOFF_S)
             return False
 
-    def _replace_consumer(self, failing_s: float) -> None:
-        """A group consumer that cannot reach its coordinator long after the broker is back is
-        rebuilt. Seen in CI after a broker restart (librdkafka 2.16): `committed()` timed out for
-        minutes while the producer and a fresh consumer worked. Its partitions are dropped (the
-        group hands them out again on the new member's join) and restored from the log."""
-        log.warning("the group consumer has failed to restore partitions for %.0f s while Kafka answers a new client: "
-                    "replacing it", failing_s)
+    def _replace_consumer(self, why: str) -> None:
+        """A group consumer that cannot reach its coordinator long after the broker is back, or
+        that failed for good (fenced), is rebuilt. Seen in CI after a broker restart (librdkafka
+        2.16): `committed()` timed out for minutes while the producer and a fresh consumer worked;
+        and a static member fenced by its own rejoin (messages.fatal_error). Its partitions are
+        dropped (the group hands them out again on the new member's join, which takes the static
+        membership over) and restored from the log."""
+        log.warning("the group consumer %s: replacing it", why)
         for p in list(self.engine.stores):
             self.engine.close_partition(p)
         self._to_restore.clear()

@@ -78,7 +78,7 @@ from processor._engine.settle import (  # noqa: F401 - re-exported for tests and
 )
 from processor._kafka.config import client_config
 from processor._kafka.health import WedgeClock, kafka_answers
-from processor._kafka.messages import Headers, consume_available, dlq_headers, headers, position
+from processor._kafka.messages import Headers, consume_available, dlq_headers, fatal_error, headers, position
 from processor._kafka.topics import ensure_topics, task_queue_spec
 from processor._limits import (
     MAX_RECORD_BYTES,
@@ -290,10 +290,22 @@ class ActivityWorker:
             return
         if not self._membership.failing(now):
             return
-        log.warning("the consumer of %s has been out of group %s for %.0f s while Kafka answers: replacing it",
-                    self.topic, self.settings.worker_group(self.queue), self._membership.wedged_for)
-        # Whatever it held is lost already (its session timed out): nothing to commit, the backlog
-        # runs on whoever owns the partitions now; running tasks report their results as usual.
+        self._replace_consumer(f"has been out of group {self.settings.worker_group(self.queue)} for "
+                               f"{self._membership.wedged_for:.0f} s while Kafka answers")
+
+    def _consumed(self, batch: list[Message]) -> None:
+        """A consumed batch: its tasks taken; a consumer failed for good (fenced) replaced."""
+        fatal = fatal_error(batch)
+        if fatal is not None:
+            self._replace_consumer(f"failed for good ({fatal.str()})")
+            return
+        self._take([m for m in batch if m.error() is None])
+
+    def _replace_consumer(self, why: str) -> None:
+        log.warning("the consumer of %s %s: replacing it", self.topic, why)
+        # Whatever it held is lost already (its session timed out, or it was fenced): nothing to
+        # commit, the backlog runs on whoever owns the partitions now; running tasks report their
+        # results as usual.
         self._on_lost(self.consumer, [TopicPartition(self.topic, p) for p in self._assigned])
         self._paused = False
         old = self.consumer
@@ -653,8 +665,7 @@ class ActivityWorker:
                 elif len(self.backlog) < self.max_backlog // 2 and self._paused:
                     self.consumer.resume(self.consumer.assignment())
                     self._paused = False
-                self._take([m for m in consume_available(self.consumer, 100, 0.05 if not self.backlog else 0.005)
-                            if m.error() is None])
+                self._consumed(consume_available(self.consumer, 100, 0.05 if not self.backlog else 0.005))
                 self.producer.poll(0)
                 self._redeliver()
                 now = time.monotonic()

@@ -26,6 +26,18 @@ def position(m: Message) -> tuple[int, int]:
     return p, o
 
 
+def fatal_error(msgs: list[Message]) -> KafkaError | None:
+    """A fatal consumer error among consumed messages (librdkafka's _FATAL event), or None. After
+    one the consumer serves nothing again: it must be replaced. Seen in CI after a broker outage
+    longer than the session timeout (librdkafka 2.16, load ~10): a static member rejoined and was
+    then fenced "by other consumer with same group.instance.id" -- itself (librdkafka #3437)."""
+    for m in msgs:
+        err = m.error()
+        if err is not None and err.code() == KafkaError._FATAL:  # noqa: SLF001 - librdkafka's code name
+            return err
+    return None
+
+
 def headers(m: Message) -> Headers | None:
     raw = m.headers()
     if not raw:

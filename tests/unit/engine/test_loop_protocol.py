@@ -7,6 +7,7 @@ moves past it; retriable errors are retried, a fatal one replaces the producer a
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,7 @@ from processor._engine.loop import ProcessorLoop
 from processor._engine.settings import Settings
 from processor._engine.store import PartitionStore
 from tests.apps.hardening import Sleeper
-from tests.kafka_twins import FakeMessage
+from tests.kafka_twins import FakeMessage, fenced
 
 PREFIX = "t"
 COMMANDS = f"{PREFIX}.commands"
@@ -89,6 +90,12 @@ class FakeConsumer:
 
     def pause(self, tps: list[TopicPartition]) -> None:
         self.paused = sorted(tp.partition for tp in tps)
+
+    def subscribe(self, topics: list[str], **_callbacks: Any) -> None:
+        self.subscribed = list(topics)
+
+    def close(self) -> None:
+        self.closed = True
 
 
 class Rig:
@@ -254,3 +261,21 @@ def test_a_command_returned_again_after_it_was_applied_is_skipped(rig: Rig) -> N
     later = rig.start(wid, 5.0, 0)  # a second command of the partition, not applied yet
     assert rig.loop._usable([first, later]) == [later]  # noqa: SLF001
     assert rig.loop.engine.counters.redelivered == 1
+
+
+def test_a_consumer_that_failed_for_good_is_replaced(rig: Rig, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A fatal consumer error (a static member fenced by its own rejoin after an outage longer
+    than the session, seen in CI): the consumer serves nothing again. The loop replaces it at once
+    -- its partitions restored again from the log once the new member is assigned them."""
+    (wid,) = ids_on_partition(0, 1, stem="sleep")
+    old = rig.consumer
+    fresh = FakeConsumer({0: 0, 1: 0})
+    rig.loop._own_consumer = True  # noqa: SLF001 - as a loop with a real consumer
+    monkeypatch.setattr(rig.loop, "_new_consumer", lambda: fresh)
+    assert rig.loop._usable([rig.start(wid, 5.0, 0), fenced()]) == []  # type: ignore[list-item] # noqa: SLF001
+    assert rig.loop.consumer is fresh and fresh.subscribed == [COMMANDS]
+    assert rig.loop.engine.stores == {}, "restored again when the new member is assigned them"
+    deadline = time.monotonic() + 10
+    while not getattr(old, "closed", False) and time.monotonic() < deadline:  # closed on a side thread
+        time.sleep(0.01)
+    assert getattr(old, "closed", False)

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from worker_twins import TASKS, consumer, task_message
 
 from processor._engine.worker import ActivityWorker
+from tests.kafka_twins import fenced
 
 
 def test_a_consumer_out_of_the_group_past_the_watchdog_is_replaced_and_resubscribed(
@@ -52,3 +53,16 @@ def test_a_rejoin_within_the_watchdog_resets_it(make_worker: Callable[..., Activ
     w._check_membership(70.0)
     w._check_membership(120.0)
     assert consumer(w) is old, "the out-of-group clock restarts at each loss"
+
+
+def test_a_consumer_that_failed_for_good_is_replaced_at_once(make_worker: Callable[..., ActivityWorker]) -> None:
+    """A fatal consumer error (a static member fenced by its own rejoin after a long outage, seen
+    in CI): that consumer serves nothing again, so it is replaced without waiting for a watchdog."""
+    w = make_worker(rejoin_watchdog_s=60)
+    old = consumer(w)
+    w._consumed([task_message(0, 5, "sized", 1), fenced()])  # type: ignore[list-item]
+    new = consumer(w)
+    assert new is not old and new.subscribed == [TASKS]
+    assert not w.backlog and w._running == 0, "the fenced consumer's batch is not taken: it is redelivered"
+    w._consumed([task_message(0, 5, "sized", 1)])  # type: ignore[list-item]
+    assert consumer(w) is new, "an ordinary batch changes nothing"
