@@ -1,5 +1,6 @@
 """Testing workflows: `WorkflowEnvironment` runs them with the processor's own engine and no
-broker, on a clock that skips ahead over timers (a two-day wait takes milliseconds).
+broker, on a clock that skips ahead over timers (a two-day wait takes milliseconds);
+`ActivityEnvironment` runs one activity as a worker would (info, heartbeats, cancellation).
 
     from processor.testing import WorkflowEnvironment
 
@@ -12,6 +13,7 @@ broker, on a clock that skips ahead over timers (a two-day wait takes millisecon
 
 from __future__ import annotations
 
+from processor.testing._activity import ActivityEnvironment
 from processor.testing._env import EnvHandle, WorkflowEnvironment
 
-__all__ = ["EnvHandle", "WorkflowEnvironment"]
+__all__ = ["ActivityEnvironment", "EnvHandle", "WorkflowEnvironment"]
