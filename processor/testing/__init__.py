@@ -15,5 +15,22 @@ from __future__ import annotations
 
 from processor.testing._activity import ActivityEnvironment
 from processor.testing._env import EnvHandle, WorkflowEnvironment
+from processor.testing._kafka_env import KafkaWorkflowEnvironment
 
-__all__ = ["ActivityEnvironment", "EnvHandle", "WorkflowEnvironment"]
+__all__ = ["ActivityEnvironment", "EnvHandle", "KafkaWorkflowEnvironment", "WorkflowEnvironment"]
+
+# This package is also the pytest plugin (entry point pytest11, or `pytest -p processor.testing`):
+# its hooks and fixtures (plugin.py) are found here when pytest is there to load them.
+try:
+    import pytest as _pytest  # noqa: F401 - only whether it is installed
+except ImportError:  # pragma: no cover - processor.testing used without pytest
+    pass
+else:
+    from processor.testing.plugin import (  # noqa: F401 - the plugin's fixtures and hooks
+        dp_app,
+        dp_env,
+        kafka_bootstrap,
+        pytest_addoption,
+        replay_histories,
+        workflow_env,
+    )
