@@ -48,6 +48,10 @@ class Replayer:
                     "pass one per workflow type"
                 )
             self._definitions[definition.name] = definition
+        from processor.schedule import ScheduleWorkflow  # every processor runs schedules too
+
+        self._definitions.setdefault(WorkflowDefinition.of(ScheduleWorkflow).name,
+                                     WorkflowDefinition.of(ScheduleWorkflow))
 
     def replay(self, history: Sequence[dict[str, Any]]) -> ReplayResult:
         """Replay one workflow's history; raises `NondeterminismError` if the code no longer matches."""

@@ -56,6 +56,14 @@ from processor.workflow import WorkflowDefinition
 
 log = logging.getLogger("processor.engine")
 
+
+def builtin_workflows() -> tuple[type, ...]:
+    """The workflows every processor runs besides the app's: schedules (processor/schedule.py).
+    Their types begin with "dp." (not listed as the app's)."""
+    from processor.schedule import ScheduleWorkflow
+
+    return (ScheduleWorkflow,)
+
 class Engine(Activities, Requests, HandOffs, Timers):
     def __init__(self, settings: Settings, workflows: Sequence[type], codec: Codec, sink: Sink,
                  partitions: int | Layout) -> None:
@@ -73,9 +81,9 @@ class Engine(Activities, Requests, HandOffs, Timers):
         self._scan_after: dict[int, str] = {}  # where each partition's scan for movers goes on
         self.topics = settings.topics
         self.definitions: dict[str, WorkflowDefinition] = {}
-        for cls in workflows:
+        for cls in (*workflows, *builtin_workflows()):
             d = WorkflowDefinition.of(cls)
-            self.definitions[d.name] = d
+            self.definitions.setdefault(d.name, d)
         self.stores: dict[int, PartitionStore] = {}
         self.cache: OrderedDict[str, Live] = OrderedDict()
         self.touched: set[str] = set()
@@ -243,7 +251,7 @@ class Engine(Activities, Requests, HandOffs, Timers):
         live = Live(None, None)  # type: ignore[arg-type]  # summary is set by the first _append
         self._append(partition, wid, live, started)
         if definition is None:
-            registered = ", ".join(sorted(self.definitions)) or "none"
+            registered = ", ".join(sorted(n for n in self.definitions if not n.startswith("dp."))) or "none"
             self._append(partition, wid, live, {"type": "WorkflowFailed", "failure": {
                 "type": "UnknownWorkflowType",
                 "message": f"workflow type {rec['workflow_type']!r} is not registered with this processor "
