@@ -219,10 +219,11 @@ def _register_engine_commands(
     sub: argparse._SubParsersAction[argparse.ArgumentParser],
     add_common: Callable[[argparse.ArgumentParser], None],
 ) -> None:
-    """Verbs that run or inspect workflows live in processor/_cli_engine.py."""
-    from processor import _cli_engine
+    """Verbs that run or inspect workflows live in processor/_cli_engine.py (schedules: _cli_schedule.py)."""
+    from processor import _cli_engine, _cli_schedule
 
     _cli_engine.register(sub, add_common)
+    _cli_schedule.register(sub, add_common)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
