@@ -13,7 +13,7 @@ them (measured: pausing at the bound cut throughput from 208 to 88 workflows/s).
 
 Every task offset is settled by exactly one record (the attempt's ActivityCompleted or
 ActivityFailed, or the task's DLQ copy), made to fit the record limit where it is made, and whose
-delivery failure has a decided outcome (`_redeliver`) -- an offset is never left stuck silently.
+delivery failure has a decided outcome (worker_settle.py) -- an offset is never left stuck silently.
 Attempts that the processor has already timed out are skipped, not run: by their
 schedule-to-start deadline (`stale_attempt`), or by the ActivityCancel the processor writes to
 the task's partition when it times an attempt out (a new owner of a dead worker's partition
@@ -35,12 +35,11 @@ import socket
 import threading
 import time
 from collections import OrderedDict, deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
@@ -76,9 +75,10 @@ from processor._engine.settle import (  # noqa: F401 - re-exported for tests and
     start_report_delay_s,
     started_value,
 )
+from processor._engine.worker_settle import Offsets, Settle, Settler, produce
 from processor._kafka.config import client_config
 from processor._kafka.health import WedgeClock, kafka_answers
-from processor._kafka.messages import Headers, consume_available, dlq_headers, fatal_error, headers, position
+from processor._kafka.messages import consume_available, dlq_headers, fatal_error, headers, position
 from processor._kafka.topics import ensure_topics, task_queue_spec
 from processor._limits import (
     MAX_RECORD_BYTES,
@@ -96,63 +96,6 @@ _CANCELED_KEPT = 10_000
 # A producer with records pending that has delivered nothing this long is failing (see _check_producer).
 _PRODUCER_SILENCE_S = 5.0
 
-
-
-@dataclass
-class _Settle:
-    """A record whose delivery settles one task offset."""
-
-    p: int
-    offset: int
-    kind: Kind
-    topic: str
-    key: bytes
-    value: bytes | None
-    headers: Headers
-    task: Mapping[str, Any] | None  # the task, for result and failure records
-    attempts: int = 1
-    not_before: float = 0.0
-
-
-class _Offsets:
-    """In-flight offsets per partition; the committable offset is just below the oldest one.
-
-    Tasks start in offset order per partition (the backlog is FIFO), so everything below the
-    highest finished offset that is not in flight is settled.
-    """
-
-    def __init__(self) -> None:
-        self.inflight: dict[int, set[int]] = {}
-        self.done_max: dict[int, int] = {}
-
-    def start(self, p: int, offset: int) -> None:
-        self.inflight.setdefault(p, set()).add(offset)
-
-    def finish(self, p: int, offset: int) -> None:
-        # Only an offset started in the current assignment counts: a task of a partition that was
-        # revoked (and maybe assigned back, from its committed offset) can finish late, and its
-        # offset must not move the commit past tasks of the new assignment still in the backlog.
-        s = self.inflight.get(p)
-        if s is not None and offset in s:
-            s.discard(offset)
-            self.done_max[p] = max(self.done_max.get(p, -1), offset)
-
-    def committable(self) -> dict[int, int]:
-        out = {}
-        for p, done in self.done_max.items():
-            pending = self.inflight.get(p)
-            out[p] = min(pending) if pending else done + 1
-        return out
-
-    def busy(self, partitions: set[int] | None = None) -> bool:
-        return any(s for p, s in self.inflight.items() if partitions is None or p in partitions)
-
-    def drop(self, p: int) -> None:
-        self.inflight.pop(p, None)
-        self.done_max.pop(p, None)
-
-    def count(self) -> int:
-        return sum(len(s) for s in self.inflight.values())
 
 
 class ActivityWorker:
@@ -202,18 +145,17 @@ class ActivityWorker:
             fixed={"enable.idempotence": True, "message.max.bytes": PRODUCER_MESSAGE_MAX_BYTES,
                    "partitioner": "murmur2_random"})
         self.producer = Producer(self._producer_config)
-        self._delivered_at = time.monotonic()  # the producer's last delivery, or when it last had nothing to do
         self.pool = ThreadPoolExecutor(max_workers=max_concurrent, thread_name_prefix="activity")
         self.aio = asyncio.new_event_loop()
         self._aio_thread = threading.Thread(target=self.aio.run_forever, name="activity-aio", daemon=True)
-        self.offsets = _Offsets()
+        self.offsets = Offsets()
         self._assigned: set[int] = set()
         self._paused = False  # the assignment is paused for a full backlog (run)
         self.backlog: deque[Message] = deque()  # fetched, not started (offsets not committed)
         self.max_backlog = max(1_000, 4 * max_concurrent)
-        self._finished: list[tuple[int, int]] = []  # (partition, offset) settled: acked, skipped or given up
-        self._undelivered: list[tuple[_Settle, KafkaError]] = []  # settling records the broker did not take
-        self._retries: list[_Settle] = []  # to produce again at their not_before (poll thread only)
+        # The records that settle task offsets, and their delivery (worker_settle.py).
+        self.settler = Settler(self.topic, self.codec, lambda: self.producer, self._producer_failed,
+                               self._result_replaced)
         self._closing = False
         self._lock = threading.Lock()
         self._running = 0  # activities executing now, revoked partitions' included
@@ -228,7 +170,20 @@ class ActivityWorker:
         self.completed = 0
         self.failed = 0
         self.skipped = 0  # stale attempts not run (stale_attempt)
-        self.given_up = 0  # settling records that could not be delivered (delivery_action)
+
+    @property
+    def given_up(self) -> int:
+        """Settling records that could not be delivered (delivery_action)."""
+        return self.settler.given_up
+
+    def _producer_failed(self, err: KafkaError) -> None:
+        self._fatal = err
+        self.stop_event.set()
+
+    def _result_replaced(self) -> None:
+        """A result the broker refused was replaced by a failure that fits."""
+        self.completed -= 1
+        self.failed += 1
 
     # -- rebalance ------------------------------------------------------------------------------
 
@@ -319,19 +274,19 @@ class ActivityWorker:
         `producer_watchdog_s` (after `_PRODUCER_SILENCE_S`) while Kafka answers a new client. What
         the old one still holds is purged: those records come back as `resend` and go out on the
         new one. A duplicate is harmless (the processor ignores results it already has)."""
-        pending = len(self.producer) + len(self._retries)
+        pending = len(self.producer) + len(self.settler.retries)
         if pending == 0:
-            self._delivered_at = now
-        if pending == 0 or now - self._delivered_at < _PRODUCER_SILENCE_S:
+            self.settler.delivered_at = now
+        if pending == 0 or now - self.settler.delivered_at < _PRODUCER_SILENCE_S:
             self._producer_health.ok()
             return
-        if not self._producer_health.failing(now, began=self._delivered_at + _PRODUCER_SILENCE_S):
+        if not self._producer_health.failing(now, began=self.settler.delivered_at + _PRODUCER_SILENCE_S):
             return
         log.warning("the producer of worker %s has delivered nothing for %.0f s with %d record(s) pending while "
-                    "Kafka answers a new client: replacing it", self.queue, now - self._delivered_at, pending)
+                    "Kafka answers a new client: replacing it", self.queue, now - self.settler.delivered_at, pending)
         old = self.producer
         self.producer = Producer(self._producer_config)
-        self._delivered_at = now
+        self.settler.delivered_at = now
         threading.Thread(target=_retire_producer, args=(old,), name="retire-replaced-producer", daemon=True).start()
 
     # -- running one task -----------------------------------------------------------------------
@@ -470,90 +425,9 @@ class ActivityWorker:
             self.completed += 1
         else:
             self.failed += 1
-        self._settle(_Settle(p, offset, "result" if name == COMPLETED else "failure", self.settings.topics.commands,
-                             task["workflow_id"].encode(), value, self.codec.headers(name), task))
-
-    def _settle(self, s: _Settle) -> None:
-        """Produce a record that settles a task offset; its delivery report decides what next."""
-
-        producer = self.producer
-
-        def acked(err: KafkaError | None, _msg: Message) -> None:
-            if err is not None and producer is not self.producer:
-                # Whatever the old producer of a replacement (_check_producer) says, even _FATAL:
-                # the record gets its chance on the new one.
-                err = KafkaError(KafkaError._PURGE_QUEUE)  # noqa: SLF001 - librdkafka's code name
-            self._delivered(s, err)
-
-        try:
-            self._produce(s.topic, s.key, s.value, s.headers, acked, producer)
-        except KafkaException as exc:  # refused before sending (fatal producer, bad record): same path
-            self._delivered(s, exc.args[0])
-
-    def _delivered(self, s: _Settle, err: KafkaError | None) -> None:
-        with self._lock:
-            if err is None:
-                self._delivered_at = time.monotonic()
-                self._finished.append((s.p, s.offset))
-            else:
-                self._undelivered.append((s, err))
-
-    def _redeliver(self) -> None:
-        """Decide, for each settling record not delivered, what happens to its offset
-        (`delivery_action`), and produce the retries that are due. Runs on the poll thread, never
-        inside a delivery callback (producing from one could wait on a queue only poll drains)."""
-        now = time.monotonic()
-        due = [s for s in self._retries if s.not_before <= now]
-        if due:
-            self._retries = [s for s in self._retries if s.not_before > now]
-            for s in due:
-                self._settle(s)
-        with self._lock:
-            undelivered, self._undelivered = self._undelivered, []
-        for s, err in undelivered:
-            where = f"{s.kind} record settling {self.topic}[{s.p}]@{s.offset}"
-            action = delivery_action(err.code(), s.kind, s.attempts)
-            if action == "stop":
-                log.critical("%s not delivered, the producer failed for good (%s): stopping the worker; the task "
-                             "runs again after the restart", where, err)
-                self._fatal = err
-                self.stop_event.set()
-            elif action == "retry":
-                log.warning("%s not delivered (%s), attempt %d of %d: producing it again", where, err, s.attempts,
-                            MAX_DELIVERY_ATTEMPTS)
-                s.not_before = now + min(30.0, 0.5 * 2 ** s.attempts)
-                s.attempts += 1
-                self._retries.append(s)
-            elif action == "resend":
-                s.not_before = now
-                self._retries.append(s)
-            elif action == "replace" and s.task is not None:
-                log.error("%s refused (%s): reporting the attempt as failed instead", where, err)
-                self.completed -= 1
-                self.failed += 1
-                self._settle(_Settle(s.p, s.offset, "failure", s.topic, s.key,
-                                     refused_value(self.codec, s.task, len(s.value or b""), err),
-                                     self.codec.headers(FAILED), s.task))
-            else:
-                what = _what(s.task) if s.task is not None else "an undecodable task"
-                log.error("GIVING UP on the %s of %s: %s (after %d attempt(s)); its offset is committed without "
-                          "it, the processor's timeouts must retry the attempt", where, what, err, s.attempts)
-                self.given_up += 1
-                with self._lock:
-                    self._finished.append((s.p, s.offset))
-
-    def _produce(self, topic: str, key: bytes, value: bytes | None, out_headers: Headers,
-                 cb: Callable[[KafkaError | None, Message], None] | None = None,
-                 producer: Producer | None = None) -> None:
-        producer = producer or self.producer
-        while True:
-            try:
-                producer.produce(topic, value, key, headers=cast(Any, out_headers), on_delivery=cb)
-                return
-            except BufferError:
-                # Local queue full: serve delivery reports (they free it) rather than only sleep;
-                # the callbacks are thread-safe, so any thread may serve them.
-                producer.poll(0.01)
+        kind: Kind = "result" if name == COMPLETED else "failure"
+        self.settler.settle(Settle(p, offset, kind, self.settings.topics.commands, task["workflow_id"].encode(), value,
+                                   self.codec.headers(name), task))
 
     def _heartbeater(self, task: dict[str, Any]) -> Callable[[tuple[Any, ...]], None]:
         last = [0.0]
@@ -570,7 +444,7 @@ class ActivityWorker:
             self._report_due_starts(now, key)  # the start before the first beat
             value = heartbeat_value(self.codec, task, details)
             try:
-                self._produce(self.settings.topics.commands, task["workflow_id"].encode(), value,
+                produce(self.producer, self.settings.topics.commands, task["workflow_id"].encode(), value,
                               self.codec.headers(HEARTBEAT), self._beat_delivered)
             except KafkaException as exc:  # a lost beat costs at most a heartbeat timeout, never the activity
                 log.warning("heartbeat of %s not sent: %s", _what(task), exc.args[0])
@@ -591,7 +465,7 @@ class ActivityWorker:
 
     def _report_start(self, task: dict[str, Any], elapsed_ms: int) -> None:
         try:
-            self._produce(self.settings.topics.commands, task["workflow_id"].encode(),
+            produce(self.producer, self.settings.topics.commands, task["workflow_id"].encode(),
                           started_value(self.codec, task, self.identity, elapsed_ms), self.codec.headers(STARTED),
                           self._beat_delivered)
         except KafkaException as exc:  # like a lost beat: the heartbeat that follows starts the clocks
@@ -601,7 +475,7 @@ class ActivityWorker:
         """A heartbeat the broker took: the producer works (see _check_producer), even while no
         result settles for a while."""
         if err is None:
-            self._delivered_at = time.monotonic()
+            self.settler.delivered_at = time.monotonic()
 
     def _dead_letter(self, m: Message, reason: str) -> None:
         p, offset = position(m)
@@ -612,14 +486,13 @@ class ActivityWorker:
         if original is not None and len(original) > MAX_RECORD_BYTES:
             log.warning("DLQ copy of %s[%d]@%d truncated from %d to %d bytes (dlq.truncated header)", self.topic, p,
                         offset, len(original), MAX_RECORD_BYTES)
-        self._settle(_Settle(p, offset, "dlq", self.settings.topics.dlq, m.key() or b"", value, out_headers, None))
+        self.settler.settle(Settle(p, offset, "dlq", self.settings.topics.dlq, m.key() or b"", value, out_headers,
+                                   None))
 
     # -- the loop -------------------------------------------------------------------------------
 
     def _collect_finished(self) -> None:
-        with self._lock:
-            finished, self._finished = self._finished, []
-        for p, offset in finished:
+        for p, offset in self.settler.take_finished():
             self.offsets.finish(p, offset)
 
     def _busy(self) -> int:
@@ -631,7 +504,7 @@ class ActivityWorker:
         most `grace_s`."""
         deadline = time.monotonic() + grace_s
         while True:
-            self._redeliver()
+            self.settler.redeliver()
             self._collect_finished()
             left = deadline - time.monotonic()
             if not self.offsets.busy(partitions) or left <= 0:
@@ -667,7 +540,7 @@ class ActivityWorker:
                     self._paused = False
                 self._consumed(consume_available(self.consumer, 100, 0.05 if not self.backlog else 0.005))
                 self.producer.poll(0)
-                self._redeliver()
+                self.settler.redeliver()
                 now = time.monotonic()
                 self._report_due_starts(now)
                 if now - last_commit > 0.1:

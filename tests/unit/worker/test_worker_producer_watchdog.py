@@ -36,7 +36,7 @@ def _wedged_with_one_result(make_worker: Callable[..., ActivityWorker]) -> tuple
     producer(w).wedged = True
     w._start(task_message(0, 5, "sized", 3))
     wait_sent(w, 1)
-    return w, w._delivered_at
+    return w, w.settler.delivered_at
 
 
 def test_a_wedged_producer_is_replaced_and_its_records_delivered_by_the_new_one(
@@ -84,7 +84,7 @@ def test_an_idle_producer_is_never_probed(make_worker: Callable[..., ActivityWor
     w = make_worker(producer_watchdog_s=15)
     old = producer(w)
     for dt in (0.0, 100.0, 10_000.0):
-        w._check_producer(w._delivered_at + dt)
+        w._check_producer(w.settler.delivered_at + dt)
     assert producer(w) is old and calls == []
 
 
@@ -96,9 +96,9 @@ def test_delivered_heartbeats_count_as_the_producer_working(make_worker: Callabl
     w = make_worker(producer_watchdog_s=15)
     old = producer(w)
     w._start(task_message(0, 5, "beating", 2.0))
-    t0 = w._delivered_at
+    t0 = w.settler.delivered_at
     deadline = time.monotonic() + 5
-    while w._delivered_at == t0 and time.monotonic() < deadline:
+    while w.settler.delivered_at == t0 and time.monotonic() < deadline:
         old.poll(0)
         time.sleep(0.01)
-    assert w._delivered_at > t0, "a delivered heartbeat moved the producer's last delivery"
+    assert w.settler.delivered_at > t0, "a delivered heartbeat moved the producer's last delivery"

@@ -164,8 +164,8 @@ def test_a_retriable_delivery_error_produces_the_same_record_again(make_worker: 
     w._start(task_message(0, 0, "sized", 10))
     wait_sent(w, 1)
     turn(w)
-    assert len(w._retries) == 1 and consumer(w).committed_to() == {}
-    w._retries[0].not_before = 0.0  # the backoff has passed
+    assert len(w.settler.retries) == 1 and consumer(w).committed_to() == {}
+    w.settler.retries[0].not_before = 0.0  # the backoff has passed
     turn(w)
     first, again = producer(w).sent
     assert again.value == first.value and again.name == COMPLETED
@@ -178,7 +178,7 @@ def test_a_produce_refused_at_once_takes_the_same_path(make_worker: Callable[...
     producer(w).refuse = [KafkaError(KafkaError.MSG_SIZE_TOO_LARGE)]
     w._start(task_message(0, 0, "sized", 10))
     deadline = time.monotonic() + 5
-    while not w._undelivered:
+    while not w.settler.undelivered:
         assert time.monotonic() < deadline
         time.sleep(0.005)
     turn(w)

@@ -13,7 +13,8 @@ from confluent_kafka import TopicPartition
 from worker_twins import RELEASE, TASKS, cancel_message, consumer, producer, task_message, turn, wait_sent
 
 from processor._engine.settle import FAILED, HEARTBEAT, STARTED, reports_start, start_report_delay_s
-from processor._engine.worker import COMPLETED, ActivityWorker, _Offsets, stale_attempt
+from processor._engine.worker import COMPLETED, ActivityWorker, stale_attempt
+from processor._engine.worker_settle import Offsets
 
 T0 = 1_700_000_000_000
 
@@ -147,7 +148,7 @@ def test_a_revoke_settles_and_commits_the_partitions_running_tasks(
 
 
 def test_a_late_finish_of_a_revoked_partition_does_not_move_the_new_assignments_commit() -> None:
-    o = _Offsets()
+    o = Offsets()
     o.start(0, 10)
     o.drop(0)  # revoked while offset 10 ran; later assigned back from the committed offset 5
     o.start(0, 5)

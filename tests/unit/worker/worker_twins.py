@@ -221,5 +221,5 @@ def wait_sent(w: ActivityWorker, n: int, timeout: float = 5) -> list[Sent]:
 def turn(w: ActivityWorker) -> None:
     """One turn of the poll loop's bookkeeping: delivery reports, undelivered records, commit."""
     w.producer.poll(0)
-    w._redeliver()
+    w.settler.redeliver()
     w._commit()
