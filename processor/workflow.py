@@ -33,7 +33,7 @@ from asyncio.events import _get_running_loop
 from collections.abc import Awaitable, Callable, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
-from typing import Any, NoReturn, TypedDict, TypeVar, overload
+from typing import Any, NoReturn, TypedDict, TypeVar, cast, overload
 
 from processor import _payload
 from processor._names import task_queue_problem
@@ -71,6 +71,7 @@ __all__ = [
 
 C = TypeVar("C", bound=type)
 F = TypeVar("F", bound=Callable[..., Any])
+T = TypeVar("T")
 
 _DEFN_ATTR = "__workflow_definition__"
 _RUN_ATTR = "__workflow_run__"
@@ -439,6 +440,9 @@ class _Runtime(ABC):
     def workflow_patched(self, patch_id: str, deprecated: bool) -> bool: ...
 
     @abstractmethod
+    def workflow_side_effect(self, fn: Callable[[], Any], result_hint: object) -> Any: ...
+
+    @abstractmethod
     def workflow_set_signal_handler(self, name: str, handler: Callable[..., Any] | None) -> None: ...
 
     @abstractmethod
@@ -537,6 +541,19 @@ def patched(patch_id: str) -> bool:
     identically. Decided once per run and patch id (later calls return the same)."""
     _check_patch_id(patch_id, "patched")
     return _runtime("patched").workflow_patched(patch_id, False)
+
+
+def side_effect(fn: Callable[[], T]) -> T:
+    """`fn()`, run once and recorded: the first execution calls it and records its value in
+    history (a `SideEffectRecorded` event); a replay returns the recorded value without calling
+    it. For small nondeterministic values workflow code may not compute itself -- an id from an
+    outside generator, a feature flag, `time.time()` -- where an activity would be too much. `fn`
+    may use the clock and random; it must be quick and must not fail (what it raises fails the
+    workflow task, as a bug does) -- I/O that can fail belongs in an activity. The value must be
+    a payload (JSON-serializable or a dataclass; decoded by `fn`'s return annotation)."""
+    if not callable(fn):
+        raise ConfigError(f"side_effect takes a function of no arguments; got {fn!r}")
+    return cast(T, _runtime("side_effect").workflow_side_effect(fn, _payload.return_hint(fn)))
 
 
 def deprecate_patch(patch_id: str) -> None:

@@ -52,6 +52,7 @@ Not caught, and why (tried and rejected):
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import functools
 import inspect
@@ -63,7 +64,7 @@ import threading
 import time
 import types
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from processor._runtime._history import WorkflowTaskError
@@ -234,6 +235,19 @@ def leave(previous: Recorder | None) -> None:
         _RUNNING.pop(ident, None)
     else:
         _RUNNING[ident] = previous
+
+
+@contextlib.contextmanager
+def suspended() -> Iterator[None]:
+    """Workflow code on this thread may call the clock and random for a moment: the function of
+    `workflow.side_effect`, whose value is recorded in history and read back on replay."""
+    ident = _get_ident()
+    previous = _RUNNING.pop(ident, None)
+    try:
+        yield
+    finally:
+        if previous is not None:
+            _RUNNING[ident] = previous
 
 
 def _module_root(frame: types.FrameType) -> str:

@@ -18,6 +18,7 @@ __all__ = [
     "ENGINE_CLOSING",
     "ENGINE_SKIPPED",
     "PATCH_MARKER",
+    "SIDE_EFFECT",
     "Completion",
     "WorkflowTaskError",
     "describe",
@@ -35,6 +36,7 @@ COMMAND_TYPES = frozenset(
         "WorkflowCanceled",
         "WorkflowContinuedAsNew",
         "PatchMarker",
+        "SideEffectRecorded",
         "ChildWorkflowSignaled",
         "ChildWorkflowCancelRequested",
         "WorkflowUpdateCompleted",
@@ -42,6 +44,7 @@ COMMAND_TYPES = frozenset(
 )
 CLOSING_COMMANDS = frozenset({"WorkflowCompleted", "WorkflowFailed", "WorkflowCanceled", "WorkflowContinuedAsNew"})
 PATCH_MARKER = "PatchMarker"
+SIDE_EFFECT = "SideEffectRecorded"
 ENGINE_CLOSING = frozenset({"WorkflowTerminated", "WorkflowTimedOut"})
 ENGINE_SKIPPED = frozenset({"ActivityAttemptFailed", "WorkflowTaskRecovered"})
 TASK_FAILED = "WorkflowTaskFailed"
@@ -56,6 +59,7 @@ _KEY_FIELDS: dict[str, tuple[str, ...]] = {
     "ChildWorkflowStarted": ("child_seq", "workflow_type"),
     "WorkflowContinuedAsNew": ("workflow_type",),
     "PatchMarker": ("patch_id",),
+    "SideEffectRecorded": ("side_effect_seq",),
     "ChildWorkflowSignaled": ("child_seq", "signal_name"),
     "ChildWorkflowCancelRequested": ("child_seq",),
     "WorkflowStarted": ("workflow_type",),

@@ -35,7 +35,7 @@ from typing import Any, ClassVar
 from processor import _payload, workflow
 from processor._failure import exception_from_failure, failure_from_exception
 from processor._limits import MAX_RECORD_BYTES, PAYLOAD_TOO_LARGE, too_large
-from processor._payload import Payload
+from processor._payload import Payload, from_payload, to_payload
 from processor._runtime import _guard
 from processor._runtime._guard import NondeterministicCall, NondeterministicCallError
 from processor._runtime._history import (
@@ -44,6 +44,7 @@ from processor._runtime._history import (
     ENGINE_CLOSING,
     ENGINE_SKIPPED,
     PATCH_MARKER,
+    SIDE_EFFECT,
     TASK_FAILED,
     Completion,
     WorkflowCodeError,
@@ -99,7 +100,7 @@ class WorkflowInstance(WorkflowEventLoop, _Runtime):
         self._info: workflow.WorkflowInfo | None = None
         self._random = random.Random(0)  # reseeded from WorkflowStarted.random_seed
         # One allocator per command kind (docs/model.md); all 1-based.
-        self._seqs = {"activity": 0, "timer": 0, "child": 0}
+        self._seqs = {"activity": 0, "timer": 0, "child": 0, "side_effect": 0}
         self._activities: dict[int, _ActivityHandle] = {}
         self._children: dict[int, _ChildHandle] = {}
         self._timers: dict[int, DurableTimerHandle] = {}
@@ -685,13 +686,31 @@ class WorkflowInstance(WorkflowEventLoop, _Runtime):
     def _marker_recorded_in_this_step(self, patch_id: str) -> bool:
         """Is a PatchMarker for `patch_id` among the commands recorded after the input being
         applied (up to the next input event)?"""
+        return self._recorded_in_this_step(PATCH_MARKER, "patch_id", patch_id) is not None
+
+    def _recorded_in_this_step(self, kind: str, field: str, value: Any) -> Mapping[str, Any] | None:
+        """The command of type `kind` with `field` == `value` among those recorded after the
+        input being applied (up to the next input event), or None."""
         for event in self._events[self._index + 1:]:
-            kind = event["type"]
-            if kind in self._APPLIERS:
-                return False
-            if kind == PATCH_MARKER and event.get("patch_id") == patch_id:
-                return True
-        return False
+            if event["type"] in self._APPLIERS:
+                return None
+            if event["type"] == kind and event.get(field) == value:
+                return event
+        return None
+
+    def workflow_side_effect(self, fn: Callable[[], Any], result_hint: object) -> Any:
+        """A step executing for the first time calls `fn` (the clock and random allowed) and
+        records its value; a recorded step returns the value recorded at this point."""
+        seq = self._next_seq("side_effect")
+        recorded = self._recorded_in_this_step(SIDE_EFFECT, "side_effect_seq", seq) if self._replaying else None
+        if recorded is not None:
+            payload = recorded["value"]
+        else:
+            with _guard.suspended():
+                value = fn()
+            payload = to_payload(value)
+        self._emit({"type": SIDE_EFFECT, "side_effect_seq": seq, "value": payload})
+        return from_payload(payload, result_hint)
 
     def workflow_schedule_activity(
         self,

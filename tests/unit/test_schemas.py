@@ -34,7 +34,7 @@ MODEL_RECORDS = sorted(
             "ActivityTimedOut TimerFired ChildWorkflowCompleted ActivityScheduled TimerStarted TimerCanceled "
             "ChildWorkflowStarted WorkflowCompleted WorkflowFailed WorkflowCanceled WorkflowTerminated "
             "WorkflowTimedOut ActivityAttemptFailed WorkflowTaskFailed WorkflowTaskRecovered "
-            "WorkflowContinuedAsNew PatchMarker ChildWorkflowSignaled ChildWorkflowCancelRequested "
+            "WorkflowContinuedAsNew PatchMarker SideEffectRecorded ChildWorkflowSignaled ChildWorkflowCancelRequested "
             "WorkflowUpdateAccepted WorkflowUpdateCompleted"
         ).split()
     ]
