@@ -33,7 +33,7 @@ import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from confluent_kafka import ConsumerGroupState
+from confluent_kafka import ConsumerGroupState, KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient
 
 from processor._app import running_child
@@ -69,10 +69,20 @@ def _ids_by_partition(partitions: int, per: int) -> dict[int, list[str]]:
     return out
 
 
+_COORDINATOR_BUSY = {KafkaError.COORDINATOR_LOAD_IN_PROGRESS, KafkaError.COORDINATOR_NOT_AVAILABLE,
+                     KafkaError.NOT_COORDINATOR, KafkaError._TIMED_OUT, KafkaError._TRANSPORT}  # noqa: SLF001
+
+
 def _members(bootstrap: str, group: str) -> dict[str, list[int]]:
     """group.instance.id -> partitions of each member of a stable group (empty while it rebalances)."""
     admin = AdminClient(client_config("admin", bootstrap, "bench"))
-    desc = admin.describe_consumer_groups([group])[group].result(timeout=10)
+    try:
+        desc = admin.describe_consumer_groups([group])[group].result(timeout=10)
+    except KafkaException as exc:  # e.g. COORDINATOR_LOAD_IN_PROGRESS on a broker just started: ask again
+        err = exc.args[0]
+        if not (err.retriable() or err.code() in _COORDINATOR_BUSY):
+            raise
+        return {}
     if desc.state != ConsumerGroupState.STABLE:
         return {}
     return {m.group_instance_id or m.member_id: sorted(tp.partition for tp in m.assignment.topic_partitions)
