@@ -48,7 +48,7 @@ from processor.exceptions import (
     ProcessorError,
     WorkflowNotFoundError,
 )
-from processor.schedule import DEFAULT_CATCHUP, ScheduleHandle, create_schedule
+from processor.schedule import Schedules
 from processor.workflow import WorkflowDefinition
 
 __all__ = ["AsyncClient", "AsyncWorkflowHandle", "Client", "WorkflowHandle"]
@@ -120,7 +120,7 @@ class _Start:
         fn(self.reply)
 
 
-class Client:
+class Client(Schedules):
     """Talks only to Kafka. Thread-safe; one per process is enough."""
 
     def __init__(self, bootstrap: str, *, prefix: str = DEFAULT_PREFIX) -> None:
@@ -359,23 +359,6 @@ class Client:
         except NoReplyError as exc:
             raise _no_update_reply(exc, rec) from None
         return _update_outcome(reply, result_type)
-
-    def create_schedule(self, schedule_id: str, workflow: type | Callable[..., Any] | str, *args: Any,
-                        cron: str | None = None, every: timedelta | float | None = None,
-                        offset: timedelta | float = 0.0, jitter: timedelta | float = 0.0, overlap: str = "skip",
-                        catchup_window: timedelta | float = DEFAULT_CATCHUP, task_queue: str = "default",
-                        execution_timeout: timedelta | float | None = None, paused: bool = False,
-                        note: str = "") -> ScheduleHandle:
-        """Start `workflow(*args)` on `cron` ("0 9 * * MON-FRI", UTC) or `every` interval, as a
-        durable schedule (processor/schedule.py: overlap, catch-up window, jitter). Each firing
-        starts a workflow whose id is the schedule id and the firing's time. Raises
-        WorkflowAlreadyStartedError if schedule `schedule_id` exists."""
-        return create_schedule(self, schedule_id, workflow, *args, cron=cron, every=every, offset=offset,
-                               jitter=jitter, overlap=overlap, catchup_window=catchup_window,
-                               task_queue=task_queue, execution_timeout=execution_timeout, paused=paused, note=note)
-
-    def get_schedule_handle(self, schedule_id: str) -> ScheduleHandle:
-        return ScheduleHandle(self, schedule_id)
 
     def get_handle(self, workflow_id: str, run_id: str | None = None) -> WorkflowHandle:
         """A handle on run `run_id` of the workflow, or (None) on the run this client last

@@ -27,7 +27,7 @@ from typing import Any
 from processor import _cron, workflow
 from processor.exceptions import ChildWorkflowError, ConfigError
 
-__all__ = ["OVERLAP_POLICIES", "ScheduleHandle", "ScheduleSpec", "ScheduleWorkflow", "create_schedule",
+__all__ = ["OVERLAP_POLICIES", "ScheduleHandle", "ScheduleSpec", "ScheduleWorkflow", "Schedules",
            "schedule_workflow_id"]
 
 WORKFLOW_TYPE = "dp.Schedule"
@@ -277,18 +277,29 @@ def schedule_spec(schedule_id: str, workflow_type: str, args: tuple[Any, ...], *
     return spec
 
 
-def create_schedule(client: Any, schedule_id: str, workflow: Any, *args: Any, cron: str | None = None,
-                    every: timedelta | float | None = None, offset: timedelta | float = 0.0,
-                    jitter: timedelta | float = 0.0, overlap: str = "skip",
-                    catchup_window: timedelta | float = DEFAULT_CATCHUP, task_queue: str = "default",
-                    execution_timeout: timedelta | float | None = None, paused: bool = False,
-                    note: str = "") -> ScheduleHandle:
-    """What Client.create_schedule (and the test environments' one) does: check the spec, then
-    start the schedule's workflow; WorkflowAlreadyStartedError if a schedule of that id exists."""
-    from processor.client import _workflow_type
 
-    spec = schedule_spec(schedule_id, _workflow_type(workflow), args, cron=cron, every=every, offset=offset,
-                         jitter=jitter, overlap=overlap, catchup_window=catchup_window, task_queue=task_queue,
-                         execution_timeout=execution_timeout, paused=paused, note=note)
-    client.start_workflow(WORKFLOW_TYPE, asdict(spec), id=schedule_workflow_id(schedule_id), if_exists="fail")
-    return ScheduleHandle(client, schedule_id)
+class Schedules:
+    """Schedule calls for anything that has `start_workflow`, `signal` and `query` with the
+    client's signatures: Client and both test environments inherit them from here."""
+
+    def create_schedule(self, schedule_id: str, workflow: Any, *args: Any, cron: str | None = None,
+                        every: timedelta | float | None = None, offset: timedelta | float = 0.0,
+                        jitter: timedelta | float = 0.0, overlap: str = "skip",
+                        catchup_window: timedelta | float = DEFAULT_CATCHUP, task_queue: str = "default",
+                        execution_timeout: timedelta | float | None = None, paused: bool = False,
+                        note: str = "") -> ScheduleHandle:
+        """Start `workflow(*args)` on `cron` ("0 9 * * MON-FRI", UTC) or `every` interval, as a
+        durable schedule (overlap, catch-up window, jitter: this module's docstring). Each firing
+        starts a workflow whose id is the schedule id and the firing's time. Raises
+        WorkflowAlreadyStartedError if schedule `schedule_id` exists."""
+        from processor.client import _workflow_type
+
+        spec = schedule_spec(schedule_id, _workflow_type(workflow), args, cron=cron, every=every, offset=offset,
+                             jitter=jitter, overlap=overlap, catchup_window=catchup_window, task_queue=task_queue,
+                             execution_timeout=execution_timeout, paused=paused, note=note)
+        self.start_workflow(WORKFLOW_TYPE, asdict(spec), id=schedule_workflow_id(schedule_id),  # type: ignore[attr-defined]
+                            if_exists="fail")
+        return ScheduleHandle(self, schedule_id)
+
+    def get_schedule_handle(self, schedule_id: str) -> ScheduleHandle:
+        return ScheduleHandle(self, schedule_id)

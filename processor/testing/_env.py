@@ -56,7 +56,7 @@ from processor._engine.settle import (
 from processor._engine.store import PartitionStore
 from processor._payload import from_payload, from_payloads, to_payloads
 from processor.exceptions import ActivityCancelledError, ConfigError, WorkflowNotFoundError
-from processor.schedule import DEFAULT_CATCHUP, ScheduleHandle, create_schedule
+from processor.schedule import Schedules
 from processor.testing._bus import Bus, Task
 
 CMD = "wf.commands.v1."
@@ -68,7 +68,7 @@ def _ms(value: timedelta | float) -> int:
     return int((value.total_seconds() if isinstance(value, timedelta) else float(value)) * 1000)
 
 
-class WorkflowEnvironment:
+class WorkflowEnvironment(Schedules):
     """Run workflows in memory, with the processor's own engine and a clock that skips ahead.
 
         with WorkflowEnvironment(app) as env:            # or workflows=[...], activities=[...]
@@ -213,23 +213,6 @@ class WorkflowEnvironment:
     def dead_letters(self) -> list[tuple[bytes | None, bytes | None, list[tuple[str, bytes]] | None]]:
         """What the engine dead-lettered (key, value, headers): a test expects none, usually."""
         return list(self.bus.dead_letters)
-
-    def create_schedule(self, schedule_id: str, workflow: type | Callable[..., Any] | str, *args: Any,
-                        cron: str | None = None, every: timedelta | float | None = None,
-                        offset: timedelta | float = 0.0, jitter: timedelta | float = 0.0, overlap: str = "skip",
-                        catchup_window: timedelta | float = DEFAULT_CATCHUP, task_queue: str = "default",
-                        execution_timeout: timedelta | float | None = None, paused: bool = False,
-                        note: str = "") -> ScheduleHandle:
-        """Start `workflow(*args)` on `cron` ("0 9 * * MON-FRI", UTC) or `every` interval, as a
-        durable schedule (processor/schedule.py: overlap, catch-up window, jitter). Each firing
-        starts a workflow whose id is the schedule id and the firing's time. Raises
-        WorkflowAlreadyStartedError if schedule `schedule_id` exists."""
-        return create_schedule(self, schedule_id, workflow, *args, cron=cron, every=every, offset=offset,
-                               jitter=jitter, overlap=overlap, catchup_window=catchup_window,
-                               task_queue=task_queue, execution_timeout=execution_timeout, paused=paused, note=note)
-
-    def get_schedule_handle(self, schedule_id: str) -> ScheduleHandle:
-        return ScheduleHandle(self, schedule_id)
 
     def get_handle(self, workflow_id: str, run_id: str | None = None) -> EnvHandle:
         return EnvHandle(self, workflow_id, run_id)

@@ -24,7 +24,7 @@ from typing import Any
 
 from processor._app import Worker
 from processor.exceptions import ConfigError
-from processor.schedule import DEFAULT_CATCHUP, ScheduleHandle, create_schedule
+from processor.schedule import Schedules
 
 START_TIMEOUT_S = 120.0  # a start waits this long for the processors' first answer (they join the group first)
 
@@ -43,7 +43,7 @@ def app_spec(app: Worker | str) -> str:
                       "import it: pass it as 'module:attribute'")
 
 
-class KafkaWorkflowEnvironment:
+class KafkaWorkflowEnvironment(Schedules):
     """Processors and workers of `app` on the broker at `bootstrap`, under a prefix of their own."""
 
     def __init__(self, app: Worker | str, bootstrap: str, *, processors: int = 1, workers: int = 1,
@@ -113,23 +113,6 @@ class KafkaWorkflowEnvironment:
 
     def describe(self, workflow_id: str, run_id: str | None = None) -> dict[str, Any]:
         return self.client.describe(workflow_id, run_id=run_id)
-
-    def create_schedule(self, schedule_id: str, workflow: type | Callable[..., Any] | str, *args: Any,
-                        cron: str | None = None, every: timedelta | float | None = None,
-                        offset: timedelta | float = 0.0, jitter: timedelta | float = 0.0, overlap: str = "skip",
-                        catchup_window: timedelta | float = DEFAULT_CATCHUP, task_queue: str = "default",
-                        execution_timeout: timedelta | float | None = None, paused: bool = False,
-                        note: str = "") -> ScheduleHandle:
-        """Start `workflow(*args)` on `cron` ("0 9 * * MON-FRI", UTC) or `every` interval, as a
-        durable schedule (processor/schedule.py: overlap, catch-up window, jitter). Each firing
-        starts a workflow whose id is the schedule id and the firing's time. Raises
-        WorkflowAlreadyStartedError if schedule `schedule_id` exists."""
-        return create_schedule(self, schedule_id, workflow, *args, cron=cron, every=every, offset=offset,
-                               jitter=jitter, overlap=overlap, catchup_window=catchup_window,
-                               task_queue=task_queue, execution_timeout=execution_timeout, paused=paused, note=note)
-
-    def get_schedule_handle(self, schedule_id: str) -> ScheduleHandle:
-        return ScheduleHandle(self, schedule_id)
 
     def get_handle(self, workflow_id: str, run_id: str | None = None) -> Any:
         return self.client.get_handle(workflow_id, run_id)
