@@ -12,7 +12,7 @@ from collections.abc import Callable, Collection, Iterable
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
-from processor._kafka.messages import position
+from processor._kafka.messages import ConsumerFailed, is_fatal, position
 
 log = logging.getLogger("processor.loop")
 
@@ -57,13 +57,15 @@ class InputPositions:
         applied already. A command below its partition's next offset was applied by an earlier
         transaction of this process: the consumer can return it again after a seek (a restore in
         the middle of a batch rewinds the partitions it restores), and applying it twice would be
-        a signal received twice."""
+        a signal received twice. ConsumerFailed if the batch holds a fatal consumer error."""
         out = []
         again = 0
         applied_upto = self.next
         for m in msgs:
             err = m.error()
             if err is not None:
+                if is_fatal(err):
+                    raise ConsumerFailed(err)
                 if err.code() != KafkaError._PARTITION_EOF:  # noqa: SLF001 - librdkafka's own code name
                     outage(f"consume: {err}")
                 continue

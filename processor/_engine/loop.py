@@ -55,7 +55,7 @@ from processor._engine.sink import TransactionSink
 from processor._engine.store import PartitionStore
 from processor._kafka.config import client_config
 from processor._kafka.health import WedgeClock, kafka_answers, watchdog_s
-from processor._kafka.messages import consume_available, fatal_error, headers, high_watermarks, position
+from processor._kafka.messages import ConsumerFailed, consume_available, headers, high_watermarks, position
 from processor._kafka.topics import ensure_topics, load_specs
 from processor._limits import PRODUCER_MESSAGE_MAX_BYTES
 from processor.exceptions import KafkaUnavailableError, ProcessorError
@@ -306,10 +306,13 @@ class ProcessorLoop:
     def _usable(self, msgs: list[Message]) -> list[Message]:
         """The batch's commands still to apply (InputPositions.usable); those applied already are
         counted. A consumer failed for good (fenced) is replaced, and its batch dropped unapplied."""
-        if self._own_consumer and (fatal := fatal_error(msgs)) is not None:
-            self._replace_consumer(f"failed for good ({fatal.str()})")
+        try:
+            out, again = self.input.usable(msgs, self.engine.stores, self._outage)
+        except ConsumerFailed as exc:
+            if not self._own_consumer:
+                raise
+            self._replace_consumer(f"failed for good ({exc})")
             return []
-        out, again = self.input.usable(msgs, self.engine.stores, self._outage)
         self.engine.counters.redelivered += again
         return out
 
@@ -334,7 +337,7 @@ class ProcessorLoop:
         """A group consumer that cannot reach its coordinator long after the broker is back, or
         that failed for good (fenced), is rebuilt. Seen in CI after a broker restart (librdkafka
         2.16): `committed()` timed out for minutes while the producer and a fresh consumer worked;
-        and a static member fenced by its own rejoin (messages.fatal_error). Its partitions are
+        and a static member fenced by its own rejoin (messages.ConsumerFailed). Its partitions are
         dropped (the group hands them out again on the new member's join, which takes the static
         membership over) and restored from the log."""
         log.warning("the group consumer %s: replacing it", why)

@@ -78,7 +78,7 @@ from processor._engine.settle import (  # noqa: F401 - re-exported for tests and
 from processor._engine.worker_settle import Offsets, Settle, Settler, produce
 from processor._kafka.config import client_config
 from processor._kafka.health import WedgeClock, kafka_answers
-from processor._kafka.messages import consume_available, dlq_headers, fatal_error, headers, position
+from processor._kafka.messages import ConsumerFailed, consume_available, data_messages, dlq_headers, headers, position
 from processor._kafka.topics import ensure_topics, task_queue_spec
 from processor._limits import (
     MAX_RECORD_BYTES,
@@ -250,11 +250,10 @@ class ActivityWorker:
 
     def _consumed(self, batch: list[Message]) -> None:
         """A consumed batch: its tasks taken; a consumer failed for good (fenced) replaced."""
-        fatal = fatal_error(batch)
-        if fatal is not None:
-            self._replace_consumer(f"failed for good ({fatal.str()})")
-            return
-        self._take([m for m in batch if m.error() is None])
+        try:
+            self._take(data_messages(batch))
+        except ConsumerFailed as exc:
+            self._replace_consumer(f"failed for good ({exc})")
 
     def _replace_consumer(self, why: str) -> None:
         log.warning("the consumer of %s %s: replacing it", self.topic, why)

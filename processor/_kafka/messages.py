@@ -26,16 +26,31 @@ def position(m: Message) -> tuple[int, int]:
     return p, o
 
 
-def fatal_error(msgs: list[Message]) -> KafkaError | None:
-    """A fatal consumer error among consumed messages (librdkafka's _FATAL event), or None. After
-    one the consumer serves nothing again: it must be replaced. Seen in CI after a broker outage
-    longer than the session timeout (librdkafka 2.16, load ~10): a static member rejoined and was
-    then fenced "by other consumer with same group.instance.id" -- itself (librdkafka #3437)."""
+class ConsumerFailed(Exception):  # noqa: N818 - a condition of the consumer, caught by its owner
+    """A fatal consumer error among consumed messages (librdkafka's _FATAL event): the consumer
+    serves nothing again and must be replaced. Seen in CI after a broker outage longer than the
+    session timeout (librdkafka 2.16, load ~10): a static member rejoined and was then fenced "by
+    other consumer with same group.instance.id" -- itself (librdkafka #3437)."""
+
+    def __init__(self, err: KafkaError) -> None:
+        super().__init__(err.str())
+        self.error = err
+
+
+def is_fatal(err: KafkaError) -> bool:
+    return bool(err.code() == KafkaError._FATAL)  # noqa: SLF001 - librdkafka's code name
+
+
+def data_messages(msgs: list[Message]) -> list[Message]:
+    """The data messages of a consumed batch, error events dropped; ConsumerFailed on a fatal one."""
+    out = []
     for m in msgs:
         err = m.error()
-        if err is not None and err.code() == KafkaError._FATAL:  # noqa: SLF001 - librdkafka's code name
-            return err
-    return None
+        if err is None:
+            out.append(m)
+        elif is_fatal(err):
+            raise ConsumerFailed(err)
+    return out
 
 
 def headers(m: Message) -> Headers | None:
