@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from processor._kafka import local
+from processor.testing.plugin import local_broker
 
 
 def _docker_available() -> bool:
@@ -75,12 +76,7 @@ def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     if os.environ.get("DP_TEST_DOCKER", "auto") != "never" and _docker_available():
         yield from _testcontainers_broker()
         return
-    home = tmp_path_factory.mktemp("kafka")
-    info, _ = local.start(home, port=local.free_port(), controller_port=local.free_port())
-    try:
-        yield info.bootstrap
-    finally:
-        local.stop(home)
+    yield from local_broker(tmp_path_factory)  # the package's pytest plugin's own
 
 
 @pytest.fixture

@@ -76,16 +76,20 @@ class Bus:
         for topic, partition, key, value, headers in records:
             self._deliver(topic, partition, key, value, headers)
 
+    def home(self, key: bytes) -> int:
+        """The partition of a workflow id's records (the engine's producers' partitioner)."""
+        return partition_for(key, self.partitions)
+
     def send(self, key: bytes, value: bytes, headers: Headers | None) -> None:
         """A command from outside (the environment's client calls, a worker's result)."""
-        self.commands.append(Command(partition_for(key, self.partitions), key, value, headers))
+        self.commands.append(Command(self.home(key), key, value, headers))
 
     def _deliver(self, topic: str, partition: int | None, key: bytes, value: bytes | None,
                  headers: Headers | None) -> None:
         t = self.topics
         if topic == t.commands:
             assert value is not None, "the engine writes no tombstone to the commands topic"
-            p = partition if partition is not None else partition_for(key, self.partitions)
+            p = partition if partition is not None else self.home(key)
             self.commands.append(Command(p, key, value, headers))
         elif topic == t.events:
             self.events.setdefault(partition or 0, []).append((key, value))

@@ -200,7 +200,8 @@ class WorkflowEnvironment(Schedules):
     def history(self, workflow_id: str, run_id: str | None = None) -> list[dict[str, Any]]:
         """Every event of one run (default: the latest), as Client.history returns them."""
         self._run(lambda: False)
-        records: Iterable[tuple[bytes | None, bytes | None]] = self.bus.events.get(self._partition(workflow_id), [])
+        records: Iterable[tuple[bytes | None, bytes | None]] = self.bus.events.get(
+            self.bus.home(workflow_id.encode()), [])
         return history_events(workflow_id, records, self.codec.decode_typed, run_id)
 
     def describe(self, workflow_id: str, run_id: str | None = None) -> dict[str, Any]:
@@ -218,11 +219,6 @@ class WorkflowEnvironment(Schedules):
         return EnvHandle(self, workflow_id, run_id)
 
     # -- the mechanism -------------------------------------------------------------------------
-
-    def _partition(self, workflow_id: str) -> int:
-        from processor._codec.partitioner import partition_for
-
-        return partition_for(workflow_id.encode(), self.bus.partitions)
 
     def _send(self, short_name: str, workflow_id: str, rec: dict[str, Any]) -> None:
         if not isinstance(workflow_id, str) or not workflow_id or "\x00" in workflow_id:
@@ -276,9 +272,8 @@ class WorkflowEnvironment(Schedules):
 
     def _transaction(self) -> None:
         """One processor transaction: the commands waiting (as one batch), then the timers due."""
-        batch = list(self.bus.commands)[: self.settings.max_batch]
-        for _ in batch:
-            self.bus.commands.popleft()
+        waiting = self.bus.commands
+        batch = [waiting.popleft() for _ in range(min(len(waiting), self.settings.max_batch))]
         self.engine.begin(self.now_ms)
         try:
             for c in batch:
@@ -371,9 +366,6 @@ class WorkflowEnvironment(Schedules):
             d = self.describe(workflow_id)
         except WorkflowNotFoundError:
             return f"no workflow with id {workflow_id!r} was started"
-        waits = []
-        if d.get("pending_activities"):
-            waits.append(f"activities {sorted(d['pending_activities'])}")
         if d.get("held"):
             return f"workflow {workflow_id!r} is held: {d['held']}"
         due = self.engine.next_due_ms()
@@ -381,8 +373,7 @@ class WorkflowEnvironment(Schedules):
             return (f"workflow {workflow_id!r} was still {d['status']} after {timeout:g}s of wall time, with "
                     f"timers pending (the next at {datetime.fromtimestamp(due / 1000, UTC).isoformat()})")
         return (f"workflow {workflow_id!r} is {d['status']} and nothing more can happen: no timer or activity "
-                f"is pending{' but ' + ', '.join(waits) if waits else ''}, so it waits for a signal, an update "
-                "or a cancel")
+                "is pending, so it waits for a signal, an update or a cancel")
 
     def _check_open(self) -> None:
         if self._closed:

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from processor._app import Worker
+from processor._kafka.topics import ensure_topics, load_specs
 from processor.exceptions import ConfigError
 from processor.schedule import Schedules
 
@@ -56,8 +57,6 @@ class KafkaWorkflowEnvironment(Schedules):
         self._own_dir = state_dir is None
         self._dir = Path(tempfile.mkdtemp(prefix="dp-kafkaenv-")) if state_dir is None else Path(state_dir)
         self.log_path = self._dir / "processes.log"
-        from processor._kafka.topics import ensure_topics, load_specs
-
         ensure_topics(bootstrap, load_specs(self.prefix))  # before the client reads completions and replies
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p), "PYTHONUNBUFFERED": "1"}
         with open(self.log_path, "ab") as log:

@@ -56,6 +56,11 @@ def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     if given:
         yield given
         return
+    yield from local_broker(tmp_path_factory)
+
+
+def local_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The local broker (`processor kafka start`) on free ports in a session temp dir, stopped after."""
     from processor._kafka import local
 
     home = tmp_path_factory.mktemp("kafka")
@@ -75,10 +80,9 @@ def dp_env(request: pytest.FixtureRequest) -> str:
 
 @pytest.fixture
 def workflow_env(request: pytest.FixtureRequest, dp_app: Worker | str, dp_env: str) -> Iterator[Any]:
-    mode = dp_env
-    if mode not in MODES:
-        raise pytest.UsageError(f"DP_TEST_ENV must be one of {', '.join(MODES)}; got {mode!r}")
-    if mode == "memory":
+    if dp_env not in MODES:
+        raise pytest.UsageError(f"DP_TEST_ENV must be one of {', '.join(MODES)}; got {dp_env!r}")
+    if dp_env == "memory":
         with WorkflowEnvironment(_app(dp_app)) as env:
             yield env
         return
