@@ -9,6 +9,7 @@ restricted, a day matches if either does (crontab's rule). Also `@hourly`, `@dai
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -97,8 +98,10 @@ def _field(text: str, name: str, lo: int, hi: int, names: dict[str, int], whole:
     return frozenset(out)
 
 
+@functools.lru_cache(maxsize=256)
 def parse(text: str) -> Cron:
-    """The Cron for `text`, or ConfigError saying which field is wrong and why."""
+    """The Cron for `text`, or ConfigError saying which field is wrong and why. Cached: a
+    schedule asks for its next firing on every turn of its loop, replays included."""
     if not isinstance(text, str) or not text.strip():
         raise ConfigError(f"a cron expression is five fields, e.g. '0 9 * * MON-FRI'; got {text!r}")
     expanded = _ALIASES.get(text.strip().lower(), text)

@@ -116,6 +116,21 @@ def test_growing_4_to_8_partitions_under_load_loses_nothing(kafka_bootstrap: str
         c.close()
 
 
+def _sleep_then_grow_while_stopped(c: Cluster, client: Client, movers: list[str]) -> None:
+    """Start `movers` (Approval: a 0.5 s timer, then a wait) on one processor, let them sleep,
+    stop it, and grow the three co-partitioned topics 4 -> 8 with Kafka's AdminClient."""
+    proc = c.processor(0)
+    for wid in movers:
+        client.start_workflow("Approval", 0.5, id=wid)
+    wait_for(lambda: all("TimerFired" in [e["type"] for e in client.history(w)] for w in movers), 60,
+             message="the movers slept")
+    c.stop(proc)
+    admin = AdminClient({"bootstrap.servers": c.bootstrap})
+    for fut in admin.create_partitions([NewPartitions(f"{c.prefix}.{t}", 8)
+                                        for t in ("events", "timers", "commands")]).values():
+        fut.result(60)
+
+
 def test_a_workflow_not_handed_off_yet_is_found_where_it_still_is(kafka_bootstrap: str, prefix: str,
                                                                    tmp_path: Path) -> None:
     """The topics grew while no processor ran: every mover still lives on its old partition.
@@ -123,17 +138,8 @@ def test_a_workflow_not_handed_off_yet_is_found_where_it_still_is(kafka_bootstra
     c = Cluster(kafka_bootstrap, prefix, tmp_path, partitions=4)
     client = Client(kafka_bootstrap, prefix=prefix)
     try:
-        proc = c.processor(0)
         movers = [w for w in (f"in-transit-{i}" for i in range(40)) if _moves(w)][:3]
-        for wid in movers:
-            client.start_workflow("Approval", 0.5, id=wid)
-        wait_for(lambda: all("TimerFired" in [e["type"] for e in client.history(w)] for w in movers), 60,
-                 message="the movers slept")
-        c.stop(proc)
-        admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
-        for fut in admin.create_partitions([NewPartitions(f"{prefix}.{t}", 8)
-                                            for t in ("events", "timers", "commands")]).values():
-            fut.result(60)
+        _sleep_then_grow_while_stopped(c, client, movers)
         for wid in movers:
             assert [e["type"] for e in client.history(wid)][:3] == ["WorkflowStarted", "TimerStarted", "TimerFired"]
             assert client.describe(wid)["status"] == "running"
@@ -166,18 +172,10 @@ def test_a_partition_with_nothing_more_to_read_still_hands_off(kafka_bootstrap: 
     client = Client(kafka_bootstrap, prefix=prefix)
     fresh: Client | None = None
     try:
-        proc = c.processor(0)
         candidates = [w for w in (f"idle-{i}" for i in range(200)) if _moves(w)]
+        # one per old partition; each partition's last record is its start
         movers = [next(w for w in candidates if partition_for(w.encode(), 4) == p) for p in range(4)]
-        for wid in movers:  # one per old partition; each partition's last record is this start
-            client.start_workflow("Approval", 0.5, id=wid)
-        wait_for(lambda: all("TimerFired" in [e["type"] for e in client.history(w)] for w in movers), 60,
-                 message="the movers slept")
-        c.stop(proc)
-        admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
-        for fut in admin.create_partitions([NewPartitions(f"{prefix}.{t}", 8)
-                                            for t in ("events", "timers", "commands")]).values():
-            fut.result(60)
+        _sleep_then_grow_while_stopped(c, client, movers)
         # Restored, it waits a moment before its first transaction: the consumer fetches meanwhile,
         # finds nothing after the committed offsets, and so reports no position for any partition.
         c.processor(0, env={"DP_FAILPOINTS": f"restored=3000@{tmp_path / 'restored'}"})
