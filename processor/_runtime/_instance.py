@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from processor import _payload, workflow
+from processor._definition import update_validator
 from processor._failure import exception_from_failure, failure_from_exception
 from processor._limits import MAX_RECORD_BYTES, PAYLOAD_TOO_LARGE, too_large
 from processor._payload import Payload, from_payload, to_payload
@@ -193,7 +194,7 @@ class WorkflowInstance(WorkflowEventLoop, _Runtime):
             known = ", ".join(sorted(self._definition.updates)) or "none"
             raise UpdateRejectedError(f"workflow type {self._definition.name!r} has no update {name!r} "
                                       f"(updates: {known})")
-        check = workflow.update_validator(handler)
+        check = update_validator(handler)
         try:
             values = _payload.from_payloads(args, _payload.param_hints(handler, skip_first=True))
             inspect.signature(handler).bind(None, *values)
