@@ -8,6 +8,7 @@ from __future__ import annotations
 from processor import activity, workflow
 from processor._app import Worker
 from processor._kafka.config import configure as configure_kafka
+from processor._search import Text
 from processor.exceptions import (
     ActivityError,
     ApplicationError,
@@ -43,6 +44,7 @@ __all__ = [
     "ProcessorError",
     "Replayer",
     "RetryPolicy",
+    "Text",
     "Worker",
     "WorkflowFailureError",
     "WorkflowHandle",

@@ -13,7 +13,8 @@ from processor._engine.keys import split_event_key
 from processor._engine.runs import REFUSED
 from processor._engine.state import Summary, fold
 from processor._failure import exception_from_failure
-from processor._payload import from_payload, to_payloads
+from processor._payload import Payload, from_payload, to_payloads
+from processor._search import SearchAttributeValue, apply_upsert, decode_attributes, decode_memo
 from processor._watcher import Reply
 from processor.exceptions import (
     CommandRejectedError,
@@ -80,11 +81,19 @@ def history_events(workflow_id: str, records: Iterable[tuple[bytes | None, bytes
 def summarize(events: list[dict[str, Any]]) -> dict[str, Any]:
     """What `describe` shows, from a history already read: the processors' own fold of it."""
     summary: Summary | None = None
+    attributes: dict[str, SearchAttributeValue] = {}
+    memo: dict[str, Payload] = {}
     for ev in events:
         summary = fold(summary, ev)
+        if ev["type"] == "WorkflowStarted":
+            attributes, memo = dict(ev.get("search_attributes") or {}), dict(ev.get("memo") or {})
+        elif ev["type"] == "SearchAttributesUpserted":
+            attributes = apply_upsert(attributes, ev["search_attributes"])
     assert summary is not None, "an empty history has no summary"
     out = summary.describe()
     out["history_length"] = len(events)
+    out["search_attributes"] = decode_attributes(attributes)
+    out["memo"] = decode_memo(memo)
     return out
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import timedelta
 from typing import Any
 
@@ -104,10 +104,11 @@ class AsyncClient:
                              id_reuse_policy: str = ALLOW_DUPLICATE, if_exists: str = USE_EXISTING,
                              request_id: str | None = None, start_signal: str | None = None,
                              start_signal_args: Sequence[Any] = (),
-                             timeout: float = REPLY_TIMEOUT_S) -> AsyncWorkflowHandle:
+                             timeout: float = REPLY_TIMEOUT_S, search_attributes: Mapping[str, Any] | None = None,
+                             memo: Mapping[str, Any] | None = None) -> AsyncWorkflowHandle:
         """As Client.start_workflow."""
         rec = Client.start_record(workflow, args, task_queue, execution_timeout, id_reuse_policy, if_exists,
-                                  request_id, start_signal, start_signal_args)
+                                  request_id, start_signal, start_signal_args, search_attributes, memo)
         start = _Start()
         self.sync._starts[id] = start  # noqa: SLF001 - result(id) follows this start, as in Client
         reply = await self._ask("StartWorkflow", id, rec, timeout, start.arrived)

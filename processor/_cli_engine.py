@@ -123,7 +123,9 @@ def cmd_start(args: argparse.Namespace) -> int:
         try:
             handle = client.start_workflow(args.type, *args_list, id=args.id, task_queue=args.task_queue,
                                            id_reuse_policy=args.id_reuse_policy, if_exists=args.if_exists,
-                                           start_signal=args.signal, start_signal_args=signal_args)
+                                           start_signal=args.signal, start_signal_args=signal_args,
+                                           search_attributes=_named_values(args.search_attribute, "--search-attribute"),
+                                           memo=_named_values(args.memo, "--memo"))
         except WorkflowAlreadyStartedError as exc:
             print(f"refused: {exc}; nothing started", file=sys.stderr)
             return 1
@@ -137,6 +139,22 @@ def cmd_start(args: argparse.Namespace) -> int:
     finally:
         client.close()
     return 0
+
+
+def _named_values(items: list[str] | None, flag: str) -> dict[str, Any]:
+    """`NAME=JSON` options (a value that is not JSON is taken as a string) -> {NAME: value}."""
+    from processor.exceptions import ConfigError
+
+    out: dict[str, Any] = {}
+    for item in items or ():
+        name, sep, text = item.partition("=")
+        if not sep or not name:
+            raise ConfigError(f"{flag} {item!r}: write NAME=VALUE, e.g. {flag} CustomerId=c1")
+        try:
+            out[name] = json.loads(text)
+        except ValueError:
+            out[name] = text
+    return out
 
 
 def _print_result(client: Any, workflow_id: str, timeout: float, run_id: str | None = None) -> int:
@@ -173,6 +191,9 @@ def cmd_show(args: argparse.Namespace) -> int:
     print(f"  {'started':20} {_ts(summary['start_ms'])}")
     if summary.get("close_ms"):
         print(f"  {'closed':20} {_ts(summary['close_ms'])}")
+    for key in ("search_attributes", "memo"):
+        if summary.get(key):
+            print(f"  {key:20} {json.dumps(summary[key], default=str, ensure_ascii=False)}")
     print("history:")
     for ev in history:
         print(f"  {ev['seq']:>4}  {_ts(ev['time_ms'])}  {ev['type']:24} {_brief(ev)}")
@@ -444,6 +465,10 @@ def register(sub: Sub[argparse.ArgumentParser], add_common: Callable[[argparse.A
                    help="when the id is running (default use_existing: attach to it; fail: refuse, exit 1)")
     p.add_argument("--signal", help="signal-with-start: also deliver this signal to the run started or attached to")
     p.add_argument("--signal-input", help="JSON arguments of --signal")
+    p.add_argument("--search-attribute", action="append", metavar="NAME=VALUE",
+                   help="a search attribute (repeatable); VALUE is JSON (a number, true, a list of strings) or "
+                        "else a string")
+    p.add_argument("--memo", action="append", metavar="NAME=VALUE", help="a memo field (repeatable); VALUE as above")
     p.add_argument("--wait", action="store_true", help="wait for the result")
     p.add_argument("--timeout", type=float, default=300,
                    help="with --wait: seconds to wait (default 300); past it, exit 3 -- the workflow goes on")

@@ -13,7 +13,7 @@ from __future__ import annotations
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import timedelta
 from typing import Any, cast
 
@@ -39,6 +39,7 @@ from processor._kafka.topics import DEFAULT_PREFIX, TopicNames
 from processor._limits import PRODUCER_MESSAGE_MAX_BYTES, check_size, too_large
 from processor._names import task_queue_problem
 from processor._payload import to_payloads
+from processor._search import encode_attributes, encode_memo
 from processor._watcher import Completion, Reply, Watcher
 from processor.exceptions import (
     ConfigError,
@@ -250,7 +251,8 @@ class Client(Schedules):
                        id_reuse_policy: str = ALLOW_DUPLICATE, if_exists: str = USE_EXISTING,
                        request_id: str | None = None, start_signal: str | None = None,
                        start_signal_args: Sequence[Any] = (), wait_for_ack: bool = True,
-                       timeout: float = REPLY_TIMEOUT_S) -> WorkflowHandle:
+                       timeout: float = REPLY_TIMEOUT_S, search_attributes: Mapping[str, Any] | None = None,
+                       memo: Mapping[str, Any] | None = None) -> WorkflowHandle:
         """Start a run of workflow `id`, or attach to it, and say which (`handle.outcome`).
 
         A running id: `if_exists="use_existing"` attaches, `"fail"` raises
@@ -262,11 +264,17 @@ class Client(Schedules):
         `start_signal` (signal-with-start): deliver that signal, with `start_signal_args`, to the
         run started or attached to, in the same transaction as the start.
 
+        `search_attributes` make the run findable (`processor list "CustomerId = 'c1'"`): typed by
+        value -- str (keyword), processor.Text (text), int, float, bool, an aware datetime, list of
+        str (keyword_list). `memo`: values shown with the run, never indexed. Both carry over to a
+        run that continues as new; workflow code changes attributes with
+        `workflow.upsert_search_attributes`.
+
         Waits for the processor's answer (`timeout` seconds, NoReplyError past it). With
         `wait_for_ack=False` it returns at once: the handle's run is learned later, and
         `result()` waits for it."""
         rec = self.start_record(workflow, args, task_queue, execution_timeout, id_reuse_policy, if_exists,
-                                request_id, start_signal, start_signal_args)
+                                request_id, start_signal, start_signal_args, search_attributes, memo)
         start = _Start()
         if not wait_for_ack:
             self._check("StartWorkflow", id, rec)
@@ -290,7 +298,8 @@ class Client(Schedules):
     def start_record(workflow: type | Callable[..., Any] | str, args: tuple[Any, ...], task_queue: str,
                      execution_timeout: timedelta | float | None, id_reuse_policy: str = ALLOW_DUPLICATE,
                      if_exists: str = USE_EXISTING, request_id: str | None = None, start_signal: str | None = None,
-                     start_signal_args: Sequence[Any] = ()) -> dict[str, Any]:
+                     start_signal_args: Sequence[Any] = (), search_attributes: Mapping[str, Any] | None = None,
+                     memo: Mapping[str, Any] | None = None) -> dict[str, Any]:
         if (problem := task_queue_problem(task_queue)) is not None:
             raise ConfigError(problem)
         if (problem := policy_problem(id_reuse_policy, if_exists)) is not None:
@@ -300,7 +309,8 @@ class Client(Schedules):
         return {"workflow_type": _workflow_type(workflow), "args": to_payloads(args), "task_queue": task_queue,
                 "execution_timeout_ms": _ms(execution_timeout), "request_id": request_id or uuid.uuid4().hex,
                 "id_reuse_policy": id_reuse_policy, "if_exists": if_exists, "signal_name": start_signal,
-                "signal_args": to_payloads(tuple(start_signal_args))}
+                "signal_args": to_payloads(tuple(start_signal_args)),
+                "search_attributes": encode_attributes(search_attributes), "memo": encode_memo(memo)}
 
     def flush(self, timeout: float = 30) -> None:
         if self.producer.flush(timeout) != 0:

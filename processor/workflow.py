@@ -29,12 +29,12 @@ import random as _random
 import uuid
 from abc import ABC, abstractmethod
 from asyncio.events import _get_running_loop
-from collections.abc import Callable, MutableMapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, MutableMapping
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, NoReturn, TypedDict, TypeVar, cast
 
-from processor import _payload
+from processor import _payload, _search
 from processor._definition import (
     WorkflowDefinition,
     defn,
@@ -45,6 +45,7 @@ from processor._definition import (
 )
 from processor._names import task_queue_problem
 from processor._payload import Payload
+from processor._search import Text
 from processor.activity import ActivityDefinition
 from processor.exceptions import ConfigError
 
@@ -52,6 +53,7 @@ __all__ = [
     "ChildWorkflowHandle",
     "ContinueAsNewError",
     "RetryPolicy",
+    "Text",
     "WorkflowDefinition",
     "WorkflowInfo",
     "defn",
@@ -72,6 +74,7 @@ __all__ = [
     "start_child_workflow",
     "time",
     "update",
+    "upsert_search_attributes",
     "uuid4",
     "wait_condition",
 ]
@@ -140,6 +143,9 @@ class WorkflowInfo:
     request_id: str | None = None
     run_id: str = ""  # "" for a run started before runs existed
     continued_from_run_id: str | None = None
+    # As they stand now: set at start, changed by upsert_search_attributes (Python values).
+    search_attributes: Mapping[str, Any] = field(default_factory=dict)
+    memo: Mapping[str, Any] = field(default_factory=dict)
 
 
 def _check_patch_id(patch_id: object, api: str) -> None:
@@ -185,6 +191,9 @@ class _Runtime(ABC):
 
     @abstractmethod
     def workflow_side_effect(self, fn: Callable[[], Any], result_hint: object) -> Any: ...
+
+    @abstractmethod
+    def workflow_upsert_search_attributes(self, attributes: dict[str, _search.SearchAttributeValue]) -> None: ...
 
     @abstractmethod
     def workflow_set_signal_handler(self, name: str, handler: Callable[..., Any] | None) -> None: ...
@@ -285,6 +294,17 @@ def patched(patch_id: str) -> bool:
     identically. Decided once per run and patch id (later calls return the same)."""
     _check_patch_id(patch_id, "patched")
     return _runtime("patched").workflow_patched(patch_id, False)
+
+
+def upsert_search_attributes(attributes: Mapping[str, Any]) -> None:
+    """Set or replace these search attributes of the run (a value of None removes one); the
+    others stay. Recorded in history (`SearchAttributesUpserted`), so a replay sets the same, and
+    the visibility projection indexes the new values. Types follow the values: str (keyword),
+    `Text` (text), int, float, bool, an aware datetime, list of str (keyword_list)."""
+    encoded = _search.encode_attributes(attributes, upsert=True)
+    if not encoded:
+        return
+    _runtime("upsert_search_attributes").workflow_upsert_search_attributes(encoded)
 
 
 def side_effect(fn: Callable[[], T]) -> T:

@@ -51,6 +51,7 @@ from processor._limits import MAX_RECORD_BYTES, too_large
 from processor._names import task_queue_problem
 from processor._payload import Payload
 from processor._runtime import Completion, WorkflowInstance
+from processor._search import wire_problem
 from processor.exceptions import DecodeError
 from processor.workflow import WorkflowDefinition
 
@@ -197,6 +198,8 @@ class Engine(Activities, Requests, HandOffs, Timers):
         problem = policy_problem(rec.get("id_reuse_policy") or ALLOW_DUPLICATE, rec.get("if_exists") or USE_EXISTING)
         if problem is None:
             problem = task_queue_problem(rec.get("task_queue") or "default")
+        if problem is None and rec.get("search_attributes"):
+            problem = wire_problem(rec["search_attributes"])
         if problem is None:
             size = sum(len(a["data"]) for a in rec["args"])
             if size > MAX_RECORD_BYTES:
@@ -247,6 +250,7 @@ class Engine(Activities, Requests, HandOffs, Timers):
             "run_id": run_id, "continued_from_run_id": continued_from,
             "parent_workflow_id": rec.get("parent_workflow_id"), "parent_run_id": rec.get("parent_run_id"),
             "parent_child_seq": rec.get("parent_child_seq"),
+            "search_attributes": rec.get("search_attributes") or {}, "memo": rec.get("memo") or {},
         }
         live = Live(None, None)  # type: ignore[arg-type]  # summary is set by the first _append
         self._append(partition, wid, live, started)
@@ -463,7 +467,8 @@ class Engine(Activities, Requests, HandOffs, Timers):
         self._evict(wid)
         rec = {"workflow_id": wid, "workflow_type": event["workflow_type"], "args": event["args"],
                "task_queue": event["task_queue"], "execution_timeout_ms": event.get("execution_timeout_ms"),
-               "request_id": live.summary.request_id}
+               "request_id": live.summary.request_id,
+               "search_attributes": event.get("search_attributes") or {}, "memo": event.get("memo") or {}}
         if live.summary.parent is not None:  # a child's chain reports to its parent at its end
             rec["parent_workflow_id"], rec["parent_run_id"], rec["parent_child_seq"] = live.summary.parent
         self._start_run(partition, wid, rec, event["new_run_id"], live.summary.run_id)

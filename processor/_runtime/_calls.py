@@ -7,6 +7,7 @@ the two change for different reasons: a new workflow call lands here, a new hist
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import random
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -15,7 +16,9 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from processor import workflow
 from processor._payload import Payload, from_payload, to_payload
 from processor._runtime import _guard
-from processor._runtime._history import PATCH_MARKER, SIDE_EFFECT, WorkflowTaskError
+from processor._runtime._history import PATCH_MARKER, SEARCH_ATTRIBUTES_UPSERTED, SIDE_EFFECT, WorkflowTaskError
+from processor._search import SearchAttributeValue, apply_upsert, decode_attributes, wire_problem
+from processor.exceptions import ConfigError
 from processor.workflow import _Runtime
 
 
@@ -51,6 +54,7 @@ class RuntimeCalls(_Runtime):
         _buffered_signals: dict[str, list[list[Payload]]]
         _conditions: list[tuple[Callable[[], bool], asyncio.Future[None]]]
         _APPLIERS: ClassVar[Mapping[str, Any]]
+        _search_attributes: dict[str, SearchAttributeValue]
 
         def _next_seq(self, kind: str) -> int: ...
         def _emit(self, command: dict[str, Any]) -> None: ...
@@ -142,6 +146,15 @@ class RuntimeCalls(_Runtime):
             payload = to_payload(value)
         self._emit({"type": SIDE_EFFECT, "side_effect_seq": seq, "value": payload})
         return from_payload(payload, result_hint)
+
+    def workflow_upsert_search_attributes(self, attributes: dict[str, SearchAttributeValue]) -> None:
+        merged = apply_upsert(self._search_attributes, attributes)
+        problem = wire_problem(merged)
+        if problem is not None:
+            raise ConfigError(f"upsert_search_attributes: {problem}")
+        self._search_attributes = merged
+        self._info = dataclasses.replace(self.workflow_info(), search_attributes=decode_attributes(merged))
+        self._emit({"type": SEARCH_ATTRIBUTES_UPSERTED, "search_attributes": attributes})
 
     def workflow_schedule_activity(
         self,

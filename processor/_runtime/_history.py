@@ -18,6 +18,7 @@ __all__ = [
     "ENGINE_CLOSING",
     "ENGINE_SKIPPED",
     "PATCH_MARKER",
+    "SEARCH_ATTRIBUTES_UPSERTED",
     "SIDE_EFFECT",
     "Completion",
     "WorkflowTaskError",
@@ -37,6 +38,7 @@ COMMAND_TYPES = frozenset(
         "WorkflowContinuedAsNew",
         "PatchMarker",
         "SideEffectRecorded",
+        "SearchAttributesUpserted",
         "ChildWorkflowSignaled",
         "ChildWorkflowCancelRequested",
         "WorkflowUpdateCompleted",
@@ -45,6 +47,7 @@ COMMAND_TYPES = frozenset(
 CLOSING_COMMANDS = frozenset({"WorkflowCompleted", "WorkflowFailed", "WorkflowCanceled", "WorkflowContinuedAsNew"})
 PATCH_MARKER = "PatchMarker"
 SIDE_EFFECT = "SideEffectRecorded"
+SEARCH_ATTRIBUTES_UPSERTED = "SearchAttributesUpserted"
 ENGINE_CLOSING = frozenset({"WorkflowTerminated", "WorkflowTimedOut"})
 ENGINE_SKIPPED = frozenset({"ActivityAttemptFailed", "WorkflowTaskRecovered"})
 TASK_FAILED = "WorkflowTaskFailed"

@@ -53,6 +53,7 @@ from processor._runtime._history import (
     identity,
 )
 from processor._runtime._loop import DurableTimerHandle, WorkflowEventLoop
+from processor._search import SearchAttributeValue, decode_attributes, decode_memo
 from processor.exceptions import (
     ActivityError,
     ApplicationError,
@@ -83,6 +84,8 @@ class WorkflowInstance(WorkflowEventLoop, RuntimeCalls):
         self._definition = definition
         self._workflow_id = workflow_id
         self._info: workflow.WorkflowInfo | None = None
+        self._search_attributes: dict[str, SearchAttributeValue] = {}  # as they stand, wire form
+        self._memo: dict[str, Payload] = {}
         self._random = random.Random(0)  # reseeded from WorkflowStarted.random_seed
         # One allocator per command kind (docs/model.md); all 1-based.
         self._seqs = {"activity": 0, "timer": 0, "child": 0, "side_effect": 0}
@@ -330,6 +333,8 @@ class WorkflowInstance(WorkflowEventLoop, RuntimeCalls):
                 f"definition of {self._definition.name!r}: look the definition up by workflow_type"
             )
         timeout_ms = event.get("execution_timeout_ms")
+        self._search_attributes = dict(event.get("search_attributes") or {})
+        self._memo = dict(event.get("memo") or {})
         self._info = workflow.WorkflowInfo(
             workflow_id=self._workflow_id,
             workflow_type=event["workflow_type"],
@@ -339,6 +344,8 @@ class WorkflowInstance(WorkflowEventLoop, RuntimeCalls):
             request_id=event.get("request_id"),
             run_id=event.get("run_id") or "",
             continued_from_run_id=event.get("continued_from_run_id"),
+            search_attributes=decode_attributes(self._search_attributes),
+            memo=decode_memo(self._memo),
         )
         self._random = random.Random(event["random_seed"])
         self._primary = self._spawn(self._run_workflow(event["args"]), "workflow run")
@@ -589,8 +596,13 @@ class WorkflowInstance(WorkflowEventLoop, RuntimeCalls):
             args = _payload.to_payloads(can.run_args)
         except ProcessorError as exc:
             return {"type": "WorkflowFailed", "failure": failure_from_exception(exc)}
-        return {"type": "WorkflowContinuedAsNew", "workflow_type": can.workflow_type or info.workflow_type,
-                "args": args, "task_queue": can.task_queue or info.task_queue, "execution_timeout_ms": timeout}
+        command = {"type": "WorkflowContinuedAsNew", "workflow_type": can.workflow_type or info.workflow_type,
+                   "args": args, "task_queue": can.task_queue or info.task_queue, "execution_timeout_ms": timeout}
+        if self._search_attributes:  # carried into the next run (the schema's default is none)
+            command["search_attributes"] = self._search_attributes
+        if self._memo:
+            command["memo"] = self._memo
+        return command
 
     # ---- timers (the loop's hooks) ----------------------------------------------------------
 

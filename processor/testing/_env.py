@@ -141,13 +141,14 @@ class WorkflowEnvironment(Schedules):
                        task_queue: str = "default", execution_timeout: timedelta | float | None = None,
                        id_reuse_policy: str = ALLOW_DUPLICATE, if_exists: str = USE_EXISTING,
                        request_id: str | None = None, start_signal: str | None = None,
-                       start_signal_args: Sequence[Any] = ()) -> EnvHandle:
+                       start_signal_args: Sequence[Any] = (), search_attributes: Mapping[str, Any] | None = None,
+                       memo: Mapping[str, Any] | None = None) -> EnvHandle:
         """Start a run (or attach to the running one), as Client.start_workflow does; it runs until
         it waits on a timer or on the outside before this returns."""
         from processor.client import Client  # the one place that builds a start record
 
         rec = Client.start_record(workflow, args, task_queue, execution_timeout, id_reuse_policy, if_exists,
-                                  request_id, start_signal, start_signal_args)
+                                  request_id, start_signal, start_signal_args, search_attributes, memo)
         reply = self._ask("StartWorkflow", id, rec)
         error = _refusal("StartWorkflow", reply)
         if error is not None:
@@ -192,10 +193,13 @@ class WorkflowEnvironment(Schedules):
             done = self.bus.completions.get(workflow_id, {})
             return run in done if run is not None else workflow_id in self.bus.latest
 
-        if not self._run(closed, skip_to=None, skip=True, timeout=timeout):
-            raise TimeoutError(self._why_open(workflow_id, timeout))
-        completion = self.bus.completions[workflow_id][run] if run is not None else self.bus.latest[workflow_id]
-        return _outcome(workflow_id, completion, result_type)
+        while True:  # a run that continued as new: follow the chain, as Client.result does
+            if not self._run(closed, skip_to=None, skip=True, timeout=timeout):
+                raise TimeoutError(self._why_open(workflow_id, timeout))
+            completion = self.bus.completions[workflow_id][run] if run is not None else self.bus.latest[workflow_id]
+            if completion[0] != "WorkflowContinuedAsNew":
+                return _outcome(workflow_id, completion, result_type)
+            run = completion[1]["new_run_id"]
 
     def history(self, workflow_id: str, run_id: str | None = None) -> list[dict[str, Any]]:
         """Every event of one run (default: the latest), as Client.history returns them."""

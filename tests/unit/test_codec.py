@@ -53,6 +53,8 @@ def sample(schema: Any, *, full: bool, named: dict[str, Any] | None = None, dept
         return {f["name"]: sample(f["type"], full=full, named=named, depth=depth + 1) for f in schema["fields"]}
     if kind == "array":
         return [sample(schema["items"], full=full, named=named, depth=depth) for _ in range(2 if full else 0)]
+    if kind == "map":
+        return {f"k{i}": sample(schema["values"], full=full, named=named, depth=depth) for i in range(2 if full else 0)}
     return sample(kind, full=full, named=named, depth=depth)
 
 
@@ -131,6 +133,8 @@ def test_encode_fills_defaults(codec: Codec) -> None:
         "parent_child_seq": None,
         "signal_name": None,
         "signal_args": [],
+        "search_attributes": {},
+        "memo": {},
     }
 
 
@@ -166,7 +170,7 @@ def test_unknown_fingerprint_is_shown(codec: Codec) -> None:
         # A union branch index (3) that the [null, long] union does not have.
         (b"\x02a\x02T\x00\x0edefault\x06", "does not parse"),
         # A valid record followed by bytes that belong to nothing.
-        (b"\x02a\x02T\x00\x0edefault\x00\x00\x1eallow_duplicate\x18use_existing\x00\x00\x00\x00\x00\x00\x00",
+        (b"\x02a\x02T\x00\x0edefault\x00\x00\x1eallow_duplicate\x18use_existing\x00\x00\x00\x00\x00\x00\x00\x00\x00",
          "1 unexpected trailing bytes after a wf.commands.v1.StartWorkflow"),
     ],
     ids=["endless-varint", "bad-union-index", "trailing-bytes"],

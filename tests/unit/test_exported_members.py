@@ -9,8 +9,8 @@ from processor import activity, workflow
 def test_top_level_exports() -> None:
     assert processor.__all__ == [
         "ActivityError", "ApplicationError", "AsyncClient", "Client", "NondeterminismError", "ProcessorError",
-        "Replayer", "RetryPolicy", "Worker", "WorkflowFailureError", "WorkflowHandle", "activity", "configure_kafka",
-        "workflow",
+        "Replayer", "RetryPolicy", "Text", "Worker", "WorkflowFailureError", "WorkflowHandle", "activity",
+        "configure_kafka", "workflow",
     ]
     for name in processor.__all__:
         assert getattr(processor, name) is not None
@@ -18,7 +18,7 @@ def test_top_level_exports() -> None:
 
 def test_sdk_modules_expose_what_users_call() -> None:
     for name in ("defn", "run", "signal", "execute_activity", "wait_condition", "now", "time", "random", "uuid4",
-                 "info", "logger", "in_workflow", "RetryPolicy"):
+                 "info", "logger", "in_workflow", "RetryPolicy", "upsert_search_attributes", "Text"):
         assert hasattr(workflow, name), name
     for name in ("defn", "info", "heartbeat", "in_activity", "ActivityInfo"):
         assert hasattr(activity, name), name

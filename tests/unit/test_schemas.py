@@ -17,7 +17,7 @@ from processor.exceptions import ConfigError, DecodeError
 
 # Every record of docs/model.md.
 MODEL_RECORDS = sorted(
-    [f"wf.common.v1.{n}" for n in ("Payload", "Failure", "RetryPolicy")]
+    [f"wf.common.v1.{n}" for n in ("Payload", "Failure", "RetryPolicy", "SearchAttributeValue")]
     + [
         f"wf.commands.v1.{n}"
         for n in (
@@ -35,7 +35,7 @@ MODEL_RECORDS = sorted(
             "ChildWorkflowStarted WorkflowCompleted WorkflowFailed WorkflowCanceled WorkflowTerminated "
             "WorkflowTimedOut ActivityAttemptFailed WorkflowTaskFailed WorkflowTaskRecovered "
             "WorkflowContinuedAsNew PatchMarker SideEffectRecorded ChildWorkflowSignaled ChildWorkflowCancelRequested "
-            "WorkflowUpdateAccepted WorkflowUpdateCompleted"
+            "WorkflowUpdateAccepted WorkflowUpdateCompleted SearchAttributesUpserted"
         ).split()
     ]
     + [
