@@ -596,8 +596,9 @@ class WorkflowInstance(WorkflowEventLoop, RuntimeCalls):
             args = _payload.to_payloads(can.run_args)
         except ProcessorError as exc:
             return {"type": "WorkflowFailed", "failure": failure_from_exception(exc)}
-        command = {"type": "WorkflowContinuedAsNew", "workflow_type": can.workflow_type or info.workflow_type,
-                   "args": args, "task_queue": can.task_queue or info.task_queue, "execution_timeout_ms": timeout}
+        command: dict[str, Any] = {"type": "WorkflowContinuedAsNew",
+                                   "workflow_type": can.workflow_type or info.workflow_type, "args": args,
+                                   "task_queue": can.task_queue or info.task_queue, "execution_timeout_ms": timeout}
         if self._search_attributes:  # carried into the next run (the schema's default is none)
             command["search_attributes"] = self._search_attributes
         if self._memo:
