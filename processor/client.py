@@ -124,8 +124,11 @@ class _Start:
 class Client(Schedules):
     """Talks only to Kafka. Thread-safe; one per process is enough."""
 
-    def __init__(self, bootstrap: str, *, prefix: str = DEFAULT_PREFIX) -> None:
+    def __init__(self, bootstrap: str, *, prefix: str = DEFAULT_PREFIX, visibility_url: str | None = None) -> None:
+        """`visibility_url`: the visibility service (`processor ui`) that list_workflows and
+        count_workflows ask; default DP_VISIBILITY_URL, else http://127.0.0.1:8233."""
         self.bootstrap = bootstrap
+        self.visibility_url = visibility_url
         self.topics = TopicNames(prefix)
         self.codec = default_codec()
         self.producer = Producer(client_config(
@@ -492,6 +495,22 @@ class Client(Schedules):
         if not events:
             raise WorkflowNotFoundError(f"no workflow with id {workflow_id!r}")
         return summarize(events)
+
+    def list_workflows(self, query: str | None = None, *, page_size: int = 100,
+                       limit: int | None = None) -> Iterator[dict[str, Any]]:
+        """The runs a list query matches (`"WorkflowType = 'OrderWorkflow' AND ExecutionStatus =
+        'Running' AND CustomerId = 'c1'"`, docs/visibility.md), newest first unless it says
+        ORDER BY, fetched page by page from the visibility service. Each is a dict: workflow_id,
+        run_id, workflow_type, status, start_time, close_time, search_attributes, memo, ..."""
+        from processor._visibility.http import VisibilityClient
+
+        return VisibilityClient(self.visibility_url).rows(query, page_size=page_size, limit=limit)
+
+    def count_workflows(self, query: str | None = None) -> int:
+        """How many runs the list query matches."""
+        from processor._visibility.http import VisibilityClient
+
+        return int(VisibilityClient(self.visibility_url).count(query)["count"])
 
     def close(self) -> None:
         self.producer.flush(10)
