@@ -12,20 +12,13 @@ import base64
 import json
 from typing import Any
 
+from processor._engine.state import CLOSING_STATUS
 from processor._search import apply_upsert
 
 __all__ = ["fold", "jsonable_event", "jsonable_payload", "run_key"]
 
 Record = dict[str, Any]
 
-_CLOSING = {
-    "WorkflowCompleted": "completed",
-    "WorkflowFailed": "failed",
-    "WorkflowCanceled": "canceled",
-    "WorkflowTerminated": "terminated",
-    "WorkflowTimedOut": "timed_out",
-    "WorkflowContinuedAsNew": "continued_as_new",
-}
 # Commands the workflow emitted: a held workflow that records one again has been released.
 _COMMANDS = frozenset({"ActivityScheduled", "TimerStarted", "TimerCanceled", "ChildWorkflowStarted", "PatchMarker",
                        "SideEffectRecorded", "SearchAttributesUpserted", "WorkflowUpdateCompleted",
@@ -125,8 +118,8 @@ def fold(record: Record | None, event: dict[str, Any], partition: int = -1, offs
         record["held"] = event["reason"]
     elif etype == "WorkflowTaskRecovered":
         record["held"] = None
-    elif etype in _CLOSING:
-        record["status"] = _CLOSING[etype]
+    elif etype in CLOSING_STATUS:
+        record["status"] = CLOSING_STATUS[etype]
         record["close_ms"] = event["time_ms"]
         record["duration_ms"] = event["time_ms"] - record["start_ms"]
         record["activities"], record["timers"], record["held"] = {}, {}, None
