@@ -85,11 +85,17 @@ def encode_attributes(attributes: Mapping[str, Any] | None, *, upsert: bool = Fa
 
 
 def _check_name(name: object) -> None:
+    problem = _name_problem(name)
+    if problem is not None:
+        raise ConfigError(problem)
+
+
+def _name_problem(name: object) -> str | None:
     if not isinstance(name, str) or not _NAME.fullmatch(name):
-        raise ConfigError(f"search attribute name {name!r} must be 1-64 ASCII letters, digits or '_', not starting "
-                          "with a digit")
+        return f"search attribute name {name!r} must be 1-64 ASCII letters, digits or '_', not starting with a digit"
     if name in RESERVED:
-        raise ConfigError(f"search attribute name {name!r} is reserved (built in: {', '.join(sorted(RESERVED))})")
+        return f"search attribute name {name!r} is reserved (built in: {', '.join(sorted(RESERVED))})"
+    return None
 
 
 def _encode_value(name: str, value: object, upsert: bool) -> SearchAttributeValue:
@@ -130,11 +136,8 @@ def wire_problem(attributes: object, *, upsert: bool = False) -> str | None:
         return f"{len(attributes)} search attributes; at most {MAX_ATTRIBUTES}"
     total = 0
     for name, typed in attributes.items():
-        if not isinstance(name, str) or not _NAME.fullmatch(name):
-            return f"search attribute name {name!r} must be 1-64 ASCII letters, digits or '_', not starting with " \
-                   "a digit"
-        if name in RESERVED:
-            return f"search attribute name {name!r} is reserved"
+        if (problem := _name_problem(name)) is not None:
+            return problem
         kind, value = typed.get("type"), typed.get("value")
         if kind not in TYPES:
             return f"search attribute {name!r} has type {kind!r}; one of {', '.join(TYPES)}"
