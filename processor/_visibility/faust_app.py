@@ -24,6 +24,8 @@ import faust
 from faust.transport.drivers import TRANSPORTS
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP, StreamT
+from faust.web.drivers import DRIVERS as WEB_DRIVERS
+from faust.web.drivers import aiohttp as faust_web
 
 from processor._codec import default_codec
 from processor._kafka.topics import TopicNames
@@ -31,10 +33,30 @@ from processor._visibility.service import Visibility
 from processor._visibility.web import add_routes
 from processor.exceptions import ConfigError
 
-__all__ = ["Transport", "build_app"]
+__all__ = ["TABLES", "Transport", "Web", "build_app", "changelog_specs"]
 
 log = logging.getLogger("processor.visibility")
 SCHEME = "dpkafka"
+WEB_SCHEME = "dpweb"
+TABLES = ("runs", "latest", "history")
+
+
+def app_id(prefix: str) -> str:
+    return f"{prefix}.visibility"
+
+
+def changelog_specs(prefix: str, partitions: int) -> list[Any]:
+    """The tables' changelog topics, declared here so `processor ui` creates them, compacted and
+    with wf.events' partition count, and waits until the broker lists them *before* faust starts.
+
+    Why not let faust create them: its consumer records a topic's partition count when it
+    subscribes; a changelog topic created a moment before is often not in that metadata yet, and
+    the first table write then fails with "the changelog topic has 0 partitions" -- the agent dies
+    and the projection stops."""
+    from processor._kafka.topics import TopicSpec
+
+    return [TopicSpec(f"{app_id(prefix)}-{table}-changelog", partitions, None, {"cleanup.policy": "compact"})
+            for table in TABLES]
 
 
 class _ReadCommittedThread(faust_aiokafka.AIOKafkaConsumerThread):
@@ -55,8 +77,19 @@ class Transport(faust_aiokafka.Transport):
     Consumer = _Consumer
 
 
+class Web(faust_web.Web):
+    """faust's aiohttp server serving our pages only: / is the workflow list (faust mounts its own
+    index there), and faust's /table and /router views would show raw table contents."""
+
+    default_blueprints = []
+    production_blueprints = []
+    debug_blueprints = []
+    optional_blueprints = []
+
+
 def _register() -> None:
     TRANSPORTS.aliases.setdefault(SCHEME, f"{__name__}:Transport")
+    WEB_DRIVERS.aliases.setdefault(WEB_SCHEME, f"{__name__}:Web")
 
 
 def build_app(bootstrap: str, prefix: str, partitions: int, state_dir: Path, host: str, port: int,
@@ -70,11 +103,15 @@ def build_app(bootstrap: str, prefix: str, partitions: int, state_dir: Path, hos
         raise ConfigError("processor ui needs a Kafka bootstrap (host:port)")
     state_dir.mkdir(parents=True, exist_ok=True)
     app = faust.App(
-        f"{prefix}.visibility", broker=brokers, store="rocksdb://", datadir=str(state_dir),
-        topic_partitions=partitions, web_enabled=True, web_bind=host, web_port=port, web_host=host,
+        app_id(prefix), broker=brokers, store="rocksdb://", datadir=str(state_dir),
+        topic_partitions=partitions, web=f"{WEB_SCHEME}://", web_enabled=True, web_bind=host, web_port=port,
+        web_host=host,
         web_in_thread=False, table_standby_replicas=0, consumer_auto_offset_reset="earliest",
         broker_commit_every=1_000, broker_commit_interval=1.0, stream_wait_empty=False,
         producer_acks=-1, autodiscover=False, logging_config=None,
+        # A SIGKILLed `processor ui` holds its partitions until its session expires; faust's 60 s
+        # default kept a replacement waiting a minute before it served anything.
+        broker_session_timeout=10.0, broker_heartbeat_interval=3.0,
     )
     events = app.topic(topics.events, key_type=bytes, value_type=bytes, key_serializer="raw",
                        value_serializer="raw", partitions=partitions, internal=False)
@@ -90,7 +127,13 @@ def build_app(bootstrap: str, prefix: str, partitions: int, state_dir: Path, hos
     async def project(stream: StreamT[Any]) -> None:
         async for event in stream.events():
             message = event.message
-            vis.apply(message.key, message.value, message.partition, message.offset)
+            try:
+                vis.apply(message.key, message.value, message.partition, message.offset)
+            except Exception as exc:  # noqa: BLE001 - a projection that stops folding must not serve on
+                log.error("visibility: the projection stopped at %s[%d]@%d: %s", message.topic, message.partition,
+                          message.offset, exc)
+                await app.crash(exc)
+                raise
 
     async def lag() -> dict[str, Any]:
         """Per partition of wf.events this process owns: records not yet fetched (the end of the
@@ -116,11 +159,12 @@ def build_app(bootstrap: str, prefix: str, partitions: int, state_dir: Path, hos
 
 def run(bootstrap: str, prefix: str, state_dir: Path, host: str, port: int, verbose: bool = False) -> int:
     """`processor ui`: run the projection and serve its API and UI until SIGTERM/SIGINT."""
-    from processor._kafka.topics import require_reachable
+    from processor._kafka.topics import ensure_topics, require_reachable
     from processor.client import Client
 
     require_reachable(bootstrap)
     partitions = _events_partitions(bootstrap, TopicNames(prefix).events)
+    ensure_topics(bootstrap, changelog_specs(prefix, partitions), exact_partitions=True)
     client = Client(bootstrap, prefix=prefix)
     app, _ = build_app(bootstrap, prefix, partitions, state_dir, host, port, commands=client)
     os.environ.setdefault("F_FORCE_COLOR", "0")
