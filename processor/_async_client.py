@@ -109,6 +109,10 @@ class AsyncClient:
         """As Client.start_workflow."""
         rec = Client.start_record(workflow, args, task_queue, execution_timeout, id_reuse_policy, if_exists,
                                   request_id, start_signal, start_signal_args, search_attributes, memo)
+        self.sync._check("StartWorkflow", id, rec)  # noqa: SLF001
+        watcher = self.sync._watcher  # noqa: SLF001
+        if watcher is None or not watcher.watching(id):  # before the start, as Client.start_workflow
+            await asyncio.to_thread(self.sync.watch, id)
         start = _Start()
         self.sync._starts[id] = start  # noqa: SLF001 - result(id) follows this start, as in Client
         reply = await self._ask("StartWorkflow", id, rec, timeout, start.arrived)

@@ -266,6 +266,12 @@ def _build_definition(cls: object, name: str | None) -> WorkflowDefinition:
         )
     signals = _by_name(cls, handlers, _SIGNAL_ATTR, "signal")
     queries = _by_name(cls, query_handlers, _QUERY_ATTR, "query")
+    reserved = sorted(q for q in queries if q.startswith("__"))
+    if reserved:
+        raise ConfigError(
+            f"workflow class {cls.__qualname__} names a query {reserved[0]!r}: query names starting with '__' are "
+            "the processor's own (e.g. __history, docs/protocol.md#built-in-queries); choose another name"
+        )
     updates = _by_name(cls, update_handlers, _UPDATE_ATTR, "update")
     try:
         params = list(inspect.signature(cls).parameters.values())

@@ -1,8 +1,12 @@
 """The client's background reader: the completion partitions someone asked about, and the
 client's own partition of the replies topic.
 
-Completions are read from the beginning of each watched partition and kept per (workflow, run);
-replies are read from where the client's partition ended when the client first needed it (a
+Completions are read from where each watched partition ended when the client first watched it
+(never from its beginning: a compacted completions partition holds every workflow ever closed),
+handed to whoever waits on the run, and the last CACHE_MAX of them kept (a bounded cache: a
+client that watches a million completions holds ten thousand). A run that closed before its
+partition was watched is the client's to learn otherwise (client.py asks the processor).
+Replies are read from where the client's partition ended when the client first needed it (a
 reply is for the client that asked, never history), and handed to whoever waits on its
 request_id. One consumer and one thread serve both, for every waiter of the client.
 """
@@ -14,10 +18,11 @@ import random
 import threading
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
 from processor._codec import default_codec
 from processor._codec.partitioner import partition_for
@@ -30,6 +35,7 @@ log = logging.getLogger("processor.client")
 
 Completion = tuple[str, dict[str, Any]]  # (record short name, fields)
 Reply = dict[str, Any]  # a wf.replies.v1.CommandReply
+CACHE_MAX = 10_000  # completions kept after their waiters were served (per cache: by run, by id)
 
 
 class Watcher:
@@ -48,18 +54,18 @@ class Watcher:
         self.consumer.incremental_assign([TopicPartition(self.replies_topic, self.reply_partition, high)])
         self.codec = default_codec()
         self.lock = threading.Lock()
-        self.results: dict[str, dict[str, Completion]] = {}  # workflow id -> run id -> completion
-        self.latest: dict[str, Completion] = {}  # workflow id -> its last completion read
+        self.results: OrderedDict[tuple[str, str], Completion] = OrderedDict()  # (id, run) -> completion
+        self.latest: OrderedDict[str, Completion] = OrderedDict()  # workflow id -> its last completion read
         self.callbacks: dict[tuple[str, str | None], list[Callable[[Completion], None]]] = {}
         self.reply_callbacks: dict[str, Callable[[Reply], None]] = {}
-        self._watched: set[int] = set()
-        self._add: list[int] = []
+        self._watched: dict[int, threading.Event] = {}  # partition -> set once it is read from its end
+        self._add: list[int] = []  # partitions to start reading (the thread assigns them)
 
         self._stop = False
         self._thread = threading.Thread(target=self._run, name="completions", daemon=True)
         self._thread.start()
 
-    def _end_of(self, tp: TopicPartition, within_s: float = 30.0) -> int:
+    def _end_of(self, tp: TopicPartition, within_s: float = 30.0, close_on_error: bool = True) -> int:
         """The partition's end offset; retried while the broker cannot say yet (a topic created a
         moment ago has no leader for a while)."""
         deadline = time.monotonic() + within_s
@@ -71,7 +77,8 @@ class Watcher:
                 if time.monotonic() >= deadline or not exc.args[0].retriable() and exc.args[0].code() not in (
                         KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE,
                         KafkaError.UNKNOWN_TOPIC_OR_PART):
-                    self.consumer.close()
+                    if close_on_error:
+                        self.consumer.close()
                     raise KafkaUnavailableError(f"cannot read the end of {tp.topic}[{tp.partition}]: "
                                                 f"{exc.args[0]}") from None
                 time.sleep(0.1)
@@ -88,12 +95,43 @@ class Watcher:
 
     # -- completions -----------------------------------------------------------------------------
 
-    def watch(self, workflow_id: str) -> None:
+    def watching(self, workflow_id: str) -> bool:
+        ready = self._watched.get(partition_for(workflow_id.encode(), self.partitions))
+        return ready is not None and ready.is_set()
+
+    def watch(self, workflow_id: str, within_s: float = 60.0) -> None:
+        """Read the completions partition of `workflow_id` from its end now: when this returns,
+        every completion written from here on reaches the waiters. The first watch of a partition
+        waits for the reader thread to find the partition's end and assign it (the consumer is
+        the thread's alone: a watermark query from another thread while it consumes hangs)."""
         p = partition_for(workflow_id.encode(), self.partitions)
         with self.lock:
-            if p not in self._watched:
-                self._watched.add(p)
+            ready = self._watched.get(p)
+            if ready is None:
+                ready = self._watched[p] = threading.Event()
                 self._add.append(p)
+        if ready.is_set():
+            return
+        if threading.current_thread() is self._thread:  # a callback of the thread itself: assign here
+            self._assign_new()
+            return
+        if not ready.wait(within_s):
+            raise KafkaUnavailableError(f"cannot read the end of {self.completions_topic}[{p}] within {within_s:g}s")
+
+    def _assign_new(self) -> None:
+        """(The reader thread.) Start reading the partitions asked for, each from its end now."""
+        with self.lock:
+            add, self._add = self._add, []
+        for p in add:
+            try:
+                end = self._end_of(TopicPartition(self.completions_topic, p), close_on_error=False)
+            except KafkaUnavailableError as exc:
+                log.warning("%s; trying again", exc)
+                with self.lock:
+                    self._add.append(p)
+                continue
+            self.consumer.incremental_assign([TopicPartition(self.completions_topic, p, end)])
+            self._watched[p].set()
 
     def on_result(self, workflow_id: str, run_id: str | None,
                   fn: Callable[[Completion], None]) -> Callable[[Completion], None]:
@@ -107,7 +145,7 @@ class Watcher:
             while res[0] == "WorkflowContinuedAsNew":
                 new_run = res[1]["new_run_id"]
                 with self.lock:
-                    ready = self.results.get(workflow_id, {}).get(new_run)
+                    ready = self.results.get((workflow_id, new_run))
                     if ready is None:
                         self.callbacks.setdefault((workflow_id, new_run), []).append(follow)
                         return
@@ -116,28 +154,12 @@ class Watcher:
 
         self.watch(workflow_id)
         with self.lock:
-            ready = self.latest.get(workflow_id) if run_id is None else self.results.get(workflow_id, {}).get(run_id)
+            ready = self.latest.get(workflow_id) if run_id is None else self.results.get((workflow_id, run_id))
             if ready is None:
                 self.callbacks.setdefault((workflow_id, run_id), []).append(follow)
         if ready is not None:
             follow(ready)
         return follow  # what cancel() takes
-
-    def wait(self, workflow_id: str, run_id: str | None, timeout: float | None) -> Completion:
-        """Block until the completion arrives: `on_result` with an Event."""
-        done = threading.Event()
-        box: list[Completion] = []
-
-        def arrived(res: Completion) -> None:
-            box.append(res)
-            done.set()
-
-        registered = self.on_result(workflow_id, run_id, arrived)
-        if not done.wait(timeout):
-            self.cancel(workflow_id, run_id, registered)
-            if not box:
-                raise TimeoutError(f"workflow {workflow_id!r} did not complete within {timeout}s")
-        return box[0]
 
     def cancel(self, workflow_id: str, run_id: str | None, registered: Callable[[Completion], None]) -> None:
         """Forget a callback on_result registered (a waiter that gave up), wherever along the
@@ -166,11 +188,8 @@ class Watcher:
 
     def _run(self) -> None:
         while not self._stop:
-            with self.lock:
-                add, self._add = self._add, []
-            if add:
-                self.consumer.incremental_assign(
-                    [TopicPartition(self.completions_topic, p, OFFSET_BEGINNING) for p in add])
+            if self._add:
+                self._assign_new()
             msgs = consume_available(self.consumer, 500, 0.05)
             if not msgs:
                 if not self._watched and not self.reply_callbacks:
@@ -195,8 +214,7 @@ class Watcher:
             with self.lock:
                 for wid, res in got:
                     run = res[1].get("run_id", "")
-                    self.results.setdefault(wid, {})[run] = res
-                    self.latest[wid] = res
+                    self._keep(wid, run, res)
                     fire.extend((fn, res) for fn in self.callbacks.pop((wid, run), ()))
                     fire.extend((fn, res) for fn in self.callbacks.pop((wid, None), ()))
                 for reply in replies:
@@ -205,6 +223,17 @@ class Watcher:
                         fire.append((fn, reply))
             for fn, arg in fire:
                 fn(arg)
+
+    def _keep(self, wid: str, run: str, res: Completion) -> None:
+        """Cache a completion read (under the lock), dropping the oldest past CACHE_MAX."""
+        self.results[(wid, run)] = res
+        self.results.move_to_end((wid, run))
+        self.latest[wid] = res
+        self.latest.move_to_end(wid)
+        while len(self.results) > CACHE_MAX:
+            self.results.popitem(last=False)
+        while len(self.latest) > CACHE_MAX:
+            self.latest.popitem(last=False)
 
     def close(self) -> None:
         self._stop = True

@@ -10,6 +10,7 @@ every completion it sees there (processor/_watcher.py).
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 import uuid
@@ -29,9 +30,10 @@ from processor._answers import (
     history_events,
     summarize,
 )
+from processor._builtin_queries import HISTORY_QUERY, closing_completion, history_page
 from processor._codec import default_codec
 from processor._codec.partitioner import partition_for
-from processor._engine.runs import ALLOW_DUPLICATE, REFUSED, USE_EXISTING, policy_problem
+from processor._engine.runs import ALLOW_DUPLICATE, REFUSED, STARTED, USE_EXISTING, policy_problem
 from processor._kafka.config import client_config
 from processor._kafka.control import read_layout
 from processor._kafka.messages import high_watermarks
@@ -53,6 +55,8 @@ from processor.schedule import Schedules
 from processor.workflow import WorkflowDefinition
 
 __all__ = ["AsyncClient", "AsyncWorkflowHandle", "Client", "WorkflowHandle"]
+
+log = logging.getLogger("processor.client")
 
 def _workflow_type(workflow: object) -> str:
     if isinstance(workflow, str):
@@ -278,6 +282,8 @@ class Client(Schedules):
         `result()` waits for it."""
         rec = self.start_record(workflow, args, task_queue, execution_timeout, id_reuse_policy, if_exists,
                                 request_id, start_signal, start_signal_args, search_attributes, memo)
+        self._check("StartWorkflow", id, rec)
+        self._completions().watch(id)  # before the start: its completion cannot be missed (_own_new_run)
         start = _Start()
         if not wait_for_ack:
             self._check("StartWorkflow", id, rec)
@@ -413,7 +419,19 @@ class Client(Schedules):
         deadline = None if timeout is None else time.monotonic() + timeout
         run = self._run_to_wait_for(workflow_id, run_id, timeout)
         left = None if deadline is None else max(0.0, deadline - time.monotonic())
-        return self._completions().wait(workflow_id, run, left)
+        done = threading.Event()
+        box: list[Completion] = []
+
+        def arrived(res: Completion) -> None:
+            box.append(res)
+            done.set()
+
+        cancel = self._when_closed(workflow_id, run, arrived, ask=not self._own_new_run(workflow_id, run))
+        if not done.wait(left):
+            cancel()
+            if not box:
+                raise TimeoutError(f"workflow {workflow_id!r} did not complete within {timeout}s")
+        return box[0]
 
     def result(self, workflow_id: str, timeout: float | None = None, result_type: object = None,
                run_id: str | None = None) -> Any:
@@ -425,20 +443,128 @@ class Client(Schedules):
         start calls `fn(("StartRefused", reply))`."""
         start = self._starts.get(workflow_id) if run_id is None else None
         if start is None:
-            self._completions().on_result(workflow_id, run_id, fn)
+            self._when_closed(workflow_id, run_id, fn, ask=True)
             return
 
         def answered(reply: Reply) -> None:
             if reply["outcome"] == REFUSED:
                 fn(("StartRefused", reply))
             else:
-                self._completions().on_result(workflow_id, reply["run_id"], fn)
+                self._when_closed(workflow_id, reply["run_id"], fn, ask=reply["outcome"] != STARTED)
 
         start.then(answered)
 
+    def _own_new_run(self, workflow_id: str, run: str | None) -> bool:
+        """True if `run` is a new run this client started: its completions partition was watched
+        before the start was sent (start_workflow), so its completion cannot be missed."""
+        start = self._starts.get(workflow_id)
+        reply = start.reply if start is not None else None
+        return reply is not None and reply["outcome"] == STARTED and reply["run_id"] == run
+
+    def _when_closed(self, workflow_id: str, run: str | None, fn: Callable[[Completion], None],
+                     ask: bool) -> Callable[[], None]:
+        """Call `fn` once with the completion of `run` (None: the id's latest run), following
+        continue-as-new to the last run. The watcher reads completions from when the partition was
+        first watched; a run that closed before then is learned from the processor that owns the
+        workflow (`ask`: the built-in __history query for the run's last event). Returns what
+        forgets the waiter (a caller that gives up)."""
+        watcher = self._completions()
+        watcher.watch(workflow_id)
+        lock = threading.Lock()
+        fired = False
+        waits: list[tuple[str | None, Callable[[Completion], None]]] = []
+        asked: list[str] = []
+
+        def forget() -> None:
+            with lock:
+                pending, queries = list(waits), list(asked)
+            for r, registered in pending:
+                watcher.cancel(workflow_id, r, registered)
+            for request_id in queries:
+                watcher.forget_reply(request_id)
+
+        def once(res: Completion) -> None:
+            nonlocal fired
+            with lock:
+                if fired:
+                    return
+                fired = True
+            forget()
+            fn(res)
+
+        def wait_on(r: str | None) -> None:
+            registered = watcher.on_result(workflow_id, r, once)
+            with lock:
+                waits.append((r, registered))
+
+        def ask_about(r: str | None) -> None:
+            request_id = uuid.uuid4().hex
+            rec = {"query_name": HISTORY_QUERY, "args": to_payloads((-1,)), "run_id": r,
+                   "request_id": request_id, "reply_partition": watcher.reply_partition}
+
+            def answered(reply: Reply) -> None:
+                try:
+                    page = history_page(reply, self.codec.decode_typed)
+                except ProcessorError as exc:
+                    log.warning("the processor could not say whether %r closed: %s", workflow_id, exc)
+                    return
+                closed = closing_completion(page) if page is not None else None
+                if closed is None:
+                    return  # unknown or open: its completion is still to come, and the watcher reads it
+                if closed[0] != "WorkflowContinuedAsNew":
+                    once(closed)
+                    return
+                new_run = closed[1]["new_run_id"]  # closed before the watch began: follow it here
+                wait_on(new_run)
+                ask_about(new_run)
+
+            with lock:
+                if fired:
+                    return
+                asked.append(request_id)
+            watcher.expect_reply(request_id, answered)
+            self._send("QueryWorkflow", workflow_id, rec, wait=False)
+
+        wait_on(run)
+        if ask:
+            ask_about(run)
+        return forget
+
     def history(self, workflow_id: str, timeout: float = 30, run_id: str | None = None) -> list[dict[str, Any]]:
-        """Every event of one run of the workflow (default: its latest), in order, read from the
-        events topic."""
+        """Every event of one run of the workflow (default: its latest), in order; [] for an id
+        no processor knows. Asked of the processor that owns the workflow (the built-in
+        `__history` query: pages read from its RocksDB, nothing scanned); if no processor
+        answers within `timeout` (none running), read from the events topic instead."""
+        _check_id(workflow_id)
+        try:
+            return self._history_from_processor(workflow_id, run_id, timeout)
+        except NoReplyError:
+            log.warning("no processor answered for the history of %r within %gs: reading its events partition "
+                        "from the beginning instead", workflow_id, timeout)
+            return self.history_from_log(workflow_id, timeout, run_id)
+
+    def _history_from_processor(self, workflow_id: str, run_id: str | None, timeout: float) -> list[dict[str, Any]]:
+        deadline = time.monotonic() + timeout
+        events: list[dict[str, Any]] = []
+        seq, run = 1, run_id
+        while True:
+            rec = {"query_name": HISTORY_QUERY, "args": to_payloads((seq,)), "run_id": run,
+                   "request_id": uuid.uuid4().hex}
+            reply = self._ask("QueryWorkflow", workflow_id, rec, max(0.1, deadline - time.monotonic()))
+            page = history_page(reply, self.codec.decode_typed)
+            if page is None:
+                return events
+            run = page.run_id  # every page of the same run, even if a new run starts meanwhile
+            events.extend(page.events)
+            if page.next_seq is None:
+                return events
+            seq = page.next_seq
+
+    def history_from_log(self, workflow_id: str, timeout: float = 30,
+                         run_id: str | None = None) -> list[dict[str, Any]]:
+        """`history`, read from the events topic: the workflow's partition from its beginning (no
+        processor needed; slow once the partition holds much history)."""
+        _check_id(workflow_id)
         _check_id(workflow_id)
         consumer = Consumer(client_config("consumer", self.bootstrap, "client-history", fixed={
             "group.id": f"{self.topics.prefix}.client-{uuid.uuid4().hex}", "isolation.level": "read_committed",
@@ -490,8 +616,10 @@ class Client(Schedules):
         return {partition_for(workflow_id.encode(), n) for n in (layout.partitions, layout.previous)
                 if 0 < n < live}
 
-    def describe(self, workflow_id: str, run_id: str | None = None) -> dict[str, Any]:
-        events = self.history(workflow_id, run_id=run_id)
+    def describe(self, workflow_id: str, run_id: str | None = None, timeout: float = 30) -> dict[str, Any]:
+        """The run's summary (status, type, pending activities, search attributes, ...), from its
+        history (see `history`)."""
+        events = self.history(workflow_id, timeout, run_id)
         if not events:
             raise WorkflowNotFoundError(f"no workflow with id {workflow_id!r}")
         return summarize(events)

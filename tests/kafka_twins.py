@@ -80,5 +80,11 @@ class NoWatcher:
     def forget_reply(self, *args: object) -> None:
         pass
 
+    def watch(self, *args: object) -> None:
+        pass
+
+    def watching(self, *args: object) -> bool:
+        return True
+
     def close(self) -> None:
         pass

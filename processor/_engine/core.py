@@ -4,6 +4,7 @@ engine import it without importing each other."""
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -86,6 +87,7 @@ class EngineParts:
         _update_waiters: dict[tuple[str, str], list[dict[str, Any]]]
         _beat_details: dict[tuple[str, str, int], tuple[int, Payload]]
         deadline: Deadline
+        cache: OrderedDict[str, Live]
 
         def _load(self, partition: int, wid: str) -> Live | None: ...
         def _evict(self, wid: str) -> None: ...

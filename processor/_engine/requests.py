@@ -7,9 +7,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from processor._builtin_queries import HISTORY_QUERY, history_answer, last_event_only
 from processor._engine.core import EngineParts, Live
+from processor._engine.state import Summary
 from processor._runtime import WorkflowInstance
-from processor.exceptions import QueryFailedError, UpdateRejectedError
+from processor.exceptions import ProcessorError, QueryFailedError, UpdateRejectedError
 
 
 class Requests(EngineParts):
@@ -20,6 +22,14 @@ class Requests(EngineParts):
         """Answer from the live instance, or from one replayed for the purpose (a closed or evicted
         run); nothing is appended. A query is never dead-lettered: its reply is the answer."""
         wid, run = rec["workflow_id"], rec.get("run_id")
+        if rec["query_name"] == HISTORY_QUERY:  # from the store: no replay of an evicted run
+            cached = self.cache.get(wid)
+            known = cached.summary if cached is not None else self.stores[partition].summary(wid)
+            if known is None:
+                self.outbox.reply(rec, "QueryWorkflow", "not_found", "", f"QueryWorkflow for unknown workflow {wid!r}")
+            else:
+                self._answer_history(partition, rec, run or known.run_id, known)
+            return None
         live = self._load(partition, wid)
         if live is None:
             self.outbox.reply(rec, "QueryWorkflow", "not_found", "", f"QueryWorkflow for unknown workflow {wid!r}")
@@ -62,6 +72,28 @@ class Requests(EngineParts):
             return None
         self.outbox.reply(rec, "QueryWorkflow", "answered", summary.run_id, "", answer)
         return None
+
+    def _answer_history(self, partition: int, rec: dict[str, Any], run: str, summary: Summary) -> None:
+        """The built-in `__history` query (_builtin_queries.py): one page of a run's events,
+        straight from this processor's RocksDB -- no replay, no scan of wf.events. The last
+        event of the latest run (a client asking whether it closed) is one read."""
+        store, wid = self.stores[partition], rec["workflow_id"]
+        raws: list[bytes] = []
+        if run == summary.run_id and summary.last_seq and last_event_only(rec["args"]):
+            last = store.event(wid, run, summary.last_seq)
+            raws = [b""] * (summary.last_seq - 1) + [last] if last is not None else []
+        if not raws:
+            raws = store.history(wid, run)
+        if not raws:
+            self.outbox.reply(rec, "QueryWorkflow", "not_found", run,
+                              f"no run {run} of workflow {rec['workflow_id']!r} on this processor")
+            return
+        try:
+            answer = history_answer(run, raws, rec["args"])
+        except (ValueError, ProcessorError) as exc:
+            self.outbox.reply(rec, "QueryWorkflow", "failed", run, str(exc))
+            return
+        self.outbox.reply(rec, "QueryWorkflow", "answered", run, "", answer)
 
     def _deadline_s(self, instance: WorkflowInstance) -> float:
         return instance.activation_deadline_s or self.settings.activation_deadline_ms / 1000

@@ -132,3 +132,57 @@ def test_a_query_or_validator_that_blocks_is_interrupted_and_the_workflow_goes_o
     assert h.result("s") == ["a", "b"]
     assert h.dlq_reasons() == []
     h.close()
+
+
+# -- the built-in __history query (docs/protocol.md#built-in-queries) ------------------------------
+
+def history_pages(h: EngineHarness, wid: str, *args: Any, run_id: str | None = None) -> Any:
+    from processor._builtin_queries import HISTORY_QUERY, history_page
+
+    return history_page(query(h, wid, HISTORY_QUERY, *args, run_id=run_id), h.engine.codec.decode_typed)
+
+
+def test_history_is_answered_from_the_store_in_pages_without_a_replay(h: EngineHarness) -> None:
+    h.start("a", "Approval", 0.0)
+    h.signal("a", "approve", "dee")
+    h.tick(1)
+    h.reopen(h.partition_of("a"))  # evicted: answering must not replay it
+    whole = history_pages(h, "a")
+    assert [e["type"] for e in whole.events] == h.event_types("a") and whole.next_seq is None
+    assert whole.run_id == h.run_of("a") and whole.last_seq == len(whole.events)
+    assert h.engine.counters.replays == 0
+    first = history_pages(h, "a", 1, 1)  # one byte a page: one event a page, never none
+    assert len(first.events) == 1 and first.next_seq == 2
+    pages, seq = [], 1
+    while seq is not None:
+        page = history_pages(h, "a", seq, 200)
+        pages.extend(page.events)
+        seq = page.next_seq
+    assert pages == whole.events
+    assert [e["type"] for e in history_pages(h, "a", -1).events] == ["WorkflowCompleted"]
+
+
+def test_history_of_an_unknown_workflow_or_run_and_bad_arguments(h: EngineHarness) -> None:
+    from processor._builtin_queries import HISTORY_QUERY
+
+    assert history_pages(h, "nobody") is None
+    h.start("a", "Approval", 60.0)
+    assert history_pages(h, "a", run_id="0" * 32) is None
+    reply = query(h, "a", HISTORY_QUERY, "one")
+    assert reply["outcome"] == "failed" and "from_seq" in reply["message"]
+    assert h.dlq_reasons() == []
+
+
+def test_a_workflow_cannot_name_a_query_like_a_builtin() -> None:
+    from processor.exceptions import ConfigError
+
+    with pytest.raises(ConfigError, match="'__history'.*processor's own"):
+        @workflow.defn
+        class Sneaky:
+            @workflow.query(name="__history")
+            def h(self) -> int:
+                return 1
+
+            @workflow.run
+            async def run(self) -> None:
+                return None
