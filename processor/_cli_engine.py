@@ -16,7 +16,7 @@ from typing import Any
 
 from processor._engine.runs import ID_REUSE_POLICIES, IF_EXISTS
 from processor._kafka import config as kafka_config
-from processor.exceptions import NoReplyError, ProcessorError, WorkflowFailureError
+from processor.exceptions import ConfigError, NoReplyError, ProcessorError, WorkflowFailureError
 
 Sub = argparse._SubParsersAction  # noqa: SLF001 - argparse exposes no public name for it
 
@@ -196,8 +196,28 @@ def cmd_show(args: argparse.Namespace) -> int:
             print(f"  {key:20} {json.dumps(summary[key], default=str, ensure_ascii=False)}")
     print("history:")
     for ev in history:
-        print(f"  {ev['seq']:>4}  {_ts(ev['time_ms'])}  {ev['type']:24} {_brief(ev)}")
+        print(f"  {ev['seq']:>4}  {_ts(ev['time_ms'])}  {ev['type']:24} {'' if args.full else _brief(ev)}")
+        if args.full:
+            _print_full(ev)
     return 0
+
+
+def _print_full(ev: dict[str, Any]) -> None:
+    """An event's every field: payloads as their JSON values, failures with their stack traces."""
+    from processor._visibility.record import jsonable_event
+
+    for key, value in ev.items():
+        if key in ("type", "seq", "time_ms") or value is None:
+            continue
+        failure = value if isinstance(value, dict) and "stack_trace" in value else None
+        shown = jsonable_event({k: v for k, v in value.items() if k != "stack_trace"} if failure else value)
+        print(f"        {key}: {json.dumps(shown, default=str, ensure_ascii=False)}")
+        while failure is not None:
+            for line in (failure.get("stack_trace") or "").rstrip().splitlines():
+                print(f"          | {line}")
+            failure = failure.get("cause")
+            if failure is not None:
+                print(f"          caused by {failure.get('type')}: {failure.get('message')}")
 
 
 def _ts(ms: int) -> str:
@@ -233,11 +253,22 @@ def cmd_replay(args: argparse.Namespace) -> int:
     from processor.replayer import Replayer
 
     app = load_app(args.app)
-    client = _client(args)
-    try:
-        history = client.history(args.id, run_id=args.run_id)
-    finally:
-        client.close()
+    if args.file:
+        from processor.replayer import history_from_json
+
+        try:
+            history = history_from_json(Path(args.file).read_text())
+        except OSError as exc:
+            raise ConfigError(f"cannot read {args.file}: {exc.strerror}") from None
+    else:
+        if not args.id:
+            raise ConfigError("say which workflow to replay: its ID, or --file HISTORY.jsonl "
+                              "(`processor history ID -o jsonl` writes one)")
+        client = _client(args)
+        try:
+            history = client.history(args.id, run_id=args.run_id)
+        finally:
+            client.close()
     if not history:
         print(f"no workflow with id {args.id!r}" + (f" and run {args.run_id}" if args.run_id else ""))
         return 1
@@ -246,7 +277,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     except NondeterminismError as exc:
         print(f"NONDETERMINISTIC: {exc}")
         return 1
-    print(f"replayed {len(history)} events of {args.id} against {args.app}: OK "
+    print(f"replayed {len(history)} events of {history[0]['workflow_id']} against {args.app}: OK "
           f"(closed={result.closed}, commands not yet in history={len(result.commands_pending)})")
     return 0
 
@@ -478,11 +509,13 @@ def register(sub: Sub[argparse.ArgumentParser], add_common: Callable[[argparse.A
     add_common(p)
     p.add_argument("id")
     p.add_argument("--run-id", help="which run (default: the latest)")
+    p.add_argument("--full", action="store_true", help="every field of every event: whole payloads and stack traces")
     p.set_defaults(func=cmd_show)
 
     p = sub.add_parser("replay", help="replay a workflow's history against the app's current code")
     add_common(p)
-    p.add_argument("id")
+    p.add_argument("id", nargs="?", help="the workflow (its history is read from the processor)")
+    p.add_argument("--file", help="replay this history instead (JSON lines: `processor history ID -o jsonl`)")
     p.add_argument("--app", required=True)
     p.add_argument("--run-id", help="which run (default: the latest)")
     p.set_defaults(func=cmd_replay)

@@ -29,6 +29,7 @@ from faust.web import Request, Response, View
 from processor._visibility import pages
 from processor._visibility.service import Visibility
 from processor.exceptions import ConfigError, ProcessorError, WorkflowNotFoundError
+from processor.replayer import history_to_json
 
 __all__ = ["add_routes"]
 
@@ -68,11 +69,11 @@ def add_routes(app: faust.App, vis: Visibility, lag: Callable[[], Awaitable[dict
             q = request.query
             if q.get("format") == "jsonl":
                 try:
-                    events = vis.history_json(workflow_id, q.get("run_id"))
+                    events = vis.history_of(workflow_id, q.get("run_id"))
                 except WorkflowNotFoundError as exc:
                     return self.json({"error": str(exc)}, status=404)
-                body = "".join(json.dumps(e, separators=(",", ":")) + "\n" for e in events)
-                return self.text(body, content_type="application/x-ndjson")
+                # The form Replayer.replay_json reads (payload bytes in base64 `data`).
+                return self.text(history_to_json(events), content_type="application/x-ndjson")
             return answer(self, lambda: {"events": vis.history_json(workflow_id, q.get("run_id"))})
 
     @app.page("/api/workflows/{workflow_id}/{verb}")
