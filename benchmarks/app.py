@@ -26,5 +26,21 @@ class ThreeNoops:
         return await workflow.execute_activity(noop, b, start_to_close_timeout=_TIMEOUT)
 
 
-app = Worker(workflows=[ThreeNoops], activities=[noop],
+def _kind(name: str) -> type:
+    """One of the 20 workflow types of benchmarks/visibility.py: one no-op activity."""
+
+    @workflow.defn(name=name)
+    class Kind:
+        @workflow.run
+        async def run(self, start: int) -> int:
+            result: int = await workflow.execute_activity(noop, start)
+            return result
+
+    return Kind
+
+
+KINDS = [_kind(f"Kind{i:02d}") for i in range(20)]
+
+
+app = Worker(workflows=[ThreeNoops, *KINDS], activities=[noop],
              max_concurrent_activities=int(os.environ.get("BENCH_MAX_CONC", "100")))
