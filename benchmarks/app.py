@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 
 from processor import Worker, activity, workflow
@@ -26,5 +27,14 @@ class ThreeNoops:
         return await workflow.execute_activity(noop, b, start_to_close_timeout=_TIMEOUT)
 
 
-app = Worker(workflows=[ThreeNoops], activities=[noop],
+@workflow.defn
+class Sleeper:
+    """A workflow that only waits (a running workflow with a timer, for benchmarks/retention.py)."""
+
+    @workflow.run
+    async def run(self, seconds: float) -> None:
+        await asyncio.sleep(seconds)
+
+
+app = Worker(workflows=[ThreeNoops, Sleeper], activities=[noop],
              max_concurrent_activities=int(os.environ.get("BENCH_MAX_CONC", "100")))
