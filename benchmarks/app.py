@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 
 from processor import Worker, activity, workflow
@@ -26,6 +27,15 @@ class ThreeNoops:
         return await workflow.execute_activity(noop, b, start_to_close_timeout=_TIMEOUT)
 
 
+@workflow.defn
+class Sleeper:
+    """A workflow that only waits (a running workflow with a timer, for benchmarks/retention.py)."""
+
+    @workflow.run
+    async def run(self, seconds: float) -> None:
+        await asyncio.sleep(seconds)
+
+
 def _kind(name: str) -> type:
     """One of the 20 workflow types of benchmarks/visibility.py: one no-op activity."""
 
@@ -42,5 +52,5 @@ def _kind(name: str) -> type:
 KINDS = [_kind(f"Kind{i:02d}") for i in range(20)]
 
 
-app = Worker(workflows=[ThreeNoops, *KINDS], activities=[noop],
+app = Worker(workflows=[ThreeNoops, Sleeper, *KINDS], activities=[noop],
              max_concurrent_activities=int(os.environ.get("BENCH_MAX_CONC", "100")))

@@ -62,6 +62,7 @@ class Counters:
     handed_off: int = 0  # workflows sent to their new home after a growth (handoff.py)
     parked: int = 0  # commands parked for a hand-off (handoff.py), like the others counted since start
     redelivered: int = 0  # commands the consumer returned again after they were applied (loop.py)
+    pruned: int = 0  # closed workflows whose history retention removed (retention.py)
 
 
 class EngineParts:
@@ -91,6 +92,7 @@ class EngineParts:
 
         def _load(self, partition: int, wid: str) -> Live | None: ...
         def _evict(self, wid: str) -> None: ...
+        def _prune(self, partition: int, wid: str) -> None: ...  # retention.py
         # provided by the other rule modules (activities.py, handoff.py), used by timers.py
         firing: tuple[int, str, str] | None
         def moved_away(self, partition: int, wid: str) -> bool: ...

@@ -33,6 +33,7 @@ from processor._engine.growth import Layout, home
 from processor._engine.handoff import DONE, HAND_OFF, META_KEY_PREFIX, HandOffs, LayoutBehind
 from processor._engine.outbox import Outbox
 from processor._engine.requests import Requests
+from processor._engine.retention import Retention
 from processor._engine.runs import (
     ALLOW_DUPLICATE,
     ATTACHED,
@@ -65,7 +66,7 @@ def builtin_workflows() -> tuple[type, ...]:
 
     return (ScheduleWorkflow,)
 
-class Engine(Activities, Requests, HandOffs, Timers):
+class Engine(Activities, Requests, HandOffs, Timers, Retention):
     def __init__(self, settings: Settings, workflows: Sequence[type], codec: Codec, sink: Sink,
                  partitions: int | Layout) -> None:
         self.settings = settings
@@ -421,6 +422,8 @@ class Engine(Activities, Requests, HandOffs, Timers):
                 del self._beat_details[gone]
         for tkey in self.stores[partition].timer_keys(wid):
             self._set_timer(partition, wid, tkey, None)
+        if event["type"] != "WorkflowContinuedAsNew":
+            self._keep_until(partition, wid)
         self.outbox.close_children(wid, live.summary.run_id, live.summary.children)
         parent = live.summary.parent
         if parent is not None and event["type"] != "WorkflowContinuedAsNew":

@@ -15,6 +15,26 @@ def _env_int(name: str, default: int) -> int:
     return int(value) if value else default
 
 
+RETENTION_DEFAULT_S = 7 * 86_400
+
+
+def retention_ms_from_env() -> int:
+    """DP_RETENTION_S: how long a closed workflow's history is kept (seconds, may be fractional;
+    0 = for ever). Default 7 days."""
+    from processor.exceptions import ConfigError
+
+    text = os.environ.get("DP_RETENTION_S", "")
+    if not text:
+        return RETENTION_DEFAULT_S * 1000
+    try:
+        seconds = float(text)
+    except ValueError:
+        raise ConfigError(f"DP_RETENTION_S must be a number of seconds (0 = keep for ever); got {text!r}") from None
+    if seconds < 0:
+        raise ConfigError(f"DP_RETENTION_S must be 0 or more seconds; got {text!r}")
+    return int(seconds * 1000)
+
+
 @dataclass(frozen=True)
 class Settings:
     bootstrap: str
@@ -30,6 +50,11 @@ class Settings:
     # Workflow code that runs this long without yielding is held as blocked (deadline.py).
     activation_deadline_ms: int = field(default_factory=lambda: _env_int("DP_ACTIVATION_DEADLINE_MS", 2_000))
     timers_per_tick: int = field(default_factory=lambda: _env_int("DP_TIMERS_PER_TICK", 1_000))
+    # History retention (retention.py): a closed workflow is pruned this long after it closed.
+    retention_ms: int = field(default_factory=retention_ms_from_env)
+    # DP_ARCHIVE_DIR: write each pruned run's history there first (JSON lines, Replayer's form).
+    archive_dir: Path | None = field(default_factory=lambda: Path(os.environ["DP_ARCHIVE_DIR"])
+                                     if os.environ.get("DP_ARCHIVE_DIR") else None)
     # Evict every instance after each activation so every step replays from history: finds
     # nondeterminism and replay bugs in tests at the cost of speed.
     always_replay: bool = field(default_factory=lambda: os.environ.get("DP_ALWAYS_REPLAY", "") == "1")

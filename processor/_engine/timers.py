@@ -14,9 +14,10 @@ from processor._engine.growth import home
 
 # Timer keys: kind letter + seq. u = workflow sleep (timer_seq); r = activity retry backoff,
 # s = start-to-close, h = heartbeat (both from the attempt's ActivityStarted), q = schedule-to-start
-# (from dispatch to ActivityStarted), c = schedule-to-close (activity_seq); w0 = execution timeout.
+# (from dispatch to ActivityStarted), c = schedule-to-close (activity_seq); w0 = execution timeout;
+# p0 = history retention of a closed workflow (retention.py).
 _TIMER_KIND = {"u": "user", "r": "activity_retry", "s": "activity_timeout", "c": "activity_timeout",
-               "h": "activity_timeout", "q": "activity_timeout", "w": "workflow_timeout"}
+               "h": "activity_timeout", "q": "activity_timeout", "w": "workflow_timeout", "p": "retention"}
 
 
 class Timers(EngineParts):
@@ -73,6 +74,9 @@ class Timers(EngineParts):
 
     def _fire(self, partition: int, wid: str, tkey: str) -> None:
         self._set_timer(partition, wid, tkey, None)
+        if tkey[0] == "p":
+            self._prune(partition, wid)
+            return
         live = self._load(partition, wid)
         if live is None or not live.summary.running:
             return

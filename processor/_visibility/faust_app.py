@@ -128,7 +128,8 @@ def build_app(bootstrap: str, prefix: str, partitions: int, state_dir: Path, hos
         async for event in stream.events():
             message = event.message
             try:
-                vis.apply(message.key, message.value, message.partition, message.offset)
+                vis.apply(message.key, message.value, message.partition, message.offset,
+                          pruned=message.value is None and _pruned(message.headers))
             except Exception as exc:  # noqa: BLE001 - a projection that stops folding must not serve on
                 log.error("visibility: the projection stopped at %s[%d]@%d: %s", message.topic, message.partition,
                           message.offset, exc)
@@ -151,10 +152,17 @@ def build_app(bootstrap: str, prefix: str, partitions: int, state_dir: Path, hos
         return {"partitions": partitions, "owned": sorted(unfetched), "unfetched_records": unfetched,
                 "total_unfetched": sum(unfetched.values()), "last_event_age_ms": ages,
                 "events_applied": vis.progress.events, "duplicates_skipped": vis.progress.duplicates,
+                "runs_pruned": vis.progress.pruned,
                 "undecodable": vis.progress.undecodable}
 
     add_routes(app, vis, lag, commands)
     return app, vis
+
+
+def _pruned(headers: Any) -> bool:
+    """Whether a tombstone carries the retention header (dp.pruned; engine/retention.py)."""
+    items = headers.items() if hasattr(headers, "items") else (headers or [])
+    return any(k == "dp.pruned" for k, _ in items)
 
 
 def run(bootstrap: str, prefix: str, state_dir: Path, host: str, port: int, verbose: bool = False) -> int:

@@ -43,6 +43,7 @@ class Progress:
     events: int = 0
     duplicates: int = 0
     undecodable: int = 0
+    pruned: int = 0  # runs removed by history retention
 
 
 class Visibility:
@@ -53,15 +54,22 @@ class Visibility:
 
     # -- the write side: one wf.events record -------------------------------------------------
 
-    def apply(self, key: bytes | None, value: bytes | None, partition: int, offset: int) -> None:
+    def apply(self, key: bytes | None, value: bytes | None, partition: int, offset: int,
+              pruned: bool = False) -> None:
+        """`pruned`: a tombstone of history retention (header dp.pruned), not of a hand-off."""
         self.progress.applied[partition] = offset
         parts = split_event_key(key) if key else None
         if parts is None:
             return  # not an event key: nothing of ours
-        wid, run, _ = parts
+        wid, run, seq = parts
         hkey = key.decode(errors="replace")  # type: ignore[union-attr]
-        if value is None:  # a tombstone: history retention pruned the event
+        if value is None:  # a tombstone: retention pruned the event, or a hand-off moved it
             self.history.pop(hkey, None)
+            if pruned and seq == 1:  # the run is gone: so is its row
+                self.runs.pop(run_key(wid, run), None)
+                if self.latest.get(wid) == run:
+                    self.latest.pop(wid, None)
+                self.progress.pruned += 1
             return
         try:
             event = self.codec.decode_typed(value)

@@ -129,3 +129,18 @@ def test_a_tombstone_removes_the_event_and_a_run_without_its_start_is_skipped(pr
             if k != key:
                 fresh.apply(k, v, p, offset)
     assert run_key("t-0", vis.latest["t-0"]) not in fresh.runs, "its WorkflowStarted is gone: no record"
+
+
+def test_a_pruned_run_leaves_the_projection_but_a_handed_off_one_stays(projected: Any) -> None:
+    from processor._engine.keys import event_key
+
+    env, vis = projected
+    pruned, moved = vis.describe("t-0"), vis.describe("t-4")
+    for view, is_pruned in ((pruned, True), (moved, False)):
+        for seq in range(1, view["history_length"] + 1):
+            vis.apply(event_key(view["workflow_id"], view["run_id"], seq), None, 0, 10_000 + seq, pruned=is_pruned)
+    with pytest.raises(WorkflowNotFoundError):
+        vis.describe("t-0")
+    assert "t-0" not in {w["workflow_id"] for w in vis.list_workflows(None)["workflows"]}
+    assert vis.describe("t-4")["status"] == "Completed", "a hand-off's tombstones leave the row"
+    assert vis.progress.pruned == 1

@@ -167,6 +167,7 @@ class EngineHarness:
         partitions: int = PARTITIONS,
         now_ms: int = START_MS,
         timers_per_tick: int = 1_000,
+        retention_ms: int = 0,
     ) -> None:
         self.root = root
         self.partitions = partitions
@@ -177,6 +178,7 @@ class EngineHarness:
             cache_size=cache_size,
             always_replay=always_replay,
             timers_per_tick=timers_per_tick,
+            retention_ms=retention_ms,
         )
         self.sink = ListSink()
         self.engine = Engine(self.settings, list(workflows), CODEC, self.sink, partitions)
