@@ -114,7 +114,7 @@ class AsyncClient:
         if watcher is None or not watcher.watching(id):  # before the start, as Client.start_workflow
             await asyncio.to_thread(self.sync.watch, id)
         start = _Start()
-        self.sync._starts[id] = start  # noqa: SLF001 - result(id) follows this start, as in Client
+        self.sync._remember(id, start)  # noqa: SLF001 - result(id) follows this start, as in Client
         reply = await self._ask("StartWorkflow", id, rec, timeout, start.arrived)
         error = _refusal("StartWorkflow", reply)
         if error is not None:

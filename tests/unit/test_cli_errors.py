@@ -232,3 +232,12 @@ def test_an_unacknowledged_send_says_it_may_arrive_and_whether_resending_is_safe
         offline_client.cancel("a")
     with pytest.raises(KafkaUnavailableError, match=r"resending may deliver it twice: signals are not de-duplicated"):
         offline_client.signal("a", "go")
+
+
+def test_a_client_remembers_a_bounded_number_of_starts(offline_client: Client) -> None:
+    from processor.client import STARTS_KEPT, _Start
+
+    for i in range(STARTS_KEPT + 100):
+        offline_client._remember(f"w{i}", _Start())
+    assert len(offline_client._starts) == STARTS_KEPT
+    assert "w0" not in offline_client._starts and f"w{STARTS_KEPT + 99}" in offline_client._starts
