@@ -52,14 +52,20 @@ def _shot(browser: Any, name: str) -> None:
 
 
 def _texts(browser: Any, css: str) -> list[str]:
+    """The text of every element `css` selects; [] while the page is being replaced (a form's
+    POST and redirect), so a wait polls through the navigation."""
+    from selenium.common.exceptions import StaleElementReferenceException, WebDriverException
     from selenium.webdriver.common.by import By
 
-    return [e.text for e in browser.find_elements(By.CSS_SELECTOR, css)]
+    try:
+        return [e.text for e in browser.find_elements(By.CSS_SELECTOR, css)]
+    except (StaleElementReferenceException, WebDriverException):
+        return []
 
 
 def _status_on_page(browser: Any, url: str) -> str:
     browser.get(url)
-    return str(_texts(browser, "h1 [data-role=status]")[0])
+    return "".join(_texts(browser, "h1 [data-role=status]")[:1])
 
 
 def test_browser_lists_opens_signals_and_cancels(kafka_bootstrap: str, prefix: str, tmp_path: Path) -> None:
@@ -156,8 +162,8 @@ def test_browser_lists_opens_signals_and_cancels(kafka_bootstrap: str, prefix: s
         browser.execute_script("window.__not_reloaded = true")
         completed = int(browser.find_element(By.CSS_SELECTOR, "#counts [data-status=Completed] .n").text)
         client.signal("approved-elsewhere", "approve", "someone else")
-        wait_for(lambda: browser.find_element(By.CSS_SELECTOR, "#counts [data-status=Completed] .n").text
-                 == str(completed + 1), 60, interval=0.2, message="the Completed count updated live")
+        wait_for(lambda: _texts(browser, "#counts [data-status=Completed] .n") == [str(completed + 1)], 60,
+                 interval=0.2, message="the Completed count updated live")
         assert browser.execute_script("return window.__not_reloaded === true")
 
         # Cancel from the page.
