@@ -59,11 +59,17 @@ async def fill(bootstrap: str, prefix: str, n: int, concurrency: int) -> tuple[f
     queue = list(range(n))
     before = rss_mb()
 
+    done = 0
+
     async def runner() -> None:
+        nonlocal done
         while queue:
             i = queue.pop()
             await client.start_workflow("ThreeNoops", i, id=f"w-{i:06d}")
             assert await client.result(f"w-{i:06d}", timeout=600) == i + 3
+            done += 1
+            if done % max(1, n // 4) == 0:
+                print(f"  the filling client's RSS after {done} completions: {rss_mb():.0f} MB", flush=True)
 
     t0 = time.perf_counter()
     await asyncio.gather(*(runner() for _ in range(concurrency)))
