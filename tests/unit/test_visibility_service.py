@@ -144,3 +144,60 @@ def test_a_pruned_run_leaves_the_projection_but_a_handed_off_one_stays(projected
     assert "t-0" not in {w["workflow_id"] for w in vis.list_workflows(None)["workflows"]}
     assert vis.describe("t-4")["status"] == "Completed", "a hand-off's tombstones leave the row"
     assert vis.progress.pruned == 1
+
+
+def test_a_batch_gives_what_one_by_one_gives_and_writes_each_run_once() -> None:
+    class Counting(dict[str, Any]):
+        writes = 0
+
+        def __setitem__(self, key: str, value: Any) -> None:
+            Counting.writes += 1
+            super().__setitem__(key, value)
+
+    with WorkflowEnvironment(workflows=[Ticket], partitions=1) as env:
+        for i in range(3):
+            env.start_workflow(Ticket.run, "ok", id=f"b-{i}", search_attributes={"CustomerId": "c1"})
+        env.sleep(120)
+        records = [(k, v, 0, o, False) for o, (k, v) in enumerate(env.bus.events[0])]
+        one = Visibility(default_codec(), {}, {}, {})
+        for key, value, p, offset, pruned in records:
+            one.apply(key, value, p, offset, pruned)
+        runs = Counting()
+        batched = Visibility(default_codec(), runs, {}, {})
+        batched.apply_batch(records)
+        batched.apply_batch(records)  # redelivered: nothing changes
+    assert dict(runs) == one.runs and batched.history == one.history and batched.latest == one.latest
+    assert Counting.writes == 3, "one write per run for the whole batch, none for the redelivery"
+
+
+def test_lists_read_a_mirror_kept_by_the_writes_and_dropped_by_a_rebalance(projected: Any) -> None:
+    env, vis = projected
+    before = vis.count_workflows(None)["count"]
+    reads = {"n": 0}
+
+    class Watched(dict[str, Any]):
+        def values(self) -> Any:
+            reads["n"] += 1
+            return super().values()
+
+        def items(self) -> Any:
+            reads["n"] += 1
+            return super().items()
+
+    vis.runs = Watched(vis.runs)
+    vis._mirror = None
+    epoch = {"n": 0}
+    vis.epoch = lambda: epoch["n"]
+    assert vis.count_workflows(None)["count"] == before and reads["n"] == 1, "built once"
+    assert vis.count_workflows("ExecutionStatus = 'Running'")["count"] >= 1 and reads["n"] == 1, "then reused"
+    env.start_workflow(Ticket.run, "ok", id="t-new")
+    env.sleep(1)
+    project(env, vis)  # every record again: the new run's are the only news
+    assert vis.count_workflows(None)["count"] == before + 1 and reads["n"] == 1, "kept by apply"
+    epoch["n"] += 1  # a rebalance: the owned partitions changed
+    assert vis.count_workflows(None)["count"] == before + 1 and reads["n"] == 2, "rebuilt"
+    epoch["n"] += 1  # the next rebalance starts; while it and the recovery last: read the table, keep nothing
+    vis.steady = lambda: False
+    vis.count_workflows(None)
+    vis.count_workflows(None)
+    assert reads["n"] == 4 and vis._mirror is None
