@@ -48,7 +48,8 @@ def disk_bytes(data_dir: Path, topic: str) -> int:
     return total
 
 
-async def soak(bootstrap: str, prefix: str, rate: float, seconds: float, data_dir: Path, topic: str) -> None:
+async def soak(bootstrap: str, prefix: str, rate: float, seconds: float, data_dir: Path | None, topic: str,
+               partitions: int, closed: set[str], closed_at: float) -> None:
     client = AsyncClient(bootstrap, prefix=prefix)
     started, t0, next_report = 0, time.monotonic(), 0.0
     pending: set[asyncio.Task[object]] = set()
@@ -57,10 +58,18 @@ async def soak(bootstrap: str, prefix: str, rate: float, seconds: float, data_di
         await client.start_workflow("ThreeNoops", i, id=f"soak-{i}")
         await client.result(f"soak-{i}", timeout=600)
 
+    gone = False
     while (elapsed := time.monotonic() - t0) < seconds:
         if elapsed >= next_report:
-            print(f"soak t={elapsed:5.0f} s: {started} workflows started, {topic} on disk "
-                  f"{disk_bytes(data_dir, topic) / 1e6:.2f} MB", flush=True)
+            size = f"{disk_bytes(data_dir, topic) / 1e6:.2f} MB" if data_dir is not None else "(no --data-dir)"
+            left = "" if gone else f"; keys of the first {len(closed)} closed workflows still in the topic: "
+            if not gone:
+                remaining = sum(1 for k in last_records(bootstrap, topic, partitions)
+                                if k.split(b"@")[0].decode() in closed)
+                gone = remaining == 0
+                left += str(remaining) + (f" (compacted away {time.monotonic() - closed_at:.0f} s after they closed)"
+                                          if gone else "")
+            print(f"soak t={elapsed:5.0f} s: {started} workflows started, {topic} on disk {size}{left}", flush=True)
             next_report += 30
         due = int(elapsed * rate)
         while started < due:
@@ -70,8 +79,8 @@ async def soak(bootstrap: str, prefix: str, rate: float, seconds: float, data_di
             started += 1
         await asyncio.sleep(0.02)
     await asyncio.gather(*pending)
-    print(f"soak end t={time.monotonic() - t0:5.0f} s: {started} workflows, {topic} on disk "
-          f"{disk_bytes(data_dir, topic) / 1e6:.2f} MB", flush=True)
+    size = f"{disk_bytes(data_dir, topic) / 1e6:.2f} MB" if data_dir is not None else "(no --data-dir)"
+    print(f"soak end t={time.monotonic() - t0:5.0f} s: {started} workflows, {topic} on disk {size}", flush=True)
     await client.close()
 
 
@@ -117,30 +126,20 @@ def main() -> None:
         def ids(last: dict[bytes, bytes | None], which: set[str]) -> dict[bytes, bytes | None]:
             return {k: v for k, v in last.items() if k.split(b"@")[0].decode() in which}
 
-        tombstoned_at = gone_at = None
-        while time.monotonic() - closed_at < 1800:
-            last = last_records(bootstrap, topics.events, args.partitions)
-            mine = ids(last, closed)
-            if tombstoned_at is None and len({k.split(b"@")[0] for k in mine}) == args.closed \
-                    and all(v is None for v in mine.values()):
+        tombstoned_at = None
+        while tombstoned_at is None and time.monotonic() - closed_at < 600:
+            mine = ids(last_records(bootstrap, topics.events, args.partitions), closed)
+            if len({k.split(b"@")[0] for k in mine}) == args.closed and all(v is None for v in mine.values()):
                 tombstoned_at = time.monotonic() - closed_at
                 print(f"every record of the {args.closed} closed workflows tombstoned {tombstoned_at:.1f} s after "
                       f"the last closed ({len(mine)} keys; retention {args.retention_s:g} s)", flush=True)
-            if tombstoned_at is not None and not mine:
-                gone_at = time.monotonic() - closed_at
-                print(f"compaction removed them from {topics.events} (records and tombstones) "
-                      f"{gone_at:.1f} s after the last closed", flush=True)
-                break
             time.sleep(2)
-        last = last_records(bootstrap, topics.events, args.partitions)
-        kept = ids(last, running)
+        kept = ids(last_records(bootstrap, topics.events, args.partitions), running)
         print(f"running workflows: {len({k.split(b'@')[0] for k in kept})} of {args.running} with every record "
               f"kept ({len(kept)} records, {sum(v is None for v in kept.values())} tombstones)", flush=True)
-        if data_dir is None:
-            print("no --data-dir: the disk soak needs the broker's log dir", flush=True)
-            return
-        if args.soak_s > 0:
-            asyncio.run(soak(bootstrap, prefix, args.rate, args.soak_s, data_dir, topics.events))
+        # Compaction cleans only closed segments: the soak's writes roll them (segment.ms=5000).
+        asyncio.run(soak(bootstrap, prefix, args.rate, args.soak_s, data_dir, topics.events, args.partitions,
+                         closed, closed_at))
     finally:
         for p in procs:
             p.terminate()
