@@ -73,8 +73,10 @@ class Visibility:
         wid, run, seq = parts
         hkey = key.decode(errors="replace")  # type: ignore[union-attr]
         if value is None:  # a tombstone: retention pruned the event, or a hand-off moved it
+            if not pruned:
+                return  # moved: the same event, same key, is in its new partition (a duplicate there)
             self.history.pop(hkey, None)
-            if pruned and seq == 1:  # the run is gone: so is its row
+            if seq == 1:  # the run is gone: so is its row
                 self.runs.pop(run_key(wid, run), None)
                 if self.latest.get(wid) == run:
                     self.latest.pop(wid, None)

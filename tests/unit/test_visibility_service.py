@@ -120,13 +120,13 @@ def test_pages_walk_every_match_once(projected: Any) -> None:
 
 def test_a_tombstone_removes_the_event_and_a_run_without_its_start_is_skipped(projected: Any) -> None:
     env, vis = projected
-    (key, _), *_ = [(k, v) for p in env.bus.events.values() for k, v in p if k.startswith(b"t-0@")]
-    vis.apply(key, None, 0, 10_000)
+    (start, _), (second, _), *_ = [(k, v) for p in env.bus.events.values() for k, v in p if k.startswith(b"t-0@")]
+    vis.apply(second, None, 0, 10_000, pruned=True)
     assert len(vis.history_of("t-0")) == len(env.history("t-0")) - 1
     fresh = Visibility(default_codec(), {}, {}, {})
     for p, records in env.bus.events.items():
         for offset, (k, v) in enumerate(records):
-            if k != key:
+            if k != start:
                 fresh.apply(k, v, p, offset)
     assert run_key("t-0", vis.latest["t-0"]) not in fresh.runs, "its WorkflowStarted is gone: no record"
 
@@ -143,6 +143,7 @@ def test_a_pruned_run_leaves_the_projection_but_a_handed_off_one_stays(projected
         vis.describe("t-0")
     assert "t-0" not in {w["workflow_id"] for w in vis.list_workflows(None)["workflows"]}
     assert vis.describe("t-4")["status"] == "Completed", "a hand-off's tombstones leave the row"
+    assert len(vis.history_of("t-4")) == moved["history_length"], "... and the history"
     assert vis.progress.pruned == 1
 
 
