@@ -11,7 +11,7 @@ tombstone (wf.events read raw), then when compaction has removed them from the t
 delete.retention.ms=1000), and checks that every record of the running ones is still there.
 Phase 2: `--rate` workflows a second for `--soak-s` seconds; every 30 s it prints the size on disk
 of the events topic's partition directories (under the broker's log dir: `--data-dir`, default
-the local broker's). With retention the size levels off; without it, it grows with the count.
+the local broker's). Compare a run with `--retention-s 0` (retention off) to see the growth.
 Uses KAFKA_BOOTSTRAP if set, else starts (or reuses) the local broker.
 """
 
