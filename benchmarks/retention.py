@@ -129,7 +129,7 @@ def main() -> None:
             return {k: v for k, v in last.items() if k.split(b"@")[0].decode() in which}
 
         tombstoned_at = None
-        while tombstoned_at is None and time.monotonic() - closed_at < 600:
+        while args.retention_s > 0 and tombstoned_at is None and time.monotonic() - closed_at < 600:
             mine = ids(last_records(bootstrap, topics.events, args.partitions), closed)
             if len({k.split(b"@")[0] for k in mine}) == args.closed and all(v is None for v in mine.values()):
                 tombstoned_at = time.monotonic() - closed_at
