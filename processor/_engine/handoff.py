@@ -283,5 +283,5 @@ class HandOffs(EngineParts):
             self.restore_meta(partition, key, None)
             return
         parsed = keys.split_event_key(key)
-        if parsed is not None:
-            self.stores[partition].drop_workflow(parsed[0])
+        if parsed is not None:  # timers: from wf.timers alone (its own tombstones), see drop_workflow
+            self.stores[partition].drop_workflow(parsed[0], timers=False)

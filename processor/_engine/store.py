@@ -62,7 +62,10 @@ class PartitionBatch:
     events_next: int | None = None
     timers_next: int | None = None
     meta: dict[bytes, bytes | None] = field(default_factory=dict)  # hand-off state (b"x/..." keys)
-    dropped: set[str] = field(default_factory=set)  # workflows handed off to another partition
+    dropped: set[str] = field(default_factory=set)  # workflows handed off to another partition, or pruned
+    # Of those, the ones whose timers stay: a restore drops a workflow on its event tombstones but
+    # takes its timers from wf.timers alone (the two topics' records interleave).
+    timers_kept: set[str] = field(default_factory=set)
 
     def is_empty(self) -> bool:
         return not (self.history or self.summaries or self.timers or self.meta or self.dropped) \
@@ -170,14 +173,14 @@ class PartitionStore:
         view = self.batch.timer_view
         if (workflow_id, timer_key) in view:
             return view[(workflow_id, timer_key)]
-        if workflow_id in self.batch.dropped:
+        if workflow_id in self.batch.dropped and workflow_id not in self.batch.timers_kept:
             return None
         raw = self._cf["timer_refs"].get(keys.timer_ref_key(workflow_id, timer_key))
         return keys.unpack_u64(raw) if raw is not None else None
 
     def timer_keys(self, workflow_id: str) -> list[str]:
         prefix = keys.workflow_prefix(workflow_id)
-        found = set() if workflow_id in self.batch.dropped else \
+        found = set() if workflow_id in self.batch.dropped and workflow_id not in self.batch.timers_kept else \
             {k[len(prefix):].decode() for k, _ in self._iter_prefix("timer_refs", prefix)}
         for (wid, tkey), due in self.batch.timer_view.items():
             if wid == workflow_id:
@@ -224,14 +227,24 @@ class PartitionStore:
     def put_meta(self, key: bytes, value: bytes | None) -> None:
         self.batch.meta[key] = value
 
-    def drop_workflow(self, workflow_id: str) -> None:
-        """Remove the workflow entirely (it was handed off): its history of every run, summary,
-        hold and timers. Its changes in this transaction's overlay are dropped too."""
+    def drop_workflow(self, workflow_id: str, timers: bool = True) -> None:
+        """Remove the workflow entirely (it was handed off, or pruned): its history of every run,
+        summary, hold and -- unless `timers` is False -- timers. Its changes in this
+        transaction's overlay are dropped too.
+
+        A restore passes timers=False: it drops a workflow on the tombstones of its events, but
+        wf.timers carries a tombstone of its own for every timer the hand-off or prune removed,
+        and the records of the two topics arrive interleaved -- the timers of a later run of the
+        id (an id reused after a prune) may already have been restored."""
         b = self.batch
         b.dropped.add(workflow_id)
         b.summaries.pop(workflow_id, None)
         for run_key in [k for k in b.history if k[0] == workflow_id]:
             del b.history[run_key]
+        if not timers:
+            b.timers_kept.add(workflow_id)
+            return
+        b.timers_kept.discard(workflow_id)
         b.timers = [t for t in b.timers if t[0] != workflow_id]
         for view_key in [k for k in b.timer_view if k[0] == workflow_id]:
             b.timer_view[view_key] = None
@@ -253,6 +266,10 @@ class PartitionStore:
         for wid in b.dropped:
             for k, _ in self._iter_prefix("history", keys.workflow_prefix(wid)):
                 wb.delete(k, h["history"])
+            if wid in b.timers_kept:
+                wb.delete(keys.workflow_key(wid), h["workflows"])
+                wb.delete(keys.workflow_key(wid), h["held"])
+                continue
             for ref_key, raw_due in self._iter_prefix("timer_refs", keys.workflow_prefix(wid)):
                 tkey = ref_key[len(keys.workflow_prefix(wid)):].decode()
                 wb.delete(keys.due_key(keys.unpack_u64(raw_due), wid, tkey), h["timers"])

@@ -96,3 +96,42 @@ def test_a_pruned_run_is_archived_first_in_the_form_replayer_reads(tmp_path: Pat
     assert path.name == f"{run}.jsonl" and path.parent.name == "kept%2Ffor%20ever"
     assert [e["type"] for e in history_from_json(path.read_text())] == types
     assert json.loads(path.read_text().splitlines()[0])["type"] == "WorkflowStarted"
+
+
+def test_a_restore_keeps_the_timers_of_a_run_that_reused_a_pruned_id(h: EngineHarness, tmp_path: Path) -> None:
+    """The restore reads wf.events and wf.timers interleaved: here every timer record first, then
+    the events -- the pruned run's tombstones must not drop the new run's timer."""
+    _close(h, "again")
+    h.tick(RETAIN_MS + 1)  # pruned
+    h.start("again", "Approval", 3600.0)  # a new run of the id, with a user timer
+    p = h.partition_of("again")
+    due = h.store(p).timer_due("again", "u1")
+    assert due is not None
+    fresh = PartitionStore(tmp_path / "restored")
+    h.engine.close_partition(p)
+    h.engine.open_partition(p, fresh)
+    for r in h.records(TIMERS):
+        if r.partition == p:
+            h.engine.restore_timer(p, r.key, r.value)
+    for r in h.records(EVENTS):
+        if r.partition == p:
+            h.engine.restore_events_record(p, r.key, r.value)
+    fresh.flush()
+    summary = fresh.summary("again")
+    assert summary is not None and summary.running
+    assert fresh.timer_due("again", "u1") == due, "the new run's timer survived the old run's tombstones"
+    assert fresh.timer_due("again", "p0") is None, "the pruned run's retention timer stays gone"
+
+
+def test_a_mass_expiry_is_pruned_a_budget_per_transaction(tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    h = EngineHarness(tmp_path, retention_ms=RETAIN_MS)
+    h.engine.settings = replace(h.engine.settings, prunes_per_tick=3)
+    for i in range(7):
+        _close(h, f"w{i}")
+    h.tick(RETAIN_MS + 1)
+    assert h.engine.counters.pruned == 3
+    h.tick(1)
+    h.tick(1)
+    assert h.engine.counters.pruned == 7 and all(h.summary(f"w{i}") is None for i in range(7))
