@@ -52,6 +52,7 @@ class Settings:
     timers_per_tick: int = field(default_factory=lambda: _env_int("DP_TIMERS_PER_TICK", 1_000))
     # History retention (retention.py): a closed workflow is pruned this long after it closed.
     retention_ms: int = field(default_factory=retention_ms_from_env)
+    prunes_per_tick: int = field(default_factory=lambda: _env_int("DP_PRUNES_PER_TICK", 100))
     # DP_ARCHIVE_DIR: write each pruned run's history there first (JSON lines, Replayer's form).
     archive_dir: Path | None = field(default_factory=lambda: Path(os.environ["DP_ARCHIVE_DIR"])
                                      if os.environ.get("DP_ARCHIVE_DIR") else None)

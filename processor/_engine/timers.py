@@ -33,7 +33,7 @@ class Timers(EngineParts):
         ahead of a command that was already in the log when it fell due -- an activity result
         that arrived in time beats the timeout that fell due while the processor was down."""
         self.now_ms = now_ms
-        fired = 0
+        fired = prunes = 0
         for partition, store in list(self.stores.items()):
             upto = now_ms if horizons is None else min(now_ms, horizons.get(partition, now_ms))
             for due, wid, tkey in store.due_timers(upto, self.settings.timers_per_tick - fired):
@@ -41,6 +41,10 @@ class Timers(EngineParts):
                 # deleted its activity's other timers, a cancel): fire only what still stands.
                 if store.timer_due(wid, tkey) != due:
                     continue
+                if tkey[0] == "p":  # a prune tombstones a whole history: a few per transaction
+                    if prunes >= self.settings.prunes_per_tick:
+                        continue  # still due: the next tick prunes it
+                    prunes += 1
                 if self.handing_off and home(wid, self.partitions) != partition \
                         and not self.keeps(partition, wid):
                     self.moved_away(partition, wid)  # its timers go with it, to fire in its new home
