@@ -170,13 +170,18 @@ class AsyncClient:
         def arrived(res: Completion) -> None:
             loop.call_soon_threadsafe(_resolve, fut, res)
 
-        if self.sync._watcher is None:  # noqa: SLF001 - first use builds it (blocking metadata calls)
-            await asyncio.to_thread(self.sync._completions)  # noqa: SLF001
-        self.sync.on_result(workflow_id, arrived, run_id)
+        watcher = self.sync._watcher  # noqa: SLF001
+        if watcher is None or not watcher.watching(workflow_id):  # blocking metadata calls: off the loop
+            await asyncio.to_thread(self.sync.watch, workflow_id)
+        forget = self.sync.on_result(workflow_id, arrived, run_id)
         try:
             completion = await asyncio.wait_for(fut, timeout)
         except TimeoutError:
+            forget()
             raise TimeoutError(f"workflow {workflow_id!r} did not complete within {timeout}s") from None
+        except asyncio.CancelledError:
+            forget()
+            raise
         return _outcome(workflow_id, completion, result_type)
 
     async def describe(self, workflow_id: str, run_id: str | None = None) -> dict[str, Any]:

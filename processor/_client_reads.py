@@ -97,22 +97,40 @@ class Reads:
                run_id: str | None = None) -> Any:
         return _outcome(workflow_id, self.completion(workflow_id, timeout, run_id), result_type)
 
-    def on_result(self, workflow_id: str, fn: Callable[[Completion], None], run_id: str | None = None) -> None:
+    def on_result(self, workflow_id: str, fn: Callable[[Completion], None],
+                  run_id: str | None = None) -> Callable[[], None]:
         """Call `fn(completion)` on the client's reader thread once the run has closed (the run
         this client last started, once its start is answered, if `run_id` is None). A refused
-        start calls `fn(("StartRefused", reply))`."""
+        start calls `fn(("StartRefused", reply))`. Returns what forgets the waiter (a caller
+        that gives up must call it, or the waiter stays)."""
         start = self._starts.get(workflow_id) if run_id is None else None
         if start is None:
-            self._when_closed(workflow_id, run_id, fn, ask=True)
-            return
+            return self._when_closed(workflow_id, run_id, fn, ask=True)
+        lock = threading.Lock()
+        forgets: list[Callable[[], None]] = []
+        gave_up = False
 
         def answered(reply: Reply) -> None:
             if reply["outcome"] == REFUSED:
                 fn(("StartRefused", reply))
-            else:
-                self._when_closed(workflow_id, reply["run_id"], fn, ask=reply["outcome"] != STARTED)
+                return
+            forget = self._when_closed(workflow_id, reply["run_id"], fn, ask=reply["outcome"] != STARTED)
+            with lock:
+                forgets.append(forget)
+                late = gave_up
+            if late:
+                forget()
+
+        def give_up() -> None:
+            nonlocal gave_up
+            with lock:
+                gave_up = True
+                registered = list(forgets)
+            for forget in registered:
+                forget()
 
         start.then(answered)
+        return give_up
 
     def _own_new_run(self, workflow_id: str, run: str | None) -> bool:
         """True if `run` is a new run this client started: its completions partition was watched

@@ -56,6 +56,10 @@ class Watcher:
         self.lock = threading.Lock()
         self.results: OrderedDict[tuple[str, str], Completion] = OrderedDict()  # (id, run) -> completion
         self.latest: OrderedDict[str, Completion] = OrderedDict()  # workflow id -> its last completion read
+        # The client's own starts (pin/unpin): their completions are kept apart, never evicted,
+        # for as long as the client remembers the start -- result() waits on nothing else for them.
+        self.pinned: set[str] = set()
+        self.kept: dict[tuple[str, str], Completion] = {}
         self.callbacks: dict[tuple[str, str | None], list[Callable[[Completion], None]]] = {}
         self.reply_callbacks: dict[str, Callable[[Reply], None]] = {}
         self._watched: dict[int, threading.Event] = {}  # partition -> set once it is read from its end
@@ -145,7 +149,7 @@ class Watcher:
             while res[0] == "WorkflowContinuedAsNew":
                 new_run = res[1]["new_run_id"]
                 with self.lock:
-                    ready = self.results.get((workflow_id, new_run))
+                    ready = self._cached(workflow_id, new_run)
                     if ready is None:
                         self.callbacks.setdefault((workflow_id, new_run), []).append(follow)
                         return
@@ -154,7 +158,7 @@ class Watcher:
 
         self.watch(workflow_id)
         with self.lock:
-            ready = self.latest.get(workflow_id) if run_id is None else self.results.get((workflow_id, run_id))
+            ready = self.latest.get(workflow_id) if run_id is None else self._cached(workflow_id, run_id)
             if ready is None:
                 self.callbacks.setdefault((workflow_id, run_id), []).append(follow)
         if ready is not None:
@@ -224,10 +228,27 @@ class Watcher:
             for fn, arg in fire:
                 fn(arg)
 
+    def pin(self, workflow_id: str) -> None:
+        with self.lock:
+            self.pinned.add(workflow_id)
+
+    def unpin(self, workflow_id: str) -> None:
+        with self.lock:
+            self.pinned.discard(workflow_id)
+            for key in [k for k in self.kept if k[0] == workflow_id]:
+                del self.kept[key]
+
+    def _cached(self, wid: str, run: str) -> Completion | None:
+        return self.kept.get((wid, run)) or self.results.get((wid, run))
+
     def _keep(self, wid: str, run: str, res: Completion) -> None:
-        """Cache a completion read (under the lock), dropping the oldest past CACHE_MAX."""
-        self.results[(wid, run)] = res
-        self.results.move_to_end((wid, run))
+        """Cache a completion read (under the lock): a pinned id's apart, the others dropping the
+        oldest past CACHE_MAX."""
+        if wid in self.pinned:
+            self.kept[(wid, run)] = res
+        else:
+            self.results[(wid, run)] = res
+            self.results.move_to_end((wid, run))
         self.latest[wid] = res
         self.latest.move_to_end(wid)
         while len(self.results) > CACHE_MAX:

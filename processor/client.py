@@ -299,10 +299,18 @@ class Client(Reads, Schedules):
         return WorkflowHandle(self, id, reply["run_id"], reply["outcome"])
 
     def _remember(self, workflow_id: str, start: _Start) -> None:
+        """Keep the start (result() of the id waits for its run), and have the watcher keep that
+        run's completion until the start is forgotten: a run this client started is waited for
+        on the watcher alone (_own_new_run), so its completion must not be evicted."""
         self._starts[workflow_id] = start
         self._starts.move_to_end(workflow_id)
+        watcher = self._watcher
+        if watcher is not None:
+            watcher.pin(workflow_id)
         while len(self._starts) > STARTS_KEPT:
-            self._starts.popitem(last=False)
+            forgotten, _ = self._starts.popitem(last=False)
+            if watcher is not None:
+                watcher.unpin(forgotten)
 
     @staticmethod
     def start_record(workflow: type | Callable[..., Any] | str, args: tuple[Any, ...], task_queue: str,

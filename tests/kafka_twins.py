@@ -86,5 +86,11 @@ class NoWatcher:
     def watching(self, *args: object) -> bool:
         return True
 
+    def pin(self, *args: object) -> None:
+        pass
+
+    def unpin(self, *args: object) -> None:
+        pass
+
     def close(self) -> None:
         pass

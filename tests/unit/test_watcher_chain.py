@@ -14,6 +14,7 @@ def _watcher_without_kafka() -> Watcher:
     w = Watcher.__new__(Watcher)
     w.lock = threading.Lock()
     w.results, w.latest, w.callbacks = OrderedDict(), OrderedDict(), {}
+    w.pinned, w.kept = set(), {}
     ready = threading.Event()
     ready.set()
     w.partitions, w._watched, w._add = 1, {0: ready}, []  # its one partition already watched
@@ -53,3 +54,18 @@ def test_the_cache_of_completions_read_is_bounded() -> None:
         w._keep(f"w{i}", "r", ("WorkflowCompleted", {"run_id": "r"}))
     assert len(w.results) == CACHE_MAX and len(w.latest) == CACHE_MAX
     assert ("w0", "r") not in w.results and (f"w{CACHE_MAX + 499}", "r") in w.results, "the oldest go first"
+
+
+def test_the_completion_of_a_run_the_client_started_is_never_evicted() -> None:
+    from processor._watcher import CACHE_MAX
+
+    w = _watcher_without_kafka()
+    w.pin("mine")
+    w._keep("mine", "r1", ("WorkflowCompleted", {"run_id": "r1"}))
+    for i in range(CACHE_MAX + 10):
+        w._keep(f"other-{i}", "r", ("WorkflowCompleted", {"run_id": "r"}))
+    got: list[Completion] = []
+    w.on_result("mine", "r1", got.append)
+    assert got == [("WorkflowCompleted", {"run_id": "r1"})], "still there after 10,010 others"
+    w.unpin("mine")
+    assert w.kept == {}
