@@ -59,7 +59,7 @@ class Watcher:
         # The client's own starts (pin/unpin): their completions are kept apart, never evicted,
         # for as long as the client remembers the start -- result() waits on nothing else for them.
         self.pinned: set[str] = set()
-        self.kept: dict[tuple[str, str], Completion] = {}
+        self.kept: dict[str, dict[str, Completion]] = {}  # workflow id -> run -> completion
         self.callbacks: dict[tuple[str, str | None], list[Callable[[Completion], None]]] = {}
         self.reply_callbacks: dict[str, Callable[[Reply], None]] = {}
         self._watched: dict[int, threading.Event] = {}  # partition -> set once it is read from its end
@@ -235,17 +235,17 @@ class Watcher:
     def unpin(self, workflow_id: str) -> None:
         with self.lock:
             self.pinned.discard(workflow_id)
-            for key in [k for k in self.kept if k[0] == workflow_id]:
-                del self.kept[key]
+            self.kept.pop(workflow_id, None)
 
     def _cached(self, wid: str, run: str) -> Completion | None:
-        return self.kept.get((wid, run)) or self.results.get((wid, run))
+        kept = self.kept.get(wid)
+        return (kept.get(run) if kept is not None else None) or self.results.get((wid, run))
 
     def _keep(self, wid: str, run: str, res: Completion) -> None:
         """Cache a completion read (under the lock): a pinned id's apart, the others dropping the
         oldest past CACHE_MAX."""
         if wid in self.pinned:
-            self.kept[(wid, run)] = res
+            self.kept.setdefault(wid, {})[run] = res
         else:
             self.results[(wid, run)] = res
             self.results.move_to_end((wid, run))
