@@ -6,8 +6,6 @@ them; running workflows are untouched; a SIGKILLed processor restores without br
 from __future__ import annotations
 
 import signal
-import subprocess
-import sys
 import time
 import uuid
 from pathlib import Path
@@ -20,8 +18,8 @@ from processor._kafka.topics import TopicNames
 from processor._visibility.http import VisibilityClient
 from processor.client import Client
 from processor.exceptions import WorkflowNotFoundError
-from tests.dp_harness import REPO, Cluster, wait_for
-from tests.integration.test_visibility import _answers, _free_port
+from tests.dp_harness import Cluster, wait_for
+from tests.integration.test_visibility import _answers, _free_port, _ui
 
 pytestmark = pytest.mark.integration
 
@@ -57,12 +55,7 @@ def test_closed_workflows_are_pruned_and_running_ones_kept(kafka_bootstrap: str,
     try:
         proc = c.processor(0)
         c.worker()
-        log = open(c.logs / "ui.log", "ab")  # noqa: SIM115 - owned by the child
-        c.procs.append(subprocess.Popen(
-            [sys.executable, "-m", "processor.cli", "ui", "--bootstrap", kafka_bootstrap, "--prefix", prefix,
-             "--port", str(port), "--state-dir", str(tmp_path / "vis")], cwd=REPO, env=c.env, stdout=log,
-            stderr=subprocess.STDOUT))
-        log.close()
+        _ui(c, port, tmp_path / "vis", "ui.log")
         closed = [f"done-{i}" for i in range(20)]
         running = [f"waits-{i}" for i in range(3)]
         for i, wid in enumerate(closed):

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +16,7 @@ import pytest
 from processor._visibility.http import VisibilityClient
 from processor.client import Client
 from tests.dp_harness import REPO, Cluster, wait_for
-from tests.integration.test_visibility import _answers, _free_port
+from tests.integration.test_visibility import _answers, _free_port, _ui
 
 pytestmark = pytest.mark.integration
 
@@ -80,12 +78,7 @@ def test_browser_lists_opens_signals_and_cancels(kafka_bootstrap: str, prefix: s
     try:
         c.processor(0)
         c.worker()
-        log = open(c.logs / "ui.log", "ab")  # noqa: SIM115 - owned by the child
-        c.procs.append(subprocess.Popen(
-            [sys.executable, "-m", "processor.cli", "ui", "--bootstrap", kafka_bootstrap, "--prefix", prefix,
-             "--port", str(port), "--state-dir", str(tmp_path / "vis")], cwd=REPO, env=c.env, stdout=log,
-            stderr=subprocess.STDOUT))
-        log.close()
+        _ui(c, port, tmp_path / "vis", "ui.log")
         wait_for(lambda: _answers(vis), 120, interval=0.5, message="processor ui serving")
         for i in range(3):
             client.start_workflow("ThreeSteps", i, id=f"order-{i}", search_attributes={"CustomerId": f"c{i}"})
