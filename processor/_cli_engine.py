@@ -173,80 +173,6 @@ def _print_result(client: Any, workflow_id: str, timeout: float, run_id: str | N
     return 0
 
 
-def cmd_show(args: argparse.Namespace) -> int:
-    from processor._answers import summarize
-
-    client = _client(args)
-    try:
-        history = client.history(args.id, run_id=args.run_id)
-        if not history:
-            print(f"no workflow with id {args.id!r}" + (f" and run {args.run_id}" if args.run_id else ""))
-            return 1
-        summary = summarize(history)  # from the history just read: one scan, not two
-    finally:
-        client.close()
-    print(f"workflow {args.id}")
-    for key in ("run_id", "workflow_type", "status", "task_queue", "last_seq", "held", "pending_activities"):
-        print(f"  {key:20} {summary.get(key)}")
-    print(f"  {'started':20} {_ts(summary['start_ms'])}")
-    if summary.get("close_ms"):
-        print(f"  {'closed':20} {_ts(summary['close_ms'])}")
-    for key in ("search_attributes", "memo"):
-        if summary.get(key):
-            print(f"  {key:20} {json.dumps(summary[key], default=str, ensure_ascii=False)}")
-    print("history:")
-    for ev in history:
-        print(f"  {ev['seq']:>4}  {_ts(ev['time_ms'])}  {ev['type']:24} {'' if args.full else _brief(ev)}")
-        if args.full:
-            _print_full(ev)
-    return 0
-
-
-def _print_full(ev: dict[str, Any]) -> None:
-    """An event's every field: payloads as their JSON values, failures with their stack traces."""
-    from processor._visibility.record import jsonable_event
-
-    for key, value in ev.items():
-        if key in ("type", "seq", "time_ms") or value is None:
-            continue
-        failure = value if isinstance(value, dict) and "stack_trace" in value else None
-        shown = jsonable_event({k: v for k, v in value.items() if k != "stack_trace"} if failure else value)
-        print(f"        {key}: {json.dumps(shown, default=str, ensure_ascii=False)}")
-        while failure is not None:
-            for line in (failure.get("stack_trace") or "").rstrip().splitlines():
-                print(f"          | {line}")
-            failure = failure.get("cause")
-            if failure is not None:
-                print(f"          caused by {failure.get('type')}: {failure.get('message')}")
-
-
-def _ts(ms: int) -> str:
-    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
-
-
-def _brief(ev: dict[str, Any]) -> str:
-    skip = {"type", "seq", "time_ms", "workflow_id", "random_seed", "request_id"}
-    parts = []
-    for k, v in ev.items():
-        if k in skip or v is None:
-            continue
-        if isinstance(v, dict) and "encoding" in v:
-            v = _payload_text(v)
-        elif isinstance(v, list) and v and isinstance(v[0], dict) and "encoding" in v[0]:
-            v = "[" + ", ".join(_payload_text(p) for p in v) + "]"
-        elif isinstance(v, dict) and "message" in v:
-            v = f"{v.get('type')}: {v.get('message')}"
-        parts.append(f"{k}={v}")
-    return " ".join(parts)
-
-
-def _payload_text(p: dict[str, Any]) -> str:
-    if p["encoding"] == "json/plain":
-        text: str = p["data"].decode()
-        return text if len(text) < 80 else text[:77] + "..."
-    return f"<{p['encoding']} {len(p['data'])} bytes>"
-
-
 def cmd_replay(args: argparse.Namespace) -> int:
     from processor._app import load_app
     from processor.exceptions import NondeterminismError
@@ -504,13 +430,6 @@ def register(sub: Sub[argparse.ArgumentParser], add_common: Callable[[argparse.A
     p.add_argument("--timeout", type=float, default=300,
                    help="with --wait: seconds to wait (default 300); past it, exit 3 -- the workflow goes on")
     p.set_defaults(func=cmd_start)
-
-    p = sub.add_parser("show", help="a workflow's summary and full history")
-    add_common(p)
-    p.add_argument("id")
-    p.add_argument("--run-id", help="which run (default: the latest)")
-    p.add_argument("--full", action="store_true", help="every field of every event: whole payloads and stack traces")
-    p.set_defaults(func=cmd_show)
 
     p = sub.add_parser("replay", help="replay a workflow's history against the app's current code")
     add_common(p)

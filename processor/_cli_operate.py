@@ -1,4 +1,4 @@
-"""Operator verbs: `processor describe`, `processor history`, `processor dlq list|redrive`.
+"""Operator verbs: `processor show`, `describe`, `history`, `dlq list|redrive`.
 
 describe and history ask the processor that owns the workflow (the built-in __history query), so
 they answer in milliseconds however much history the partition holds. `history --output jsonl`
@@ -14,6 +14,8 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
+from processor._visibility.record import jsonable_event
+
 OUTPUTS = ("table", "json", "jsonl")
 
 
@@ -24,19 +26,86 @@ def _ts(ms: int | None) -> str:
 
 
 def _json(value: Any) -> str:
-    from processor._visibility.record import jsonable_event
-
     return json.dumps(jsonable_event(value), default=str, ensure_ascii=False)
 
 
-def cmd_describe(args: argparse.Namespace) -> int:
+def _with_client(args: argparse.Namespace, read: Callable[[Any], Any]) -> Any:
+    """`read(client)` with a Client on the checked broker, closed after."""
     from processor._cli_engine import _client
 
     client = _client(args)
     try:
-        summary = client.describe(args.id, run_id=args.run_id)
+        return read(client)
     finally:
         client.close()
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    from processor._answers import summarize
+
+    history = _with_client(args, lambda c: c.history(args.id, run_id=args.run_id))
+    if not history:
+        print(f"no workflow with id {args.id!r}" + (f" and run {args.run_id}" if args.run_id else ""))
+        return 1
+    summary = summarize(history)  # from the history just read: one read, not two
+    print(f"workflow {args.id}")
+    for key in ("run_id", "workflow_type", "status", "task_queue", "last_seq", "held", "pending_activities"):
+        print(f"  {key:20} {summary.get(key)}")
+    print(f"  {'started':20} {_ts(summary['start_ms'])}")
+    if summary.get("close_ms"):
+        print(f"  {'closed':20} {_ts(summary['close_ms'])}")
+    for key in ("search_attributes", "memo"):
+        if summary.get(key):
+            print(f"  {key:20} {json.dumps(summary[key], default=str, ensure_ascii=False)}")
+    print("history:")
+    for ev in history:
+        print(f"  {ev['seq']:>4}  {_ts(ev['time_ms'])}  {ev['type']:24} {'' if args.full else _brief(ev)}")
+        if args.full:
+            _print_full(ev)
+    return 0
+
+
+def _print_full(ev: dict[str, Any]) -> None:
+    """An event's every field: payloads as their JSON values, failures with their stack traces."""
+    for key, value in ev.items():
+        if key in ("type", "seq", "time_ms") or value is None:
+            continue
+        failure = value if isinstance(value, dict) and "stack_trace" in value else None
+        shown = jsonable_event({k: v for k, v in value.items() if k != "stack_trace"} if failure else value)
+        print(f"        {key}: {json.dumps(shown, default=str, ensure_ascii=False)}")
+        while failure is not None:
+            for line in (failure.get("stack_trace") or "").rstrip().splitlines():
+                print(f"          | {line}")
+            failure = failure.get("cause")
+            if failure is not None:
+                print(f"          caused by {failure.get('type')}: {failure.get('message')}")
+
+
+def _brief(ev: dict[str, Any]) -> str:
+    skip = {"type", "seq", "time_ms", "workflow_id", "random_seed", "request_id"}
+    parts = []
+    for k, v in ev.items():
+        if k in skip or v is None:
+            continue
+        if isinstance(v, dict) and "encoding" in v:
+            v = _payload_text(v)
+        elif isinstance(v, list) and v and isinstance(v[0], dict) and "encoding" in v[0]:
+            v = "[" + ", ".join(_payload_text(p) for p in v) + "]"
+        elif isinstance(v, dict) and "message" in v:
+            v = f"{v.get('type')}: {v.get('message')}"
+        parts.append(f"{k}={v}")
+    return " ".join(parts)
+
+
+def _payload_text(p: dict[str, Any]) -> str:
+    if p["encoding"] == "json/plain":
+        text: str = p["data"].decode()
+        return text if len(text) < 80 else text[:77] + "..."
+    return f"<{p['encoding']} {len(p['data'])} bytes>"
+
+
+def cmd_describe(args: argparse.Namespace) -> int:
+    summary = _with_client(args, lambda c: c.describe(args.id, run_id=args.run_id))
     if args.output == "json":
         print(json.dumps(_jsonable(summary), indent=2, default=str, ensure_ascii=False))
         return 0
@@ -50,22 +119,15 @@ def cmd_describe(args: argparse.Namespace) -> int:
 
 
 def _jsonable(value: Any) -> Any:
-    from processor._visibility.record import jsonable_event
-
     out = jsonable_event(value)
     return {k: (v.isoformat() if hasattr(v, "isoformat") else v) for k, v in out.items()} \
         if isinstance(out, dict) else out
 
 
 def cmd_history(args: argparse.Namespace) -> int:
-    from processor._cli_engine import _client
     from processor.replayer import history_to_json
 
-    client = _client(args)
-    try:
-        events = client.history(args.id, run_id=args.run_id)
-    finally:
-        client.close()
+    events = _with_client(args, lambda c: c.history(args.id, run_id=args.run_id))
     if not events:
         print(f"error: no workflow with id {args.id!r}" + (f" and run {args.run_id}" if args.run_id else ""),
               file=sys.stderr)
@@ -128,6 +190,13 @@ def cmd_dlq_redrive(args: argparse.Namespace) -> int:
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser],
              add_common: Callable[[argparse.ArgumentParser], None]) -> None:
+    p = sub.add_parser("show", help="a workflow's summary and full history")
+    add_common(p)
+    p.add_argument("id")
+    p.add_argument("--run-id", help="which run (default: the latest)")
+    p.add_argument("--full", action="store_true", help="every field of every event: whole payloads and stack traces")
+    p.set_defaults(func=cmd_show)
+
     p = sub.add_parser("describe", help="a workflow's summary (status, pending activities, attributes, ...)")
     add_common(p)
     p.add_argument("id")

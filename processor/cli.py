@@ -219,8 +219,8 @@ def _register_engine_commands(
     sub: argparse._SubParsersAction[argparse.ArgumentParser],
     add_common: Callable[[argparse.ArgumentParser], None],
 ) -> None:
-    """Verbs that run or inspect workflows live in processor/_cli_engine.py (describe, history and
-    the DLQ: _cli_operate.py; schedules: _cli_schedule.py; the visibility service and its reads:
+    """Verbs that run or inspect workflows live in processor/_cli_engine.py (show, describe,
+    history and the DLQ: _cli_operate.py; schedules: _cli_schedule.py; the visibility service and its reads:
     _cli_visibility.py)."""
     from processor import _cli_engine, _cli_operate, _cli_schedule, _cli_visibility
 
