@@ -25,7 +25,6 @@ import os
 import resource
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -39,6 +38,7 @@ sys.path.insert(0, str(REPO))
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition  # noqa: E402
 
+from benchmarks._procs import processor_and_worker, stop  # noqa: E402
 from processor._answers import summarize  # noqa: E402
 from processor._kafka import local  # noqa: E402
 from processor._kafka.messages import high_watermarks  # noqa: E402
@@ -134,9 +134,7 @@ def main() -> None:
     prefix = f"reads{uuid.uuid4().hex[:8]}"
     ensure_topics(bootstrap, load_specs(prefix, 1))
     state = Path(tempfile.mkdtemp(prefix="dp-reads-"))
-    procs = [subprocess.Popen([sys.executable, "-m", "processor.cli", "run", "--app", "benchmarks.app:app", "--role",
-                               role, "--bootstrap", bootstrap, "--prefix", prefix, "--state-dir", str(state)],
-                              cwd=REPO) for role in ("processor", "worker")]
+    procs = processor_and_worker(bootstrap, prefix, state)
     try:
         elapsed, rss0, rss1 = asyncio.run(fill(bootstrap, prefix, args.workflows, args.concurrency))
         topics = TopicNames(prefix)
@@ -151,10 +149,7 @@ def main() -> None:
                       f"after median {a50:7.1f} ms, max {amax:7.1f} ms  (each with a new Client, "
                       f"{args.repeat} runs)", flush=True)
     finally:
-        for p in procs:
-            p.terminate()
-        for p in procs:
-            p.wait(30)
+        stop(procs)
         shutil.rmtree(state, ignore_errors=True)
 
 

@@ -21,7 +21,6 @@ import argparse
 import asyncio
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -32,6 +31,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from benchmarks._procs import processor_and_worker, stop  # noqa: E402
 from processor._kafka import local  # noqa: E402
 from processor._kafka.topics import TopicNames, ensure_topics, load_specs  # noqa: E402
 from processor.client import AsyncClient, Client  # noqa: E402
@@ -110,9 +110,7 @@ def main() -> None:
     ensure_topics(bootstrap, specs)
     state = Path(tempfile.mkdtemp(prefix="dp-retention-"))
     env = {**os.environ, "DP_RETENTION_S": str(args.retention_s)}
-    procs = [subprocess.Popen([sys.executable, "-m", "processor.cli", "run", "--app", "benchmarks.app:app", "--role",
-                               role, "--bootstrap", bootstrap, "--prefix", prefix, "--state-dir", str(state)],
-                              cwd=REPO, env=env) for role in ("processor", "worker")]
+    procs = processor_and_worker(bootstrap, prefix, state, env=env)
     try:
         with Client(bootstrap, prefix=prefix) as client:
             for i in range(args.running):
@@ -143,10 +141,7 @@ def main() -> None:
         asyncio.run(soak(bootstrap, prefix, args.rate, args.soak_s, data_dir, topics.events, args.partitions,
                          closed, closed_at))
     finally:
-        for p in procs:
-            p.terminate()
-        for p in procs:
-            p.wait(30)
+        stop(procs)
         shutil.rmtree(state, ignore_errors=True)
 
 

@@ -31,6 +31,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from benchmarks._procs import processor_and_worker, stop  # noqa: E402
 from processor._kafka import local  # noqa: E402
 from processor._kafka.topics import ensure_topics, load_specs  # noqa: E402
 from processor._visibility.http import VisibilityClient  # noqa: E402
@@ -109,9 +110,7 @@ def main() -> None:
     prefix = f"vis{uuid.uuid4().hex[:8]}"
     ensure_topics(bootstrap, load_specs(prefix, args.partitions))
     root = Path(tempfile.mkdtemp(prefix="dp-vis-"))
-    procs = [subprocess.Popen([sys.executable, "-m", "processor.cli", "run", "--app", "benchmarks.app:app", "--role",
-                               role, "--bootstrap", bootstrap, "--prefix", prefix, "--state-dir", str(root / "s")],
-                              cwd=REPO) for role in ("processor", "worker")]
+    procs = processor_and_worker(bootstrap, prefix, root / "s")
     port = free_port()
     vis = VisibilityClient(f"http://127.0.0.1:{port}")
     first = ui(bootstrap, prefix, port, root / "vis-a")
@@ -144,10 +143,7 @@ def main() -> None:
         print(f"rebuild on an empty state dir: the same answers after {rebuild:.1f} s (process start, group join, "
               f"changelog restore); {events} events projected -> {events / rebuild:.0f} events/s", flush=True)
     finally:
-        for p in procs:
-            p.terminate()
-        for p in procs:
-            p.wait(60)
+        stop(procs)
         shutil.rmtree(root, ignore_errors=True)
 
 
