@@ -25,7 +25,7 @@ from processor._payload import Payload, from_payload
 from processor.exceptions import QueryFailedError, WorkflowNotFoundError
 
 __all__ = ["HISTORY_PAGE_MAX_BYTES", "HISTORY_QUERY", "HistoryPage", "closing_completion", "history_answer",
-           "history_page", "is_builtin", "last_event_only"]
+           "history_page", "is_builtin", "last_event_answer", "last_event_only"]
 
 HISTORY_QUERY = "__history"
 # Raw event bytes per page: base64 in JSON stays under Kafka's default 1 MB message size.
@@ -64,8 +64,17 @@ def history_answer(run_id: str, raws: Sequence[bytes], args: Sequence[Payload]) 
                 break
             page.append(raws[index])
             size += len(raws[index])
-    answer = {"run_id": run_id, "last_seq": len(raws), "next_seq": next_seq,
-              "events": [base64.b64encode(raw).decode() for raw in page]}
+    return _page(run_id, len(raws), next_seq, page)
+
+
+def last_event_answer(run_id: str, last_seq: int, last: bytes) -> Payload:
+    """The answer to [-1] when only the run's last event was read (seq `last_seq`)."""
+    return _page(run_id, last_seq, None, [last])
+
+
+def _page(run_id: str, last_seq: int, next_seq: int | None, events: Sequence[bytes]) -> Payload:
+    answer = {"run_id": run_id, "last_seq": last_seq, "next_seq": next_seq,
+              "events": [base64.b64encode(raw).decode() for raw in events]}
     return {"encoding": "json/plain", "data": json.dumps(answer, separators=(",", ":")).encode()}
 
 

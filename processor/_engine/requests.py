@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from processor._builtin_queries import HISTORY_QUERY, history_answer, last_event_only
+from processor._builtin_queries import HISTORY_QUERY, history_answer, last_event_answer, last_event_only
 from processor._engine.core import EngineParts, Live
 from processor._engine.state import Summary
 from processor._runtime import WorkflowInstance
@@ -78,12 +78,13 @@ class Requests(EngineParts):
         straight from this processor's RocksDB -- no replay, no scan of wf.events. The last
         event of the latest run (a client asking whether it closed) is one read."""
         store, wid = self.stores[partition], rec["workflow_id"]
-        raws: list[bytes] = []
         if run == summary.run_id and summary.last_seq and last_event_only(rec["args"]):
             last = store.event(wid, run, summary.last_seq)
-            raws = [b""] * (summary.last_seq - 1) + [last] if last is not None else []
-        if not raws:
-            raws = store.history(wid, run)
+            if last is not None:
+                self.outbox.reply(rec, "QueryWorkflow", "answered", run, "",
+                                  last_event_answer(run, summary.last_seq, last))
+                return
+        raws = store.history(wid, run)
         if not raws:
             self.outbox.reply(rec, "QueryWorkflow", "not_found", run,
                               f"no run {run} of workflow {rec['workflow_id']!r} on this processor")
