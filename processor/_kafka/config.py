@@ -16,12 +16,14 @@ The user's settings, lowest precedence first:
 How one client's configuration is made: our tunable defaults, then the user's settings for every
 client, then the user's for the client's role, then what correctness needs (`fixed`: a user value
 that differs from it is refused with the reason). `bootstrap.servers` comes from --bootstrap /
-KAFKA_BOOTSTRAP only. `client.id` is unique per client: `<the user's client.id, else dp>-<what
+KAFKA_BOOTSTRAP only. librdkafka logs through Python logging (`processor.kafka.<what the client
+is>`). `client.id` is unique per client: `<the user's client.id, else dp>-<what
 the client is>-<host>-<pid>`, so quotas and per-client broker metrics can tell processes apart.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import threading
@@ -65,7 +67,7 @@ def _check_key(key: str, where: str) -> str:
 def _value(raw: Any) -> Any:
     if isinstance(raw, bool):
         return "true" if raw else "false"
-    return raw if callable(raw) else str(raw)
+    return raw if callable(raw) or isinstance(raw, logging.Logger) else str(raw)
 
 
 def load_file(path: str | Path) -> UserSettings:
@@ -180,6 +182,9 @@ def client_config(role: str, bootstrap: str, name: str, ours: Mapping[str, Any] 
         conf[key] = value
     base = str(user.roles[role].get("client.id") or user.common.get("client.id") or "dp")
     conf["client.id"] = f"{base}-{name}-{socket.gethostname()}-{os.getpid()}"
+    # librdkafka's own log lines go through Python logging (served by the client's poll), not
+    # raw `%3|...` lines on stderr; a `logger` of the user's (configure()) takes precedence.
+    conf.setdefault("logger", logging.getLogger(f"processor.kafka.{name}"))
     conf["bootstrap.servers"] = bootstrap
     return conf
 

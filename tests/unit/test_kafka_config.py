@@ -143,3 +143,30 @@ def test_no_kafka_client_in_the_package_is_built_around_client_config() -> None:
                 continue
             bypasses.append(f"{rel}:{node.lineno} {node.func.id}({source})")
     assert bypasses == []
+
+
+def test_librdkafka_logs_through_python_logging_not_raw_stderr(caplog: pytest.LogCaptureFixture,
+                                                               capfd: pytest.CaptureFixture[str]) -> None:
+    """A client whose broker refuses connections: librdkafka's complaint arrives as a Python log
+    record of `processor.kafka.<client>`, and no raw `%3|...` line reaches stderr."""
+    import time
+
+    from confluent_kafka import Producer
+
+    conf = client_config("producer", "127.0.0.1:1", "log-test", {"reconnect.backoff.ms": 50})
+    assert conf["logger"].name == "processor.kafka.log-test"
+    producer = Producer(conf)
+    caplog.set_level("DEBUG", logger="processor.kafka")
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and not any(r.name == "processor.kafka.log-test" for r in caplog.records):
+        producer.poll(0.1)
+    assert any(r.name == "processor.kafka.log-test" and "127.0.0.1:1" in r.getMessage() for r in caplog.records)
+    assert "%3|" not in capfd.readouterr().err
+
+
+def test_a_users_logger_is_kept() -> None:
+    import logging
+
+    mine = logging.getLogger("mine")
+    configure({"logger": mine})
+    assert client_config("consumer", "b:1", "x")["logger"] is mine
