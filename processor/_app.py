@@ -231,10 +231,12 @@ def _stop_all(children: list[Child], grace: float) -> None:
 
 
 def child_argv(app: str, role: str, index: int, bootstrap: str, prefix: str, state_dir: Path,
-               verbose: bool = False) -> list[str]:
-    """What the supervisor runs for one child; `verbose`: the supervisor's own -v, passed on."""
+               verbose: bool = False, extra: Sequence[str] = ()) -> list[str]:
+    """What the supervisor runs for one child; `verbose`: the supervisor's own -v, passed on;
+    `extra`: more of its options for this child (its metrics port, the log format)."""
     return [sys.executable, "-m", "processor.cli", "run", "--app", app, "--role", role, "--index", str(index),
-            "--bootstrap", bootstrap, "--prefix", prefix, "--state-dir", str(state_dir), *(["-v"] if verbose else [])]
+            "--bootstrap", bootstrap, "--prefix", prefix, "--state-dir", str(state_dir), *(["-v"] if verbose else []),
+            *extra]
 
 
 def running_child(state_dir: Path, role: str, index: int) -> int | None:

@@ -59,18 +59,28 @@ def _json_args(text: str | None) -> list[Any]:
     return value if isinstance(value, list) else [value]
 
 
+def _env_port(name: str) -> int | None:
+    text = os.environ.get(name, "")
+    return int(text) if text.isdigit() and int(text) > 0 else None
+
+
 def _logging(verbose: bool) -> None:
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s %(message)s")
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
     from processor._app import Child, child_argv, load_app, supervise
     from processor._engine.loop import HEARTBEAT_FILE, state_dir_for
 
     _logging(args.verbose)
     app = load_app(args.app)
-    settings = _settings(args)
+    port = args.metrics_port
+    if port is not None and not 0 < port < 65536:
+        raise ConfigError(f"--metrics-port must be a TCP port (1-65535); got {port}")
+    settings = replace(_settings(args), metrics_port=port if args.role != "all" else None)
     if args.role == "processor":
         from processor._engine.loop import run_processor
 
@@ -82,12 +92,16 @@ def cmd_run(args: argparse.Namespace) -> int:
         run_worker(settings, app.activities, app.task_queue, app.max_concurrent_activities,
                    instance_dir=settings.state_dir / f"worker-{args.index}")
         return 0
+    def metrics(k: int) -> list[str]:
+        return ["--metrics-port", str(port + k)] if port is not None else []
+
     children = [Child("processor", i, child_argv(args.app, "processor", i, settings.bootstrap, settings.prefix,
-                                                 settings.state_dir, args.verbose),
+                                                 settings.state_dir, args.verbose, metrics(i)),
                       heartbeat=state_dir_for(settings.state_dir, i) / HEARTBEAT_FILE) for i in range(args.processors)]
     if app.activities:
         children += [Child("worker", i, child_argv(args.app, "worker", i, settings.bootstrap, settings.prefix,
-                                                   settings.state_dir, args.verbose)) for i in range(args.workers)]
+                                                   settings.state_dir, args.verbose, metrics(args.processors + i)))
+                     for i in range(args.workers)]
     stop = threading.Event()
     _on_signals(stop.set)
     print(f"running {args.processors} processor(s) and {args.workers if app.activities else 0} worker(s) "
@@ -98,6 +112,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         shown.update({f"[{role}] {k}": v for k, v in kafka_config.redacted(conf).items()})
     if shown:  # secrets shown as ***
         print("Kafka settings: " + ", ".join(f"{k}={v}" for k, v in sorted(shown.items())), flush=True)
+    if port is not None:
+        last = port + args.processors + (args.workers if app.activities else 0) - 1
+        print(f"Prometheus metrics on ports {port}-{last} (processors first), path /metrics", flush=True)
     supervise(children, stop.is_set)
     return 0
 
@@ -398,6 +415,9 @@ def register(sub: Sub[argparse.ArgumentParser], add_common: Callable[[argparse.A
                    help="run one process of one role in the foreground (what `all` starts and supervises)")
     p.add_argument("--index", type=int, default=0, help="with --role: which one (selects its state dir)")
     p.add_argument("--state-dir", help="RocksDB state (default .state or DP_STATE_DIR)")
+    p.add_argument("--metrics-port", type=int, default=_env_port("DP_METRICS_PORT"),
+                   help="serve Prometheus metrics (default DP_METRICS_PORT, else none): processor i on PORT+i, "
+                        "worker j on PORT+PROCESSORS+j; with --role, this process on PORT")
     p.add_argument("-v", "--verbose", action="store_true")
     p.set_defaults(func=cmd_run)
 

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -52,11 +53,12 @@ class Cluster:
                   env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
         return self._spawn("processor", index, app, env)
 
-    def supervisor(self, processors: int = 1, workers: int = 1) -> subprocess.Popen[bytes]:
-        """`processor run` as a user runs it: one supervisor that starts and watches its children."""
+    def supervisor(self, processors: int = 1, workers: int = 1, extra: Sequence[str] = ()) -> subprocess.Popen[bytes]:
+        """`processor run` as a user runs it: one supervisor that starts and watches its children;
+        `extra`: more of its options."""
         argv = [sys.executable, "-m", "processor.cli", "run", "--app", self.app, "--processors", str(processors),
                 "--workers", str(workers), "--bootstrap", self.bootstrap, "--prefix", self.prefix,
-                "--state-dir", str(self.state), "-v"]
+                "--state-dir", str(self.state), "-v", *extra]
         log = open(self.logs / "supervisor.log", "ab")  # noqa: SIM115 - owned by the child
         proc = subprocess.Popen(argv, cwd=REPO, env=self.env, stdout=log, stderr=subprocess.STDOUT)
         log.close()

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from processor._engine.settings import Settings
     from processor._engine.store import PartitionStore
     from processor._kafka.topics import TopicNames
+    from processor._metrics import ProcessorMetrics
     from processor.workflow import WorkflowDefinition
 
 EV = "wf.events.v1."
@@ -63,6 +64,8 @@ class Counters:
     parked: int = 0  # commands parked for a hand-off (handoff.py), like the others counted since start
     redelivered: int = 0  # commands the consumer returned again after they were applied (loop.py)
     pruned: int = 0  # closed workflows whose history retention removed (retention.py)
+    cache_hits: int = 0  # workflow loads the instance cache served (engine.py _load)
+    cache_misses: int = 0  # workflow loads that read the store
 
 
 class EngineParts:
@@ -82,6 +85,7 @@ class EngineParts:
         sink: Sink
         outbox: Outbox
         counters: Counters
+        metrics: ProcessorMetrics
         now_ms: int
         stores: dict[int, PartitionStore]
         definitions: dict[str, WorkflowDefinition]

@@ -49,6 +49,7 @@ from processor._engine.store import PartitionStore
 from processor._engine.timers import Timers
 from processor._kafka.messages import dlq_headers
 from processor._limits import MAX_RECORD_BYTES, too_large
+from processor._metrics import ProcessorMetrics
 from processor._names import task_queue_problem
 from processor._payload import Payload
 from processor._runtime import Completion, WorkflowInstance
@@ -90,6 +91,8 @@ class Engine(Activities, Requests, HandOffs, Timers, Retention):
         self.cache: OrderedDict[str, Live] = OrderedDict()
         self.touched: set[str] = set()
         self.counters = Counters()
+        self.metrics = ProcessorMetrics()  # histograms the rules observe; the loop serves them
+        self.metrics.attach(self)
         self.now_ms = 0
         self.firing: tuple[int, str, str] | None = None  # the timer being fired, for quarantine
         self.deadline = Deadline()
@@ -515,7 +518,9 @@ class Engine(Activities, Requests, HandOffs, Timers, Retention):
         live = self.cache.get(wid)
         if live is not None:
             self.cache.move_to_end(wid)
+            self.counters.cache_hits += 1
             return live
+        self.counters.cache_misses += 1
         store = self.stores[partition]
         summary = store.summary(wid)
         if summary is None:

@@ -58,6 +58,7 @@ from processor._kafka.health import WedgeClock, kafka_answers, watchdog_s
 from processor._kafka.messages import ConsumerFailed, consume_available, headers, high_watermarks, position
 from processor._kafka.topics import ensure_topics, load_specs
 from processor._limits import PRODUCER_MESSAGE_MAX_BYTES
+from processor._metrics import STATS_INTERVAL_MS, serve
 from processor.exceptions import KafkaUnavailableError, ProcessorError
 
 log = logging.getLogger("processor.loop")
@@ -138,8 +139,14 @@ class ProcessorLoop:
         """A static member of the group (group.instance.id = the transactional.id): a process
         restarted on the same state dir takes its partitions back without a rebalance, instead of
         waiting for the group to expire the member it replaces (session.timeout.ms)."""
-        return Consumer(self.settings.group_consumer_config(self.settings.processor_group, "processor",
-                                                            instance_id=self._transactional_id))
+        conf = self.settings.group_consumer_config(self.settings.processor_group, "processor",
+                                                   instance_id=self._transactional_id)
+        if self.settings.metrics_port is not None:  # the lag and engine gauges, refreshed on this thread
+            conf.update({"statistics.interval.ms": STATS_INTERVAL_MS, "stats_cb": self._on_stats})
+        return Consumer(conf)
+
+    def _on_stats(self, stats_json: str) -> None:
+        self.engine.metrics.on_stats(stats_json, self.input.next)
 
     def _new_producer(self) -> Producer:
         return self._producer_factory(client_config("producer", self.settings.bootstrap, "processor", {
@@ -183,6 +190,7 @@ class ProcessorLoop:
         t0 = time.monotonic()
         restorer = self._restorer()
         total = 0
+        self.engine.metrics.restoring.set(len(todo))
         events, timers = self.settings.topics.events, self.settings.topics.timers
         try:
             # One probe for every partition being restored (a probe is a client: connection,
@@ -210,6 +218,7 @@ class ProcessorLoop:
                 self.engine.partition_ready(p)  # what it still owes the last growth (handoff.py)
             self.input.read_committed(todo)
         except BaseException:
+            self.engine.metrics.restoring.set(0)
             for p in todo:  # half restored: closed, and restored again from scratch on the next turn
                 self.engine.close_partition(p)
             self._to_restore = todo + self._to_restore
@@ -222,7 +231,13 @@ class ProcessorLoop:
         # fetched nothing for 1.0 s; resumed and then sought, it fetches within 2 ms.
         self.input.seek_to_next(todo, self.engine.stores)
         self._to_resume.extend(todo)
-        log.info("restored partitions %s: %d records in %.2fs", todo, total, time.monotonic() - t0)
+        took = time.monotonic() - t0
+        log.info("restored partitions %s: %d records in %.2fs", todo, total, took)
+        metrics = self.engine.metrics
+        metrics.restoring.set(0)
+        metrics.restore_records.inc(total)
+        metrics.restore_seconds.observe(took)
+        metrics.refresh()
         _failpoints.reach("restored")  # tests let the consumer fetch before the first transaction here
 
     def _restorer(self) -> Consumer:
@@ -253,6 +268,7 @@ class ProcessorLoop:
         self._subscribe()
 
     def run(self) -> None:
+        serve(self.engine.metrics.registry, self.settings.metrics_port, self.settings.metrics_addr, "processor")
         self._init_producer()
         if self._own_consumer:
             try:  # connected and holding metadata before the first assignment
@@ -432,7 +448,16 @@ class ProcessorLoop:
         t_committed = time.perf_counter()
         # Step 5
         self.engine.committed()
-        took = time.perf_counter() - t0
+        t_stored = time.perf_counter()
+        took = t_stored - t0
+        metrics = self.engine.metrics
+        metrics.transaction_seconds.observe(took)
+        metrics.apply_seconds.observe(t_applied - t0)
+        metrics.offsets_seconds.observe(t_offsets - t_applied)
+        metrics.commit_seconds.observe(t_committed - t_offsets)
+        metrics.store_seconds.observe(t_stored - t_committed)
+        if applied:
+            metrics.transaction_commands.observe(applied)
         if took > SLOW_TRANSACTION_S:
             ms = [(b - a) * 1000 for a, b in ((t0, t_applied), (t_applied, t_offsets), (t_offsets, t_committed),
                                               (t_committed, time.perf_counter()))]
@@ -458,6 +483,7 @@ class ProcessorLoop:
         self._restart_in_process(f"transaction failed: {err}")
 
     def _abort(self, first: dict[int, int]) -> None:
+        self.engine.metrics.transactions_aborted.inc()
         try:
             self.producer.abort_transaction(10)
         except KafkaException as exc:

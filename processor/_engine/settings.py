@@ -59,6 +59,9 @@ class Settings:
     # Evict every instance after each activation so every step replays from history: finds
     # nondeterminism and replay bugs in tests at the cost of speed.
     always_replay: bool = field(default_factory=lambda: os.environ.get("DP_ALWAYS_REPLAY", "") == "1")
+    # Prometheus metrics at http://metrics_addr:metrics_port/metrics (processor/_metrics.py); None: not served.
+    metrics_port: int | None = field(default_factory=lambda: _env_int("DP_METRICS_PORT", 0) or None)
+    metrics_addr: str = field(default_factory=lambda: os.environ.get("DP_METRICS_ADDR", "0.0.0.0"))  # noqa: S104
 
     @property
     def topics(self) -> TopicNames:

@@ -50,6 +50,8 @@ class Timers(EngineParts):
                     self.moved_away(partition, wid)  # its timers go with it, to fire in its new home
                     continue
                 self.firing = (partition, wid, tkey)
+                if tkey[0] != "p":  # a prune waits its turn on purpose (prunes_per_tick)
+                    self.metrics.timer_lateness.observe(max(0, now_ms - due) / 1000)
                 self._fire(partition, wid, tkey)
                 self.firing = None
                 fired += 1

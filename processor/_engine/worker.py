@@ -86,6 +86,7 @@ from processor._limits import (
     clip,
     dlq_value,
 )
+from processor._metrics import STATS_INTERVAL_MS, WorkerMetrics, serve
 from processor._payload import from_payload, from_payloads
 from processor.exceptions import ActivityCancelledError, DecodeError, KafkaUnavailableError
 
@@ -135,6 +136,11 @@ class ActivityWorker:
         # read_committed: a task is visible only once the processor's transaction committed.
         self._consumer_config = settings.group_consumer_config(settings.worker_group(task_queue),
                                                                f"worker-{task_queue}", instance_id)
+        self._running = 0  # activities executing now, revoked partitions' included
+        self.metrics = WorkerMetrics(lambda: self._running)
+        if settings.metrics_port is not None:  # the task topic's lag, from librdkafka's statistics
+            self._consumer_config.update({"statistics.interval.ms": STATS_INTERVAL_MS,
+                                          "stats_cb": self.metrics.on_stats})
         self.consumer = Consumer(self._consumer_config)
         # Only a static member can rejoin a Stable group without a rebalance (coverage.py).
         self.coverage = CoverageWatch(settings.bootstrap, settings.worker_group(task_queue), self.topic,
@@ -158,7 +164,6 @@ class ActivityWorker:
                                self._result_replaced)
         self._closing = False
         self._lock = threading.Lock()
-        self._running = 0  # activities executing now, revoked partitions' included
         # (workflow id, run id, activity_seq, attempt) -> the context of an attempt running here
         self._contexts: dict[tuple[str, str, int, int], activity.ActivityContext] = {}
         # Attempts canceled before they started here (skipped when their task comes up), newest last.
@@ -383,11 +388,13 @@ class ActivityWorker:
         with self._lock:
             self._running += 1
             self._contexts[key] = ctx
+        self.metrics.started(task["activity_type"])
+        began = time.perf_counter()
         if definition.is_async:
             fut = asyncio.run_coroutine_threadsafe(self._run_async(ctx, definition.fn, args), self.aio)
         else:
             fut = self.pool.submit(contextvars.copy_context().run, self._run_sync, ctx, definition.fn, args)
-        fut.add_done_callback(lambda f: self._done(p, offset, task, f, key))
+        fut.add_done_callback(lambda f: self._done(p, offset, task, f, key, began))
 
     @staticmethod
     def _run_sync(ctx: activity.ActivityContext, fn: Callable[..., Any], args: list[Any]) -> Any:
@@ -406,7 +413,8 @@ class ActivityWorker:
             activity._reset_context(token)  # noqa: SLF001
 
     def _done(self, p: int, offset: int, task: dict[str, Any], fut: Future[Any],
-              key: tuple[str, str, int, int]) -> None:
+              key: tuple[str, str, int, int], began: float) -> None:
+        ran_s = time.perf_counter() - began
         with self._lock:
             self._running -= 1
             self._contexts.pop(key, None)
@@ -416,14 +424,17 @@ class ActivityWorker:
         if fut.cancelled():  # shut down before it ran: unsettled, the task runs again
             return
         exc = fut.exception()
-        self._report(p, offset, task, None if exc is not None else fut.result(), exc)
+        self._report(p, offset, task, None if exc is not None else fut.result(), exc, ran_s)
 
-    def _report(self, p: int, offset: int, task: dict[str, Any], result: Any, exc: BaseException | None) -> None:
+    def _report(self, p: int, offset: int, task: dict[str, Any], result: Any, exc: BaseException | None,
+                ran_s: float | None = None) -> None:
+        """`ran_s`: how long the attempt ran (None: it did not run)."""
         name, value = settle_value(self.codec, task, result, exc)
         if name == COMPLETED:
             self.completed += 1
         else:
             self.failed += 1
+        self.metrics.finished(task["activity_type"], ran_s, name != COMPLETED)
         kind: Kind = "result" if name == COMPLETED else "failure"
         self.settler.settle(Settle(p, offset, kind, self.settings.topics.commands, task["workflow_id"].encode(), value,
                                    self.codec.headers(name), task))
@@ -524,6 +535,7 @@ class ActivityWorker:
                 log.warning("offset commit failed: %s", exc)
 
     def run(self) -> None:
+        serve(self.metrics.registry, self.settings.metrics_port, self.settings.metrics_addr, f"worker {self.queue}")
         self._aio_thread.start()
         self._subscribe()
         last_commit = last_member_check = 0.0
