@@ -113,3 +113,21 @@ def test_a_port_in_use_is_one_clear_error() -> None:
         port = s.getsockname()[1]
         with pytest.raises(ConfigError, match=f"cannot serve metrics on 127.0.0.1:{port}.*--metrics-port"):
             serve(ProcessorMetrics().registry, port, "127.0.0.1", "processor")
+
+
+def test_the_grafana_dashboard_names_only_metrics_that_exist(tmp_path: Path) -> None:
+    """docs/grafana/durable-processor.json: every dp_* series its queries read is one a processor
+    or a worker exposes (a renamed metric breaks this test, not an operator's dashboard)."""
+    import re
+
+    dashboard = json.loads((Path(__file__).parents[3] / "docs/grafana/durable-processor.json").read_text())
+    used = {name for panel in dashboard["panels"] for t in panel["targets"]
+            for name in re.findall(r"\bdp_[a-z_]+", t["expr"])}
+    h = EngineHarness(tmp_path)
+    h.engine.metrics.lag.gauge.labels("t", "0").set(1)
+    worker = WorkerMetrics(lambda: 0)
+    worker.started("x")
+    worker.finished("x", 0.1, failed=True)
+    exposed = {name for name, _ in {**scrape(h.engine.metrics.registry), **scrape(worker.registry)}}
+    assert len(used) >= 15
+    assert used <= exposed, sorted(used - exposed)
