@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
 import sys
 import threading
@@ -64,9 +63,10 @@ def _env_port(name: str) -> int | None:
     return int(text) if text.isdigit() and int(text) > 0 else None
 
 
-def _logging(verbose: bool) -> None:
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
-                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+def _logging(verbose: bool, fmt: str = "text", process: str = "") -> None:
+    from processor import _logs
+
+    _logs.setup(verbose, fmt, process)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -74,8 +74,10 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     from processor._app import Child, child_argv, load_app, supervise
     from processor._engine.loop import HEARTBEAT_FILE, state_dir_for
+    from processor._logs import log_format, say
 
-    _logging(args.verbose)
+    fmt = log_format(args.log_format)
+    _logging(args.verbose, fmt, "supervisor" if args.role == "all" else f"{args.role}-{args.index}")
     app = load_app(args.app)
     port = args.metrics_port
     if port is not None and not 0 < port < 65536:
@@ -93,7 +95,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                    instance_dir=settings.state_dir / f"worker-{args.index}")
         return 0
     def metrics(k: int) -> list[str]:
-        return ["--metrics-port", str(port + k)] if port is not None else []
+        return ["--log-format", fmt, *(["--metrics-port", str(port + k)] if port is not None else [])]
 
     children = [Child("processor", i, child_argv(args.app, "processor", i, settings.bootstrap, settings.prefix,
                                                  settings.state_dir, args.verbose, metrics(i)),
@@ -104,17 +106,17 @@ def cmd_run(args: argparse.Namespace) -> int:
                      for i in range(args.workers)]
     stop = threading.Event()
     _on_signals(stop.set)
-    print(f"running {args.processors} processor(s) and {args.workers if app.activities else 0} worker(s) "
-          f"for {args.app} on {settings.bootstrap} (prefix {settings.prefix}); Ctrl-C to stop", flush=True)
+    say(f"running {args.processors} processor(s) and {args.workers if app.activities else 0} worker(s) "
+        f"for {args.app} on {settings.bootstrap} (prefix {settings.prefix}); Ctrl-C to stop", fmt, "supervisor")
     user = kafka_config.user_settings()
     shown = dict(kafka_config.redacted(user.common))
     for role, conf in user.roles.items():
         shown.update({f"[{role}] {k}": v for k, v in kafka_config.redacted(conf).items()})
     if shown:  # secrets shown as ***
-        print("Kafka settings: " + ", ".join(f"{k}={v}" for k, v in sorted(shown.items())), flush=True)
+        say("Kafka settings: " + ", ".join(f"{k}={v}" for k, v in sorted(shown.items())), fmt, "supervisor")
     if port is not None:
         last = port + args.processors + (args.workers if app.activities else 0) - 1
-        print(f"Prometheus metrics on ports {port}-{last} (processors first), path /metrics", flush=True)
+        say(f"Prometheus metrics on ports {port}-{last} (processors first), path /metrics", fmt, "supervisor")
     supervise(children, stop.is_set)
     return 0
 
@@ -418,6 +420,9 @@ def register(sub: Sub[argparse.ArgumentParser], add_common: Callable[[argparse.A
     p.add_argument("--metrics-port", type=int, default=_env_port("DP_METRICS_PORT"),
                    help="serve Prometheus metrics (default DP_METRICS_PORT, else none): processor i on PORT+i, "
                         "worker j on PORT+PROCESSORS+j; with --role, this process on PORT")
+    p.add_argument("--log-format", choices=["text", "json"], default=None,
+                   help="text (default) or json: one JSON object a line, with workflow_id, run_id, workflow_type, "
+                        "activity_type, activity_seq as fields (default DP_LOG_FORMAT)")
     p.add_argument("-v", "--verbose", action="store_true")
     p.set_defaults(func=cmd_run)
 

@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import contextvars
 import inspect
+import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, MutableMapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, TypeVar, overload
@@ -32,6 +33,7 @@ __all__ = [
     "in_activity",
     "info",
     "is_cancelled",
+    "logger",
 ]
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -189,3 +191,23 @@ def _set_context(ctx: ActivityContext) -> contextvars.Token[ActivityContext]:
 
 def _reset_context(token: contextvars.Token[ActivityContext]) -> None:
     _context.reset(token)
+
+
+class _ActivityLogger(logging.LoggerAdapter[logging.Logger]):
+    """Adds the attempt's workflow_id, run_id, workflow_type, activity_type, activity_seq and
+    attempt to records logged inside an activity (fields of `--log-format json`)."""
+
+    def process(self, msg: Any, kwargs: MutableMapping[str, Any]) -> tuple[Any, MutableMapping[str, Any]]:
+        ctx = _context.get(None)
+        if ctx is not None:
+            i = ctx.info
+            kwargs["extra"] = {
+                **(kwargs.get("extra") or {}),
+                "workflow_id": i.workflow_id, "run_id": i.run_id, "workflow_type": i.workflow_type,
+                "activity_type": i.activity_type, "activity_seq": i.activity_seq, "attempt": i.attempt,
+                "task_queue": i.task_queue,
+            }
+        return msg, kwargs
+
+
+logger = _ActivityLogger(logging.getLogger("processor.activity"), {})

@@ -486,8 +486,9 @@ def _td_ms(value: timedelta) -> int:
 
 
 class _WorkflowLogger(logging.LoggerAdapter[logging.Logger]):
-    """Adds workflow_id/workflow_type to records; drops records while history is being replayed,
-    so a replayed step does not log its messages a second time."""
+    """Adds workflow_id/run_id/workflow_type to records (fields of `--log-format json`); drops
+    records while history is being replayed, so a replayed step does not log its messages a
+    second time."""
 
     def isEnabledFor(self, level: int) -> bool:
         loop = _get_running_loop()
@@ -502,6 +503,7 @@ class _WorkflowLogger(logging.LoggerAdapter[logging.Logger]):
             kwargs["extra"] = {
                 **(kwargs.get("extra") or {}),
                 "workflow_id": wf.workflow_id,
+                "run_id": wf.run_id,
                 "workflow_type": wf.workflow_type,
             }
         return msg, kwargs

@@ -505,7 +505,9 @@ class Engine(Activities, Requests, HandOffs, Timers, Retention):
             self._evict(wid)
 
     def _hold(self, partition: int, wid: str, live: Live, error: Exception) -> None:
-        log.error("workflow %s held: %s", wid, error)
+        log.error("workflow %s held: %s", wid, error, extra={
+            "workflow_id": wid, "run_id": live.summary.run_id, "workflow_type": live.summary.workflow_type,
+            "partition": partition})
         if live.instance is not None:
             live.instance.close()
             live.instance = None
@@ -598,7 +600,9 @@ class Engine(Activities, Requests, HandOffs, Timers, Retention):
                     reason: str, topic: str | None = None) -> None:
         topic = topic or self.topics.commands
         self.counters.dlq += 1
-        log.warning("dead-lettered %s[%d]@%d: %s", topic, partition, offset, reason)
+        log.warning("dead-lettered %s[%d]@%d: %s", topic, partition, offset, reason, extra={
+            "partition": partition, "offset": offset,
+            "workflow_id": key.decode(errors="replace").partition("@")[0] if key else None})
         out = dlq_headers(headers, reason, topic, partition, offset)
         self.sink.produce(self.topics.dlq, None, key or b"", value, out)
 

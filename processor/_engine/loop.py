@@ -432,7 +432,8 @@ class ProcessorLoop:
             firing = self.engine.firing
             self._abort(first)
             if firing is not None:
-                log.exception("firing timer %s of %s raised; quarantining it", firing[2], firing[1])
+                log.exception("firing timer %s of %s raised; quarantining it", firing[2], firing[1],
+                              extra={"workflow_id": firing[1], "partition": firing[0]})
                 self._quarantine(firing, now_ms)
                 return
             log.exception("processing failed; retrying the batch one command at a time")

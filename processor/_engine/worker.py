@@ -86,6 +86,7 @@ from processor._limits import (
     clip,
     dlq_value,
 )
+from processor._logs import task_fields
 from processor._metrics import STATS_INTERVAL_MS, WorkerMetrics, serve
 from processor._payload import from_payload, from_payloads
 from processor.exceptions import ActivityCancelledError, DecodeError, KafkaUnavailableError
@@ -320,7 +321,8 @@ class ActivityWorker:
         if ctx is not None:
             ctx.cancel_reason.append(rec["reason"])
             ctx.cancelled.set()
-            log.info("canceled %s: %s", _what({**rec, "activity_type": ctx.info.activity_type}), rec["reason"])
+            named = {**rec, "activity_type": ctx.info.activity_type}
+            log.info("canceled %s: %s", _what(named), rec["reason"], extra=task_fields(named))
         else:
             self._canceled[key] = rec["reason"]
             while len(self._canceled) > _CANCELED_KEPT:
@@ -346,7 +348,8 @@ class ActivityWorker:
         stale = stale_attempt(task, int(time.time() * 1000), self.clock_skew_ms)
         if stale is not None:
             self.skipped += 1
-            log.debug("skipped %s: its %s passed before it was started; the processor retries it", _what(task), stale)
+            log.debug("skipped %s: its %s passed before it was started; the processor retries it", _what(task), stale,
+                      extra=task_fields(task))
             self.offsets.finish(p, offset)
             return
         key = (task["workflow_id"], task.get("run_id", ""), task["activity_seq"], task["attempt"])
@@ -457,7 +460,7 @@ class ActivityWorker:
                 produce(self.producer, self.settings.topics.commands, task["workflow_id"].encode(), value,
                               self.codec.headers(HEARTBEAT), self._beat_delivered)
             except KafkaException as exc:  # a lost beat costs at most a heartbeat timeout, never the activity
-                log.warning("heartbeat of %s not sent: %s", _what(task), exc.args[0])
+                log.warning("heartbeat of %s not sent: %s", _what(task), exc.args[0], extra=task_fields(task))
 
         return beat
 
@@ -479,7 +482,7 @@ class ActivityWorker:
                           started_value(self.codec, task, self.identity, elapsed_ms), self.codec.headers(STARTED),
                           self._beat_delivered)
         except KafkaException as exc:  # like a lost beat: the heartbeat that follows starts the clocks
-            log.warning("start of %s not reported: %s", _what(task), exc.args[0])
+            log.warning("start of %s not reported: %s", _what(task), exc.args[0], extra=task_fields(task))
 
     def _beat_delivered(self, err: KafkaError | None, _msg: Message) -> None:
         """A heartbeat the broker took: the producer works (see _check_producer), even while no

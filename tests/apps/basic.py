@@ -27,6 +27,7 @@ def _log_run(tag: str) -> None:
 @activity.defn
 def step(name: str, value: int) -> int:
     _log_run(name)
+    activity.logger.info("step %s of %d", name, value)
     delay = float(os.environ.get("DP_TEST_ACTIVITY_DELAY", "0"))
     if delay:
         time.sleep(random.uniform(0, delay))
@@ -98,6 +99,7 @@ class Timeouts:
 class ThreeSteps:
     @workflow.run
     async def run(self, start: int) -> list[int]:
+        workflow.logger.info("three steps from %d", start)
         t = timedelta(seconds=60)
         a = await workflow.execute_activity(step, "a", start, start_to_close_timeout=t)
         b = await workflow.execute_activity(step, "b", a, start_to_close_timeout=t)
