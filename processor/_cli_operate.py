@@ -14,6 +14,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
+from processor import payloads
 from processor._visibility.record import jsonable_event
 
 OUTPUTS = ("table", "json", "jsonl")
@@ -98,6 +99,9 @@ def _brief(ev: dict[str, Any]) -> str:
 
 
 def _payload_text(p: dict[str, Any]) -> str:
+    p, unopened = payloads.opened(p)  # type: ignore[arg-type, assignment]
+    if unopened is not None:
+        return payloads.describe(p)  # type: ignore[arg-type]
     if p["encoding"] == "json/plain":
         text: str = p["data"].decode()
         return text if len(text) < 80 else text[:77] + "..."

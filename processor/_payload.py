@@ -1,9 +1,11 @@
 """The payload converter: user values <-> `Payload {encoding, data}` records (docs/model.md).
 
 Three encodings, chosen by value: `binary/null` for None, `binary/plain` for bytes, `json/plain`
-(compact UTF-8 JSON) for everything else JSON can carry, dataclasses included (as objects).
-Decoding is guided by type hints: a dict becomes a dataclass when the hint is one, recursively and
-best effort (unknown keys are dropped so an older dataclass still reads newer data).
+(compact UTF-8 JSON) for everything else JSON can carry, dataclasses and pydantic models included
+(as objects). Decoding is guided by type hints: a dict becomes a dataclass when the hint is one,
+recursively and best effort (unknown keys are dropped so an older dataclass still reads newer
+data), or a pydantic model by its own validation. The configured codecs (processor/payloads.py:
+compression, encryption) wrap the plain payload when writing and are unwrapped when reading.
 
 Why JSON and not pickle: payloads cross languages on Kafka and live in history for months; a
 reader must not need our Python classes (or trust them) to decode a record.
@@ -20,6 +22,7 @@ import typing
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypedDict
 
+from processor import payloads
 from processor.exceptions import PayloadError
 
 __all__ = [
@@ -43,6 +46,7 @@ class Payload(TypedDict):
 
 
 _NULL_PAYLOAD_DATA = b""
+_CODEC_ENCODINGS = (payloads.ZLIB, payloads.ENCRYPTED)
 _FIX = "use JSON types (dict, list, str, int, float, bool, None), bytes, or a dataclass of those"
 
 
@@ -51,6 +55,9 @@ def _json_default(value: object) -> object:
     # (asdict recurses into nested dataclasses); everything else is refused with a fix-it.
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return dataclasses.asdict(value)
+    dump = getattr(value, "model_dump", None)
+    if dump is not None and not isinstance(value, type):  # a pydantic (v2) model, by duck type
+        return dump(mode="json")
     raise PayloadError(f"cannot convert a value of type {type(value).__qualname__} to a payload: {_FIX}")
 
 
@@ -61,7 +68,14 @@ _DECODER = json.JSONDecoder()
 
 
 def to_payload(value: object) -> Payload:
-    """Encode one value; raises `PayloadError` naming the type it cannot encode."""
+    """Encode one value, then apply the configured codecs (processor/payloads.py); raises
+    `PayloadError` naming the type it cannot encode."""
+    plain = _plain_payload(value)
+    codecs = payloads.chain()
+    return plain if codecs is None else codecs.encode(plain)
+
+
+def _plain_payload(value: object) -> Payload:
     if value is None:
         return {"encoding": ENCODING_NULL, "data": _NULL_PAYLOAD_DATA}
     if isinstance(value, bytes | bytearray | memoryview):
@@ -90,6 +104,9 @@ def from_payload(payload: Payload | dict[str, Any], type_hint: object = None) ->
         data = payload["data"]
     except (KeyError, TypeError) as exc:
         raise PayloadError(f"not a Payload record (needs 'encoding' and 'data'): {payload!r:.200}") from exc
+    if encoding in _CODEC_ENCODINGS:
+        plain = payloads.decode({"encoding": encoding, "data": data})
+        encoding, data = plain["encoding"], plain["data"]
     if encoding == ENCODING_JSON:
         try:
             value = _DECODER.decode(bytes(data).decode())
@@ -113,6 +130,8 @@ def _convert(value: Any, hint: object) -> Any:
     """Best-effort shaping of decoded JSON by a type hint; anything unrecognised passes through."""
     if isinstance(hint, type) and dataclasses.is_dataclass(hint):
         return _build_dataclass(hint, value) if isinstance(value, dict) else value
+    if isinstance(hint, type) and hasattr(hint, "model_validate") and hasattr(hint, "model_fields"):
+        return _build_model(hint, value)
     origin = typing.get_origin(hint)
     if origin is None:
         return value
@@ -150,6 +169,14 @@ def _build_dataclass(cls: Any, value: dict[str, Any]) -> Any:
         return cls(**kwargs)
     except TypeError as exc:
         raise PayloadError(f"cannot build {cls.__qualname__} from payload object {value!r:.200}: {exc}") from exc
+
+
+def _build_model(cls: Any, value: Any) -> Any:
+    """A pydantic model from decoded JSON (its own validation and coercion)."""
+    try:
+        return cls.model_validate(value)
+    except ValueError as exc:  # pydantic's ValidationError is a ValueError
+        raise PayloadError(f"cannot build {cls.__qualname__} from payload {value!r:.200}: {exc}") from exc
 
 
 @functools.cache

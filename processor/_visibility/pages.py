@@ -112,6 +112,8 @@ def _payload(payload: dict[str, Any] | None) -> str:
     """A payload as the API gives it: its JSON value, or its encoding and base64 bytes."""
     if payload is None:
         return "<span class=muted>none</span>"
+    if "unopened" in payload:  # encrypted, and this process does not hold the key
+        return f"<pre title=\"{escape(payload['unopened'])}\">{escape(payload['summary'])}</pre>"
     if "json" in payload:
         return f"<pre>{_json(payload['json'])}</pre>"
     return f"<pre>{escape(payload.get('encoding', '?'))}: {escape(str(payload.get('base64', '')))}</pre>"

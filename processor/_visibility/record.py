@@ -12,6 +12,7 @@ import base64
 import json
 from typing import Any
 
+from processor import payloads
 from processor._engine.state import CLOSING_STATUS
 from processor._search import apply_upsert
 
@@ -34,7 +35,11 @@ def jsonable_payload(payload: dict[str, Any] | None) -> dict[str, Any] | None:
     """A Payload as JSON: `{"encoding", "json": value}` when it is JSON, else base64 `data`."""
     if payload is None:
         return None
-    encoding, data = payload["encoding"], payload["data"]
+    plain, unopened = payloads.opened(payload)  # type: ignore[arg-type]
+    if unopened is not None:
+        return {"encoding": payload["encoding"], "base64": base64.b64encode(payload["data"]).decode(),
+                "unopened": unopened, "summary": payloads.describe(payload)}  # type: ignore[arg-type]
+    encoding, data = plain["encoding"], plain["data"]
     if encoding == "json/plain":
         try:
             return {"encoding": encoding, "json": json.loads(data)}

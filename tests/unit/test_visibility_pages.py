@@ -106,3 +106,13 @@ def test_a_held_workflow_shows_the_reason() -> None:
     doc = pages.workflow_page(view, [])
     assert "data-role=held><b>Held:</b> nondeterminism: expected TimerStarted at seq 2<" in doc
     assert "<span class='status held'" in doc
+
+
+def test_an_encrypted_payload_without_its_key_shows_the_key_id_only() -> None:
+    from processor._visibility import pages
+
+    shown = {"encoding": "binary/encrypted", "base64": "AQJrMQ==", "summary": "<encrypted with key 'k1', 60 bytes>",
+             "unopened": "the payload is encrypted with key id 'k1' and this process has no payload keys"}
+    html = pages._payload(shown)
+    assert "&lt;encrypted with key &#x27;k1&#x27;, 60 bytes&gt;" in html and "AQJrMQ" not in html
+    assert 'title="the payload is encrypted' in html

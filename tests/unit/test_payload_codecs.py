@@ -1,0 +1,184 @@
+"""Payload codecs (processor/payloads.py): compression and AES-GCM encryption with key ids,
+configured in Python or from the environment, applied by to_payload and undone by from_payload;
+the bytes are those docs/protocol.md#payload-codecs describes; a reader without the key gets an
+error that says what to set; pydantic models convert like dataclasses."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import zlib
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from processor import payloads
+from processor._payload import from_payload, to_payload
+from processor._visibility.record import jsonable_payload
+from processor.exceptions import ConfigError, PayloadError
+from processor.payloads import AesGcm, Zlib
+
+K1, K2 = bytes(range(32)), bytes(range(100, 132))
+SECRET = {"card": "4111-1111-1111-1111", "holder": "Ada Lovelace"}
+
+
+@pytest.fixture(autouse=True)
+def fresh(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    for name in [n for n in os.environ if n.startswith("DP_PAYLOAD_")]:
+        monkeypatch.delenv(name)
+    payloads.reset()
+    yield
+    payloads.reset()
+
+
+def test_no_codec_leaves_the_plain_payload() -> None:
+    assert to_payload(SECRET) == {"encoding": "json/plain", "data": json.dumps(SECRET, separators=(",", ":")).encode()}
+
+
+def test_encrypted_payloads_hold_no_plaintext_and_decode_back() -> None:
+    payloads.configure([AesGcm({"k1": K1})])
+    p = to_payload(SECRET)
+    assert p["encoding"] == "binary/encrypted"
+    assert b"4111" not in p["data"] and b"Ada" not in p["data"] and b"json/plain" not in p["data"]
+    assert p["data"][:4] == b"\x01\x02k1"  # version, key id length, key id
+    assert to_payload(SECRET)["data"] != p["data"]  # a fresh nonce each time
+    assert from_payload(p) == SECRET
+    assert from_payload(to_payload(None)) is None and from_payload(to_payload(b"\x00raw")) == b"\x00raw"
+
+
+def test_compression_applies_to_large_payloads_only_and_layers_stack() -> None:
+    payloads.configure([Zlib(min_size=100)])
+    small, large = to_payload("short"), to_payload(["same words again"] * 200)
+    assert small["encoding"] == "json/plain"
+    assert large["encoding"] == "binary/zlib" and len(large["data"]) < 200
+    assert from_payload(large) == ["same words again"] * 200
+    payloads.configure([Zlib(min_size=100), AesGcm({"k1": K1})])
+    both = to_payload(["same words again"] * 200)
+    assert both["encoding"] == "binary/encrypted" and len(both["data"]) < 250  # compressed, then sealed
+    assert from_payload(both) == ["same words again"] * 200
+
+
+def test_keys_rotate_old_payloads_still_read() -> None:
+    payloads.configure([AesGcm({"k1": K1})])
+    old = to_payload(SECRET)
+    payloads.configure([AesGcm({"k2": K2, "k1": K1})])  # the new key first: it encrypts
+    new = to_payload(SECRET)
+    assert new["data"][2:4] == b"k2"
+    assert from_payload(old) == SECRET and from_payload(new) == SECRET
+
+
+def test_a_reader_without_the_key_is_told_what_to_set() -> None:
+    payloads.configure([AesGcm({"k1": K1})])
+    p = to_payload(SECRET)
+    payloads.configure([AesGcm({"k2": K2})])
+    with pytest.raises(PayloadError, match="encrypted with key id 'k1', which this process does not have .it has k2."):
+        from_payload(p)
+    payloads.configure([AesGcm({"k1": K2})])
+    with pytest.raises(PayloadError, match="does not decrypt with this process's key 'k1' .authentication failed."):
+        from_payload(p)
+    payloads.configure(None)
+    with pytest.raises(PayloadError, match="key id 'k1' and this process has no payload keys: set DP_PAYLOAD_KEYS"):
+        from_payload(p)
+    altered = {"encoding": p["encoding"], "data": p["data"][:-1] + bytes([p["data"][-1] ^ 1])}
+    payloads.configure([AesGcm({"k1": K1})])
+    with pytest.raises(PayloadError, match="or the payload was altered"):
+        from_payload(altered)
+
+
+def test_the_documented_bytes_are_what_is_read() -> None:
+    """Built by hand from docs/protocol.md#payload-codecs, as a Java or Go writer would."""
+    inner = b"\x0ajson/plain" + b'{"n":1}'
+    packed = b"\x0ajson/plain" + zlib.compress(inner[11:])
+    zlibbed = {"encoding": "binary/zlib", "data": packed}
+    assert from_payload(zlibbed) == {"n": 1}
+    head = b"\x01\x05key-a"
+    nonce = bytes(12)
+    sealed = AESGCM(K1).encrypt(nonce, b"\x0bbinary/zlib" + packed, head)
+    payloads.configure([AesGcm({"key-a": K1})])
+    assert from_payload({"encoding": "binary/encrypted", "data": head + nonce + sealed}) == {"n": 1}
+
+
+def test_configured_from_the_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    b64 = base64.b64encode
+    monkeypatch.setenv("DP_PAYLOAD_CODECS", "zlib, AES-GCM")
+    monkeypatch.setenv("DP_PAYLOAD_KEYS", f"k2:{b64(K2).decode()}")
+    keys = tmp_path / "keys"
+    keys.write_text(f"# rotated out 2026-11\nk1:{b64(K1).decode()}\n")
+    monkeypatch.setenv("DP_PAYLOAD_KEYS_FILE", str(keys))
+    monkeypatch.setenv("DP_PAYLOAD_COMPRESS_MIN", "10")
+    chain = payloads.chain()
+    assert chain is not None and [type(c).__name__ for c in chain.codecs] == ["Zlib", "AesGcm"]
+    aes = chain.codecs[1]
+    assert isinstance(aes, AesGcm) and aes.current == "k2" and aes.key_ids == ["k2", "k1"]
+    p = to_payload("x" * 50)
+    assert p["data"][2:4] == b"k2" and from_payload(p) == "x" * 50
+
+
+@pytest.mark.parametrize(("env", "message"), [
+    ({"DP_PAYLOAD_CODECS": "rot13"}, "DP_PAYLOAD_CODECS names 'rot13': the codecs are zlib and aes-gcm"),
+    ({"DP_PAYLOAD_CODECS": "aes-gcm"}, "aes-gcm needs keys: set DP_PAYLOAD_KEYS"),
+    ({"DP_PAYLOAD_KEYS": "k1"}, "DP_PAYLOAD_KEYS: expected key-id:base64-key"),
+    ({"DP_PAYLOAD_KEYS": "k1:not base64!"}, "the key of id 'k1' is not base64"),
+    ({"DP_PAYLOAD_KEYS": "k1:" + base64.b64encode(b"short").decode()}, "is 5 bytes; AES needs 16, 24 or 32"),
+    ({"DP_PAYLOAD_KEYS_FILE": "/nonexistent/keys"}, "cannot read DP_PAYLOAD_KEYS_FILE /nonexistent/keys"),
+    ({"DP_PAYLOAD_CODECS": "zlib", "DP_PAYLOAD_COMPRESS_MIN": "lots"}, "DP_PAYLOAD_COMPRESS_MIN must be a number"),
+])
+def test_bad_settings_are_one_clear_error(env: dict[str, str], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        payloads.from_env(env)
+
+
+def test_display_opens_what_it_can_and_says_what_it_cannot() -> None:
+    payloads.configure([AesGcm({"k1": K1})])
+    p = to_payload(SECRET)
+    assert jsonable_payload(p) == {"encoding": "json/plain", "json": SECRET}  # type: ignore[arg-type]
+    payloads.configure(None)
+    shown = jsonable_payload(p)  # type: ignore[arg-type]
+    assert shown is not None and shown["summary"].startswith("<encrypted with key 'k1', ")
+    assert "no payload keys" in shown["unopened"] and "4111" not in json.dumps(shown)
+
+
+def test_pydantic_models_convert_like_dataclasses() -> None:
+    import pydantic  # a dev dependency: the converter itself only duck-types models
+
+    class Order(pydantic.BaseModel):
+        sku: str
+        qty: int
+
+    p = to_payload(Order(sku="A1", qty=2))
+    assert json.loads(p["data"]) == {"sku": "A1", "qty": 2}
+    got = from_payload(p, Order)
+    assert isinstance(got, Order) and got == Order(sku="A1", qty=2)
+    assert from_payload(to_payload({"sku": "B", "qty": "3"}), Order) == Order(sku="B", qty=3)  # its coercion
+    with pytest.raises(PayloadError, match="cannot build .*Order from payload"):
+        from_payload(to_payload({"sku": "B"}), Order)
+
+
+def test_workflow_code_encrypts_its_commands_payloads() -> None:
+    """Inside an activation os.urandom is refused (the guard); the codec's nonce is not."""
+    import sys
+    from pathlib import Path as _P
+
+    sys.path.insert(0, str(_P(__file__).parent / "runtime"))
+    from wf_harness import Sim
+
+    from processor import workflow
+
+    @workflow.defn(name="Sealer")
+    class Sealer:
+        @workflow.run
+        async def run(self, secret: str) -> str:
+            got: str = await workflow.execute_activity("seal", secret)
+            return got
+
+    payloads.configure([AesGcm({"k1": K1})])
+    sim = Sim(Sealer)
+    done = sim.start("top secret")
+    assert done.error is None, done.error
+    [scheduled] = done.commands
+    [arg] = scheduled["args"]
+    assert arg["encoding"] == "binary/encrypted" and from_payload(arg) == "top secret"
+    sim.instance.close()
