@@ -46,7 +46,6 @@ class Payload(TypedDict):
 
 
 _NULL_PAYLOAD_DATA = b""
-_CODEC_ENCODINGS = (payloads.ZLIB, payloads.ENCRYPTED)
 _FIX = "use JSON types (dict, list, str, int, float, bool, None), bytes, or a dataclass of those"
 
 
@@ -104,9 +103,6 @@ def from_payload(payload: Payload | dict[str, Any], type_hint: object = None) ->
         data = payload["data"]
     except (KeyError, TypeError) as exc:
         raise PayloadError(f"not a Payload record (needs 'encoding' and 'data'): {payload!r:.200}") from exc
-    if encoding in _CODEC_ENCODINGS:
-        plain = payloads.decode({"encoding": encoding, "data": data})
-        encoding, data = plain["encoding"], plain["data"]
     if encoding == ENCODING_JSON:
         try:
             value = _DECODER.decode(bytes(data).decode())
@@ -117,6 +113,8 @@ def from_payload(payload: Payload | dict[str, Any], type_hint: object = None) ->
         return None
     if encoding == ENCODING_BINARY:
         return bytes(data)
+    if encoding in payloads.layer_encodings():  # compressed, encrypted, a codec of the user's
+        return from_payload(payloads.decode({"encoding": encoding, "data": data}), type_hint)
     raise PayloadError(
         f"unknown payload encoding {encoding!r}: expected {ENCODING_JSON}, {ENCODING_BINARY} or {ENCODING_NULL}"
     )

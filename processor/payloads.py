@@ -20,7 +20,9 @@ Configured from the environment of each process (so `processor run` passes it to
     DP_PAYLOAD_KEYS_FILE=/run/secrets/dp  the same, one `id:base64` a line (# comments)
     DP_PAYLOAD_COMPRESS_MIN=256           zlib only payloads of at least this many bytes
 
-or in Python, before the first payload: `payloads.configure([Zlib(), AesGcm({"k2": key})])`.
+or in Python, before the first payload: `payloads.configure([Zlib(), AesGcm({"k2": key})])`. A
+codec of your own is any object with `encoding` (a name of its own, e.g. `binary/x-kms`),
+`encode` and `decode`: readers configured with it unwrap its layer like ours.
 Keys are never logged. What stays in clear: the workflow id, types and names, timestamps,
 search attributes (visibility indexes them), failure messages and stack traces.
 """
@@ -41,7 +43,7 @@ from processor.exceptions import ConfigError, PayloadError
 if TYPE_CHECKING:
     from processor._payload import Payload
 
-__all__ = ["AesGcm", "PayloadCodec", "Zlib", "configure", "describe", "reset"]
+__all__ = ["AesGcm", "PayloadCodec", "Zlib", "configure", "decode", "describe", "reset"]
 
 # The nonce's entropy. Workflow code is refused os.urandom (processor/_runtime/_guard.py wraps it)
 # because its result would differ on replay; a payload the runtime encrypts for workflow code is
@@ -51,6 +53,7 @@ _urandom = getattr(os.urandom, "__wrapped__", os.urandom)
 
 ZLIB = "binary/zlib"
 ENCRYPTED = "binary/encrypted"
+_OURS = frozenset((ZLIB, ENCRYPTED))
 _VERSION = 1
 _NONCE = 12
 
@@ -170,6 +173,7 @@ class _Chain:
     def __init__(self, codecs: Sequence[PayloadCodec]) -> None:
         self.codecs = list(codecs)
         self.by_encoding = {c.encoding: c for c in self.codecs}
+        self.layers = _OURS | frozenset(self.by_encoding)
 
     def encode(self, payload: Payload) -> Payload:
         for codec in self.codecs:
@@ -261,19 +265,27 @@ def parse_keys(env: Mapping[str, str]) -> dict[str, bytes]:
     return keys
 
 
+def layer_encodings() -> frozenset[str]:
+    """The encodings a reader unwraps: ours, and those of the configured codecs."""
+    configured = chain()
+    return _OURS if configured is None else configured.layers
+
+
 def decode(payload: Payload) -> Payload:
     """`payload` with every codec layer removed (a plain payload comes back as it is)."""
-    while payload["encoding"] in (ZLIB, ENCRYPTED):
+    configured = chain()
+    layers = _OURS if configured is None else configured.layers
+    while payload["encoding"] in layers:
+        codec = configured.by_encoding.get(payload["encoding"]) if configured is not None else None
+        if codec is not None:
+            payload = codec.decode(payload)
+            continue
         if payload["encoding"] == ZLIB:
             payload = Zlib().decode(payload)
             continue
-        configured = chain()
-        codec = configured.by_encoding.get(ENCRYPTED) if configured is not None else None
-        if codec is None:
-            kid = key_id_of(payload)[0]
-            raise PayloadError(f"the payload is encrypted with key id {kid!r} and this process has no payload keys: "
-                               "set DP_PAYLOAD_KEYS (or DP_PAYLOAD_KEYS_FILE) as on the processes that wrote it")
-        payload = codec.decode(payload)
+        kid = key_id_of(payload)[0]  # encrypted, and no AesGcm configured
+        raise PayloadError(f"the payload is encrypted with key id {kid!r} and this process has no payload keys: "
+                           "set DP_PAYLOAD_KEYS (or DP_PAYLOAD_KEYS_FILE) as on the processes that wrote it")
     return payload
 
 
@@ -290,7 +302,7 @@ def describe(payload: Payload) -> str:
 def opened(payload: Payload) -> tuple[Payload, str | None]:
     """For display (CLI, UI): the plain payload and None, or, when this process cannot open it,
     the payload as it is and the reason."""
-    if payload["encoding"] not in (ZLIB, ENCRYPTED):
+    if payload["encoding"] not in layer_encodings():
         return payload, None
     try:
         return decode(payload), None

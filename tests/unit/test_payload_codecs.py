@@ -182,3 +182,28 @@ def test_workflow_code_encrypts_its_commands_payloads() -> None:
     [arg] = scheduled["args"]
     assert arg["encoding"] == "binary/encrypted" and from_payload(arg) == "top secret"
     sim.instance.close()
+
+
+def test_a_codec_of_the_users_is_a_layer_like_ours() -> None:
+    class Rot13:
+        encoding = "binary/rot13"
+
+        def encode(self, payload: dict) -> dict:  # type: ignore[type-arg]
+            return {"encoding": self.encoding, "data": bytes([len(payload["encoding"])]) + payload["encoding"].encode()
+                    + bytes((b + 13) % 256 for b in payload["data"])}
+
+        def decode(self, payload: dict) -> dict:  # type: ignore[type-arg]
+            data = payload["data"]
+            n = data[0]
+            return {"encoding": data[1:1 + n].decode(), "data": bytes((b - 13) % 256 for b in data[1 + n:])}
+
+    payloads.configure([Rot13(), AesGcm({"k1": K1})])  # type: ignore[list-item]
+    p = to_payload(SECRET)
+    assert p["encoding"] == "binary/encrypted"
+    assert from_payload(p) == SECRET
+    payloads.configure([Rot13()])  # type: ignore[list-item]
+    only = to_payload(SECRET)
+    assert only["encoding"] == "binary/rot13" and from_payload(only) == SECRET
+    payloads.configure(None)
+    with pytest.raises(PayloadError, match="unknown payload encoding 'binary/rot13'"):
+        from_payload(only)
