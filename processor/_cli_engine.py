@@ -83,16 +83,23 @@ def cmd_run(args: argparse.Namespace) -> int:
     if port is not None and not 0 < port < 65536:
         raise ConfigError(f"--metrics-port must be a TCP port (1-65535); got {port}")
     settings = replace(_settings(args), metrics_port=port if args.role != "all" else None)
-    if args.role == "processor":
-        from processor._engine.loop import run_processor
+    if args.role in ("processor", "worker"):
+        from processor import _tracing
 
-        run_processor(settings.with_state_dir(state_dir_for(settings.state_dir, args.index)), app.workflows)
-        return 0
-    if args.role == "worker":
-        from processor._engine.worker import run_worker
+        traced = _tracing.setup_from_env(f"{args.role}")  # OTEL_* (processor/_tracing.py)
+        try:
+            if args.role == "processor":
+                from processor._engine.loop import run_processor
 
-        run_worker(settings, app.activities, app.task_queue, app.max_concurrent_activities,
-                   instance_dir=settings.state_dir / f"worker-{args.index}")
+                run_processor(settings.with_state_dir(state_dir_for(settings.state_dir, args.index)), app.workflows)
+            else:
+                from processor._engine.worker import run_worker
+
+                run_worker(settings, app.activities, app.task_queue, app.max_concurrent_activities,
+                           instance_dir=settings.state_dir / f"worker-{args.index}")
+        finally:
+            if traced:
+                _tracing.shutdown()  # the spans still batched are exported
         return 0
     def metrics(k: int) -> list[str]:
         return ["--log-format", fmt, *(["--metrics-port", str(port + k)] if port is not None else [])]

@@ -21,6 +21,7 @@ from typing import Any, cast
 
 from confluent_kafka import KafkaError, KafkaException, Producer
 
+from processor import _tracing
 from processor._answers import (
     _answer,
     _no_update_reply,
@@ -164,10 +165,20 @@ class Client(Reads, Schedules):
         what = f"the {short_name} command of workflow {workflow_id!r}"
         value = check_size(what, self.codec.encode(name, {"workflow_id": workflow_id, **rec}))
         callback = (lambda err, _m: on_ack(err)) if on_ack is not None else None
+        headers = self.codec.headers(name)
+        span = None
+        if short_name == "StartWorkflow":
+            t = _tracing.tracer()
+            if t is not None:  # the run's trace starts here, under the caller's current span if any
+                span = _tracing.start(t, f"StartWorkflow:{rec['workflow_type']}", None, {
+                    "workflow_id": workflow_id, "task_queue": rec.get("task_queue")}, kind="PRODUCER")
+                headers = [*headers, (_tracing.HEADER, (_tracing.traceparent(span) or "").encode())]
         while True:
             try:
-                self.producer.produce(self.topics.commands, value, key, headers=cast(Any, self.codec.headers(name)),
+                self.producer.produce(self.topics.commands, value, key, headers=cast(Any, headers),
                                       on_delivery=callback)
+                if span is not None:
+                    span.end()
                 return
             except BufferError:
                 time.sleep(0.01)  # local queue full: the delivery thread is draining it

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from processor import _tracing
 from processor._codec.partitioner import partition_for
 from processor._engine.core import EV, EngineParts, Live
 from processor._engine.retry import next_retry_delay_ms
@@ -146,8 +147,16 @@ class Activities(EngineParts):
             "schedule_to_start_timeout_ms": scheduled.get("schedule_to_start_timeout_ms"),
         }
         name = "wf.tasks.v1.ActivityTask"
+        headers = self.codec.headers(name)
+        t = _tracing.tracer()
+        if t is not None:  # StartActivity: the worker's RunActivity span is its child
+            span = _tracing.start(t, f"StartActivity:{task['activity_type']}", self._trace_parent(live), {
+                "workflow_id": wid, "run_id": live.summary.run_id, "activity_seq": task["activity_seq"],
+                "attempt": attempt, "task_queue": queue}, kind="PRODUCER")
+            headers = [*headers, (_tracing.HEADER, (_tracing.traceparent(span) or "").encode())]
+            span.end()
         self.sink.produce(self.sink.task_topic(queue), self._task_partition(queue, wid, attempt), wid.encode(),
-                          self.codec.encode(name, task), self.codec.headers(name))
+                          self.codec.encode(name, task), headers)
         # Start-to-close and heartbeat clocks start with the attempt (ActivityStarted); the time
         # in the queue is schedule-to-start's.
         if scheduled.get("schedule_to_start_timeout_ms"):

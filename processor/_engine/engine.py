@@ -24,6 +24,7 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any
 
+from processor import _tracing
 from processor._codec import Codec
 from processor._engine import keys
 from processor._engine.activities import Activities
@@ -58,6 +59,7 @@ from processor.exceptions import DecodeError
 from processor.workflow import WorkflowDefinition
 
 log = logging.getLogger("processor.engine")
+START_NAME = CMD + "StartWorkflow"
 
 
 def builtin_workflows() -> tuple[type, ...]:
@@ -91,6 +93,7 @@ class Engine(Activities, Requests, HandOffs, Timers, Retention):
         self.cache: OrderedDict[str, Live] = OrderedDict()
         self.touched: set[str] = set()
         self.counters = Counters()
+        self._span: Any = None  # the workflow task being run, when tracing (processor/_tracing.py)
         self.metrics = ProcessorMetrics()  # histograms the rules observe; the loop serves them
         self.metrics.attach(self)
         self.now_ms = 0
@@ -193,6 +196,10 @@ class Engine(Activities, Requests, HandOffs, Timers, Retention):
         if partition in self.waiting and name != HAND_OFF and self.parks(partition, wid):
             self.park(partition, name, value, offset)  # until its hand-off (or the partition's last) arrives
             return
+        if headers and name == START_NAME:
+            parent = _tracing.header_value(headers)
+            if parent is not None:  # the starter's trace: recorded in WorkflowStarted (processor/_tracing.py)
+                rec["traceparent"] = parent
         reason = handler(partition, rec)
         if reason is not None:
             self.dead_letter(key, value, headers, partition, offset, reason)
@@ -255,6 +262,7 @@ class Engine(Activities, Requests, HandOffs, Timers, Retention):
             "parent_workflow_id": rec.get("parent_workflow_id"), "parent_run_id": rec.get("parent_run_id"),
             "parent_child_seq": rec.get("parent_child_seq"),
             "search_attributes": rec.get("search_attributes") or {}, "memo": rec.get("memo") or {},
+            "traceparent": rec.get("traceparent") or self._new_trace(wid, rec["workflow_type"], run_id),
         }
         live = Live(None, None)  # type: ignore[arg-type]  # summary is set by the first _append
         self._append(partition, wid, live, started)
@@ -386,7 +394,7 @@ class Engine(Activities, Requests, HandOffs, Timers, Retention):
         elif etype == "TimerStarted":
             self._set_timer(partition, wid, f"u{event['timer_seq']}", event["fire_at_ms"])
         elif etype == "ChildWorkflowStarted":
-            self.outbox.start_child(wid, live.summary.run_id, event)
+            self.outbox.start_child(wid, live.summary.run_id, event, self._trace_parent(live))
         elif etype == "ChildWorkflowSignaled":
             self.outbox.signal_child(wid, live.summary.run_id, event)
         elif etype == "ChildWorkflowCancelRequested":
@@ -442,8 +450,17 @@ class Engine(Activities, Requests, HandOffs, Timers, Retention):
             if field in event:
                 rec[field] = event[field]
         name = "wf.completions.v1." + event["type"]
-        self.sink.produce(self.topics.completions, None, wid.encode(), self.codec.encode(name, rec),
-                          self.codec.headers(name))
+        headers = self.codec.headers(name)
+        t = _tracing.tracer()
+        if t is not None:
+            span = _tracing.start(t, f"CompleteWorkflow:{live.summary.workflow_type}", self._trace_parent(live),
+                                  {"workflow_id": wid, "run_id": live.summary.run_id,
+                                   "status": CLOSING_STATUS[event["type"]]})
+            if event.get("failure"):
+                _tracing.failed(span, str(event["failure"].get("message")))
+            headers = [*headers, (_tracing.HEADER, (_tracing.traceparent(span) or "").encode())]
+            span.end()
+        self.sink.produce(self.topics.completions, None, wid.encode(), self.codec.encode(name, rec), headers)
         if live.instance is not None:
             live.instance.close()
             live.instance = None
@@ -474,7 +491,8 @@ class Engine(Activities, Requests, HandOffs, Timers, Retention):
         rec = {"workflow_id": wid, "workflow_type": event["workflow_type"], "args": event["args"],
                "task_queue": event["task_queue"], "execution_timeout_ms": event.get("execution_timeout_ms"),
                "request_id": live.summary.request_id,
-               "search_attributes": event.get("search_attributes") or {}, "memo": event.get("memo") or {}}
+               "search_attributes": event.get("search_attributes") or {}, "memo": event.get("memo") or {},
+               "traceparent": live.summary.traceparent}  # the chain stays in its trace
         if live.summary.parent is not None:  # a child's chain reports to its parent at its end
             rec["parent_workflow_id"], rec["parent_run_id"], rec["parent_child_seq"] = live.summary.parent
         self._start_run(partition, wid, rec, event["new_run_id"], live.summary.run_id)
@@ -493,16 +511,46 @@ class Engine(Activities, Requests, HandOffs, Timers, Retention):
             self._evict(wid)
             self._load(partition, wid)
             return
-        completion = self._activate(wid, live.instance, events, replay=False)
-        if completion.error is not None:
-            self._hold(partition, wid, live, completion.error)
-            return
-        for command in completion.commands:
-            if not live.summary.running:
-                break  # a command closed it (e.g. an oversized result failed it): the rest is moot
-            self._append(partition, wid, live, dict(command))
+        t = _tracing.tracer()
+        if t is not None:  # a RunWorkflow span: what this task dispatches and closes are its children
+            self._span = _tracing.start(t, f"RunWorkflow:{live.summary.workflow_type}", live.summary.traceparent,
+                                        {"workflow_id": wid, "run_id": live.summary.run_id,
+                                         "events": len(events)})
+        try:
+            completion = self._activate(wid, live.instance, events, replay=False)
+            if completion.error is not None:
+                if self._span is not None:
+                    _tracing.failed(self._span, completion.error)
+                self._hold(partition, wid, live, completion.error)
+                return
+            for command in completion.commands:
+                if not live.summary.running:
+                    break  # a command closed it (e.g. an oversized result failed it): the rest is moot
+                self._append(partition, wid, live, dict(command))
+        finally:
+            if self._span is not None:
+                self._span.end()
+                self._span = None
         if self.settings.always_replay:
             self._evict(wid)
+
+    def _new_trace(self, wid: str, workflow_type: str, run_id: str) -> str | None:
+        """A run started untraced (a client without OpenTelemetry) gets a trace of its own here,
+        when this processor traces: a StartWorkflow span, the root of the run's spans."""
+        t = _tracing.tracer()
+        if t is None:
+            return None
+        span = _tracing.start(t, f"StartWorkflow:{workflow_type}", None, {"workflow_id": wid, "run_id": run_id},
+                              kind="CONSUMER")
+        span.end()
+        return _tracing.traceparent(span)
+
+    def _trace_parent(self, live: Live) -> str | None:
+        """The trace context a record produced now carries: the running workflow task's span,
+        else the run's own (processor/_tracing.py); None when tracing is off or the run has none."""
+        if self._span is not None:
+            return _tracing.traceparent(self._span)
+        return live.summary.traceparent
 
     def _hold(self, partition: int, wid: str, live: Live, error: Exception) -> None:
         log.error("workflow %s held: %s", wid, error, extra={

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from processor import _tracing
 from processor._codec import Codec
 from processor._codec.partitioner import partition_for
 from processor._payload import Payload
@@ -53,12 +54,15 @@ class Outbox:
         self.sink.produce(task_topic, partition, rec["workflow_id"].encode(), self.codec.encode(CANCEL, rec),
                           self.codec.headers(CANCEL))
 
-    def command(self, wid: str, short_name: str, rec: dict[str, Any]) -> None:
+    def command(self, wid: str, short_name: str, rec: dict[str, Any], traceparent: str | None = None) -> None:
         """A command for workflow `wid`, on the partition that owns it."""
         name = CMD + short_name
         value = self.codec.encode(name, {"workflow_id": wid, **rec})
+        headers = self.codec.headers(name)
+        if traceparent:
+            headers = [*headers, (_tracing.HEADER, traceparent.encode())]
         self.sink.produce(self.topics.commands, partition_for(wid.encode(), self.partitions), wid.encode(), value,
-                          self.codec.headers(name))
+                          headers)
 
     # -- parent to child ---------------------------------------------------------------------------
 
@@ -66,12 +70,13 @@ class Outbox:
     def _as_parent(wid: str, run_id: str) -> dict[str, Any]:
         return {"parent_workflow_id": wid, "parent_run_id": run_id}
 
-    def start_child(self, wid: str, run_id: str, event: dict[str, Any]) -> None:
+    def start_child(self, wid: str, run_id: str, event: dict[str, Any], traceparent: str | None = None) -> None:
+        """`traceparent`: the parent's trace, which the child's run joins."""
         self.command(event["child_workflow_id"], "StartWorkflow", {
             "workflow_type": event["workflow_type"], "args": event["args"], "task_queue": event["task_queue"],
             "execution_timeout_ms": event.get("execution_timeout_ms"),
             "request_id": f"{wid}/{run_id}/child/{event['child_seq']}", "if_exists": "fail",
-            **self._as_parent(wid, run_id), "parent_child_seq": event["child_seq"]})
+            **self._as_parent(wid, run_id), "parent_child_seq": event["child_seq"]}, traceparent)
 
     def signal_child(self, wid: str, run_id: str, event: dict[str, Any]) -> None:
         self.command(event["child_workflow_id"], "SignalWorkflow", {

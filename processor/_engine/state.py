@@ -53,6 +53,7 @@ class Summary:
     failed_attempts: dict[int, int] = field(default_factory=dict)
     # update_id -> [reply partition (-1: none), seq of its WorkflowUpdateCompleted (0: still running)]
     updates: dict[str, list[int]] = field(default_factory=dict)
+    traceparent: str | None = None  # W3C trace context of the run (WorkflowStarted; processor/_tracing.py)
 
     @property
     def running(self) -> bool:
@@ -67,6 +68,7 @@ class Summary:
             "cancel_requested": self.cancel_requested, "run_id": self.run_id, "request_id": self.request_id,
             "children": self.children, "parent": self.parent, "updates": self.updates,
             "failed_attempts": self.failed_attempts,
+            **({"traceparent": self.traceparent} if self.traceparent else {}),
         }).encode()
 
     @classmethod
@@ -92,7 +94,8 @@ def fold(summary: Summary | None, event: dict[str, Any]) -> Summary:
         if etype != "WorkflowStarted":
             raise ValueError(f"history of {event['workflow_id']!r} starts with {etype}, not WorkflowStarted")
         summary = Summary(event["workflow_id"], event["workflow_type"], event["task_queue"], start_ms=event["time_ms"],
-                          run_id=event.get("run_id") or "", request_id=event.get("request_id"))
+                          run_id=event.get("run_id") or "", request_id=event.get("request_id"),
+                          traceparent=event.get("traceparent"))
         if event.get("parent_workflow_id") is not None:
             summary.parent = [event["parent_workflow_id"], event.get("parent_run_id") or "",
                               event.get("parent_child_seq")]

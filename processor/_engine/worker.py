@@ -39,11 +39,11 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
-from processor import _failpoints, activity
+from processor import _failpoints, _tracing, activity
 from processor._codec import default_codec
 from processor._engine.coverage import CoverageWatch
 from processor._engine.identity import stable_worker_instance_id
@@ -172,6 +172,7 @@ class ActivityWorker:
         # Start reports held back (start_report_delay_s): attempt -> (due, began, task), monotonic.
         self._starts: dict[tuple[str, str, int, int], tuple[float, float, dict[str, Any]]] = {}
         self._start_lock = threading.Lock()  # never taken by a delivery callback (see _report_due_starts)
+        self._spans: dict[tuple[str, str, int, int], Any] = {}  # attempt -> its RunActivity span, when tracing
         self._fatal: KafkaError | None = None
         self.completed = 0
         self.failed = 0
@@ -392,6 +393,11 @@ class ActivityWorker:
             self._running += 1
             self._contexts[key] = ctx
         self.metrics.started(task["activity_type"])
+        t = _tracing.tracer()
+        if t is not None:  # RunActivity: child of the processor's StartActivity (the task's traceparent)
+            self._spans[key] = _tracing.start(t, f"RunActivity:{task['activity_type']}",
+                                              _tracing.header_value(headers(m)), {
+                                                  **task_fields(task), "worker": self.identity}, kind="CONSUMER")
         began = time.perf_counter()
         if definition.is_async:
             fut = asyncio.run_coroutine_threadsafe(self._run_async(ctx, definition.fn, args), self.aio)
@@ -424,6 +430,11 @@ class ActivityWorker:
         if self._starts:
             with self._start_lock:  # ended before its start was reported: the result says it all
                 self._starts.pop(key, None)
+        span = self._spans.pop(key, None) if self._spans else None
+        if span is not None:
+            if not fut.cancelled() and fut.exception() is not None:
+                _tracing.failed(span, cast(BaseException, fut.exception()))
+            span.end()
         if fut.cancelled():  # shut down before it ran: unsettled, the task runs again
             return
         exc = fut.exception()
