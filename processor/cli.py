@@ -12,8 +12,8 @@ from pathlib import Path
 
 from confluent_kafka import KafkaError, KafkaException
 
+from processor._kafka import cluster, local
 from processor._kafka import config as kafka_config
-from processor._kafka import local
 from processor._kafka.topics import DEFAULT_PREFIX, TopicSpec, describe, ensure_topics, load_specs, require_reachable
 from processor.exceptions import ProcessorError
 
@@ -62,6 +62,18 @@ def _home(args: argparse.Namespace) -> Path:
 
 def cmd_kafka_start(args: argparse.Namespace) -> int:
     t0 = time.monotonic()
+    if args.brokers > 1 or cluster.is_cluster(_home(args)):
+        if args.secure or args.port is not None:
+            raise ProcessorError("--secure and --port are for a single broker; a cluster picks its nodes' ports")
+        where = _home(args)
+        servers, now = cluster.start_cluster(where, args.brokers)
+        if now:
+            print(f"Kafka {local.KAFKA_VERSION}: started node(s) {', '.join(map(str, now))} of a {args.brokers}-node "
+                  f"cluster in {time.monotonic() - t0:.1f}s (replication 3, min.insync.replicas 2; data in {where})")
+        else:
+            print(f"the {args.brokers}-node Kafka cluster in {where} is running; nothing to do")
+        print(f"bootstrap: {servers}")
+        return 0
     info, started = local.start(_home(args), port=args.port, secure=args.secure)
     if started:
         took = time.monotonic() - t0
@@ -77,6 +89,10 @@ def cmd_kafka_start(args: argparse.Namespace) -> int:
 
 
 def cmd_kafka_stop(args: argparse.Namespace) -> int:
+    if cluster.is_cluster(_home(args)):
+        stopped = cluster.stop_cluster(_home(args))
+        print(f"Kafka nodes {', '.join(map(str, stopped))} stopped" if stopped else "Kafka was not running")
+        return 0
     info = local.stop(_home(args))
     print("Kafka stopped" if info else "Kafka was not running")
     return 0
@@ -84,6 +100,13 @@ def cmd_kafka_stop(args: argparse.Namespace) -> int:
 
 def cmd_kafka_status(args: argparse.Namespace) -> int:
     home = _home(args)
+    if cluster.is_cluster(home):
+        nodes, up = cluster.node_infos(home), cluster.running_nodes(home)
+        for n, i in sorted(nodes.items()):
+            state = f"running (pid {i.pid})" if n in up else "down"
+            print(f"node {n}: {state}, 127.0.0.1:{i.port}, controller 127.0.0.1:{i.controller_port}, data in {i.home}")
+        print(f"bootstrap: {cluster.bootstrap(nodes)}")
+        return 0 if len(up) == len(nodes) else 1
     info = local.running(home)
     if info is None:
         print(f"Kafka not running (home {home})")
@@ -174,7 +197,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="processor", description="durable-processor: durable workflows on Kafka")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    kafka = sub.add_parser("kafka", help="run a local single-node Kafka broker (no Docker needed)")
+    kafka = sub.add_parser("kafka", help="run a local Kafka broker, or a cluster of them (no Docker needed)")
     ksub = kafka.add_subparsers(dest="kafka_command", required=True)
     for name, fn, text in [
         ("start", cmd_kafka_start, "start the broker (fetches jars on first use)"),
@@ -185,6 +208,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--dir", help="broker home: config, data, logs (default ~/.durable-processor/kafka)")
         if name == "start":
             p.add_argument("--port", type=int, help="client port (default 9092, or a free one)")
+            p.add_argument("--brokers", type=int, default=1,
+                           help="a KRaft cluster of this many nodes in --dir (3: replication 3, min.insync.replicas "
+                                "2); run again to start the nodes that are down")
             p.add_argument("--secure", action="store_true",
                            help="clients on SASL_SSL only: TLS with a CA of its own and a SCRAM-SHA-512 user; "
                                 "their settings are written to <dir>/client.properties")

@@ -53,7 +53,7 @@ class BrokerInfo:
         return f"127.0.0.1:{self.port}"
 
 
-def _require(tool: str, package_hint: str) -> str:
+def require(tool: str, package_hint: str) -> str:
     path = shutil.which(tool)
     if path is None:
         raise KafkaUnavailableError(
@@ -69,8 +69,8 @@ def ensure_jars(log: bool = True) -> Path:
     marker = libs / ".complete"
     if marker.exists():
         return libs
-    _require("java", "a Java 17+ runtime (e.g. `apt-get install openjdk-17-jre-headless`)")
-    mvn = _require("mvn", "Apache Maven (e.g. `apt-get install maven`)")
+    require("java", "a Java 17+ runtime (e.g. `apt-get install openjdk-17-jre-headless`)")
+    mvn = require("mvn", "Apache Maven (e.g. `apt-get install maven`)")
     libs.mkdir(parents=True, exist_ok=True)
     if log:
         print(f"fetching Apache Kafka {KAFKA_VERSION} jars from Maven Central into {libs} ...", flush=True)
@@ -102,7 +102,7 @@ def _port_open(port: int) -> bool:
         return s.connect_ex(("127.0.0.1", port)) == 0
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -117,15 +117,18 @@ def _pid_alive(pid: int) -> bool:
     return done == 0
 
 
-def server_properties(home: Path, port: int, controller_port: int, listeners: list[str] | None = None) -> str:
-    """Single-node KRaft settings; the reasons are in ../shared/KAFKA.md. `listeners` replace the
-    PLAINTEXT ones (secure.py)."""
+def server_properties(home: Path, port: int, controller_port: int, listeners: list[str] | None = None, *,
+                      node_id: int = 1, voters: str | None = None, replicas: int = 1) -> str:
+    """KRaft settings of a single node (the reasons are in ../shared/KAFKA.md), or of one node of
+    a cluster (cluster.py): `voters` the quorum, `replicas` the internal topics' replication (their
+    min.isr one less). `listeners` replace the PLAINTEXT ones (secure.py)."""
     data = home / "data"
+    isr = max(1, replicas - 1)
     return "\n".join(
         [
             "process.roles=broker,controller",
-            "node.id=1",
-            f"controller.quorum.voters=1@127.0.0.1:{controller_port}",
+            f"node.id={node_id}",
+            f"controller.quorum.voters={voters or f'1@127.0.0.1:{controller_port}'}",
             *(listeners or [
                 f"listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}",
                 f"advertised.listeners=PLAINTEXT://127.0.0.1:{port}",
@@ -136,12 +139,15 @@ def server_properties(home: Path, port: int, controller_port: int, listeners: li
             f"log.dirs={data}",
             "num.partitions=1",
             "auto.create.topics.enable=false",
-            # One node: every internal topic has replication 1, or transactions hang.
-            "offsets.topic.replication.factor=1",
+            # Internal topics: one copy on one node (more and transactions hang), 3 on a cluster.
+            f"offsets.topic.replication.factor={replicas}",
             "offsets.topic.num.partitions=1",
-            "transaction.state.log.replication.factor=1",
-            "transaction.state.log.min.isr=1",
+            f"transaction.state.log.replication.factor={replicas}",
+            f"transaction.state.log.min.isr={isr}",
             "transaction.state.log.num.partitions=1",
+            *([f"default.replication.factor={replicas}", f"min.insync.replicas={isr}",
+               # A SIGKILLed node is fenced (its partitions led elsewhere) after this, not 9 s.
+               "broker.session.timeout.ms=4000", "broker.heartbeat.interval.ms=500"] if replicas > 1 else []),
             "group.initial.rebalance.delay.ms=0",
             # Let clients ask for short sessions so a killed processor's partitions move quickly.
             "group.min.session.timeout.ms=1000",
@@ -193,7 +199,7 @@ def read_info(home: Path) -> BrokerInfo | None:
 
 def running(home: Path) -> BrokerInfo | None:
     info = read_info(home)
-    if info is not None and _pid_alive(info.pid) and _port_open(info.port):
+    if info is not None and pid_alive(info.pid) and _port_open(info.port):
         return info
     return None
 
@@ -229,7 +235,7 @@ def start(
         controller_port = free_port()  # only the client port is part of what users configure
     controller_port = controller_port or (previous.controller_port if previous else None) or free_port()
     # A broker that cannot bind its port exits at once, while whatever holds that port may answer
-    # the readiness probe: check up front, and check who answers below (_wait_ready).
+    # the readiness probe: check up front, and check who answers below (wait_ready).
     if not _port_free(port):
         how = "" if asked else f" (the port this broker home used before; {home}/broker.json)"
         raise KafkaUnavailableError(
@@ -239,7 +245,7 @@ def start(
     if not _port_free(controller_port):
         raise KafkaUnavailableError(f"the controller port {controller_port} is already in use on 127.0.0.1; "
                                     "free it and start again")
-    java = _require("java", "a Java 17+ runtime (e.g. `apt-get install openjdk-17-jre-headless`)")
+    java = require("java", "a Java 17+ runtime (e.g. `apt-get install openjdk-17-jre-headless`)")
     libs = ensure_jars(log=log)
     cluster_file = home / "cluster.id"
     cluster_id = cluster_file.read_text().strip() if cluster_file.exists() else ""
@@ -248,12 +254,24 @@ def start(
         cluster_file.write_text(cluster_id)
     listeners, internal_port, password = None, 0, ""
     if secure:
-        password = ensure_credentials(home, _require("keytool", "a Java 17+ JDK (keytool)"))
+        password = ensure_credentials(home, require("keytool", "a Java 17+ JDK (keytool)"))
         internal_port = previous.internal_port if previous and previous.internal_port and \
             _port_free(previous.internal_port) else free_port()
         listeners = listener_properties(home, port, internal_port, controller_port, password)
     config = home / "server.properties"
     config.write_text(server_properties(home, port, controller_port, listeners))
+    proc = launch(home, java, libs, cluster_id, heap)
+    info = BrokerInfo(proc.pid, port, controller_port, cluster_id, str(home), secure, internal_port)
+    (home / "broker.json").write_text(json.dumps(asdict(info)))
+    wait_ready(info, proc, timeout)
+    if secure:
+        create_user(f"127.0.0.1:{internal_port}", password)
+    return info, True
+
+
+def launch(home: Path, java: str, libs: Path, cluster_id: str, heap: str) -> subprocess.Popen[bytes]:
+    """Format `home`'s storage (once) and start its node on `home/server.properties`, detached."""
+    config = home / "server.properties"
     classpath = f"{libs}/*"
     jvm = [java, f"-Xms{heap}", f"-Xmx{heap}", "-XX:+UseG1GC", "-Djava.awt.headless=true"]
     jvm += [f"-Dlog4j2.configurationFile={_log4j2_config(home)}", "-cp", classpath]
@@ -276,12 +294,7 @@ def start(
         cwd=home,
     )
     out.close()
-    info = BrokerInfo(proc.pid, port, controller_port, cluster_id, str(home), secure, internal_port)
-    (home / "broker.json").write_text(json.dumps(asdict(info)))
-    _wait_ready(info, proc, timeout)
-    if secure:
-        create_user(f"127.0.0.1:{internal_port}", password)
-    return info, True
+    return proc
 
 
 def new_cluster_id() -> str:
@@ -299,12 +312,12 @@ def _preferred_port(port: int) -> int:
 
 
 def _port_free(port: int) -> bool:
-    return not _port_open(port) and _bindable(port)
+    return not _port_open(port) and bindable(port)
 
 
 def _is_broker_of(pid: int, home: Path) -> bool:
     """Whether `pid` is alive and is a Kafka broker run from `home` (not a recycled pid)."""
-    if not _pid_alive(pid):
+    if not pid_alive(pid):
         return False
     try:
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
@@ -317,7 +330,7 @@ def _dir_flag(home: Path) -> str:
     return "" if home == default_home().resolve() else f" --dir {home}"
 
 
-def _bindable(port: int) -> bool:
+def bindable(port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         # As the broker binds: SO_REUSEADDR, so connections of a broker just stopped (TIME_WAIT)
         # do not make its own port look taken on a restart.
@@ -329,7 +342,7 @@ def _bindable(port: int) -> bool:
         return True
 
 
-def _wait_ready(info: BrokerInfo, proc: subprocess.Popen[bytes], timeout: float) -> None:
+def wait_ready(info: BrokerInfo, proc: subprocess.Popen[bytes], timeout: float) -> None:
     from confluent_kafka.admin import AdminClient
 
     deadline = time.monotonic() + timeout
@@ -340,7 +353,7 @@ def _wait_ready(info: BrokerInfo, proc: subprocess.Popen[bytes], timeout: float)
         if _port_open(info.port):
             # A secured broker is asked on its internal listener: no user exists before it is up.
             probe = f"127.0.0.1:{info.internal_port}" if info.secure else info.bootstrap
-            admin = AdminClient({"bootstrap.servers": probe, "logger": _quiet_logger(), "log_level": 0})
+            admin = AdminClient({"bootstrap.servers": probe, "logger": quiet_logger(), "log_level": 0})
             try:
                 md = admin.list_topics(timeout=2)
             except Exception:  # noqa: BLE001 - not ready yet; any client error means "retry"
@@ -388,7 +401,7 @@ def _end(proc: subprocess.Popen[bytes]) -> None:
             proc.wait()
 
 
-def _quiet_logger() -> Any:
+def quiet_logger() -> Any:
     import logging
 
     logger = logging.getLogger("processor.kafka.local")
@@ -401,12 +414,12 @@ def stop(home: Path | None = None, timeout: float = 60.0) -> BrokerInfo | None:
     """Controlled shutdown (SIGTERM); SIGKILL only if it does not exit in time."""
     home = (home or default_home()).resolve()
     info = read_info(home)
-    if info is None or not _pid_alive(info.pid):
+    if info is None or not pid_alive(info.pid):
         return None
     os.kill(info.pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if not _pid_alive(info.pid):
+        if not pid_alive(info.pid):
             return info
         time.sleep(0.2)
     os.kill(info.pid, signal.SIGKILL)

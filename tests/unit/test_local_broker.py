@@ -54,7 +54,7 @@ def test_another_kafka_answering_the_port_is_not_taken_for_ours(tmp_path: Path, 
     info = local.BrokerInfo(proc.pid, listening, 1, "ours", str(tmp_path))
     with pytest.raises(KafkaUnavailableError, match=rf"^port {listening} is answered by another Kafka \(cluster "
                        r"theirs\), not by the broker started in .*; pick a free port with --port N"):
-        local._wait_ready(info, proc, timeout=10)
+        local.wait_ready(info, proc, timeout=10)
     assert proc.poll() is not None  # the broker that lost the port was stopped, not left behind
 
 
@@ -62,7 +62,7 @@ def test_our_broker_answering_is_ready(tmp_path: Path, listening: int, monkeypat
     monkeypatch.setattr(confluent_kafka.admin, "AdminClient", _fake_admin("ours"))
     proc = _broker_proc()
     try:
-        local._wait_ready(local.BrokerInfo(proc.pid, listening, 1, "ours", str(tmp_path)), proc, timeout=10)
+        local.wait_ready(local.BrokerInfo(proc.pid, listening, 1, "ours", str(tmp_path)), proc, timeout=10)
         assert proc.poll() is None
     finally:
         proc.kill()
@@ -80,7 +80,7 @@ def test_a_broker_that_dies_says_why_in_one_line(tmp_path: Path) -> None:
     proc = subprocess.Popen([sys.executable, "-c", "raise SystemExit(1)"])
     proc.wait()
     with pytest.raises(KafkaUnavailableError) as err:
-        local._wait_ready(local.BrokerInfo(proc.pid, 1, 1, "ours", str(tmp_path)), proc, timeout=10)
+        local.wait_ready(local.BrokerInfo(proc.pid, 1, 1, "ours", str(tmp_path)), proc, timeout=10)
     assert str(err.value) == ("the Kafka broker exited with 1 while starting: Socket server failed to bind to "
                               f"127.0.0.1:9092: Address already in use.; see {tmp_path}/broker.log")
 
@@ -96,3 +96,17 @@ def test_a_cluster_id_never_starts_with_a_dash(monkeypatch: pytest.MonkeyPatch) 
     draws = iter([b"\xfb" + bytes(15), bytes(16)])  # the first encodes to "-w...", the second to "AAAA..."
     monkeypatch.setattr(local.os, "urandom", lambda n: next(draws))
     assert local.new_cluster_id() == "A" * 22
+
+
+def test_a_cluster_node_names_the_quorum_and_keeps_three_copies(tmp_path: Path) -> None:
+    single = local.server_properties(tmp_path, 9092, 9093).splitlines()
+    assert "node.id=1" in single and "controller.quorum.voters=1@127.0.0.1:9093" in single
+    assert "transaction.state.log.replication.factor=1" in single and "transaction.state.log.min.isr=1" in single
+    assert not any(line.startswith(("default.replication.factor", "broker.session.timeout.ms")) for line in single)
+    voters = "1@127.0.0.1:7001,2@127.0.0.1:7002,3@127.0.0.1:7003"
+    node = local.server_properties(tmp_path, 9094, 7002, node_id=2, voters=voters, replicas=3).splitlines()
+    assert "node.id=2" in node and f"controller.quorum.voters={voters}" in node
+    for line in ("offsets.topic.replication.factor=3", "transaction.state.log.replication.factor=3",
+                 "transaction.state.log.min.isr=2", "default.replication.factor=3", "min.insync.replicas=2",
+                 "broker.session.timeout.ms=4000"):
+        assert line in node, line
