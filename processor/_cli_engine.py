@@ -58,11 +58,6 @@ def _json_args(text: str | None) -> list[Any]:
     return value if isinstance(value, list) else [value]
 
 
-def _env_port(name: str) -> int | None:
-    text = os.environ.get(name, "")
-    return int(text) if text.isdigit() and int(text) > 0 else None
-
-
 def _logging(verbose: bool, fmt: str = "text", process: str = "") -> None:
     from processor import _logs
 
@@ -77,11 +72,18 @@ def cmd_run(args: argparse.Namespace) -> int:
     from processor._logs import log_format, say
 
     fmt = log_format(args.log_format)
+    from processor import payloads
+
+    payloads.chain()  # a bad DP_PAYLOAD_* setting is one line now, not a failure inside each workflow
     _logging(args.verbose, fmt, "supervisor" if args.role == "all" else f"{args.role}-{args.index}")
     app = load_app(args.app)
-    port = args.metrics_port
-    if port is not None and not 0 < port < 65536:
-        raise ConfigError(f"--metrics-port must be a TCP port (1-65535); got {port}")
+    from processor._engine.settings import metrics_port_from_env
+
+    port = args.metrics_port if args.metrics_port is not None else metrics_port_from_env()
+    last = port + (args.processors + args.workers - 1 if args.role == "all" else 0) if port is not None else 0
+    if port is not None and not (0 < port and last < 65536):
+        raise ConfigError(f"--metrics-port must leave a TCP port (1-65535) for each process; {port} gives them "
+                          f"{port}-{last}")
     settings = replace(_settings(args), metrics_port=port if args.role != "all" else None)
     if args.role in ("processor", "worker"):
         from processor import _tracing
@@ -424,7 +426,7 @@ def register(sub: Sub[argparse.ArgumentParser], add_common: Callable[[argparse.A
                    help="run one process of one role in the foreground (what `all` starts and supervises)")
     p.add_argument("--index", type=int, default=0, help="with --role: which one (selects its state dir)")
     p.add_argument("--state-dir", help="RocksDB state (default .state or DP_STATE_DIR)")
-    p.add_argument("--metrics-port", type=int, default=_env_port("DP_METRICS_PORT"),
+    p.add_argument("--metrics-port", type=int, default=None,
                    help="serve Prometheus metrics (default DP_METRICS_PORT, else none): processor i on PORT+i, "
                         "worker j on PORT+PROCESSORS+j; with --role, this process on PORT")
     p.add_argument("--log-format", choices=["text", "json"], default=None,

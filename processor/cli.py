@@ -68,8 +68,10 @@ def cmd_kafka_start(args: argparse.Namespace) -> int:
         where = _home(args)
         servers, now = cluster.start_cluster(where, args.brokers)
         if now:
+            copies, isr = cluster.replication_of(args.brokers)
             print(f"Kafka {local.KAFKA_VERSION}: started node(s) {', '.join(map(str, now))} of a {args.brokers}-node "
-                  f"cluster in {time.monotonic() - t0:.1f}s (replication 3, min.insync.replicas 2; data in {where})")
+                  f"cluster in {time.monotonic() - t0:.1f}s (replication {copies}, min.insync.replicas {isr}; "
+                  f"data in {where})")
         else:
             print(f"the {args.brokers}-node Kafka cluster in {where} is running; nothing to do")
         print(f"bootstrap: {servers}")
@@ -102,6 +104,9 @@ def cmd_kafka_status(args: argparse.Namespace) -> int:
     home = _home(args)
     if cluster.is_cluster(home):
         nodes, up = cluster.node_infos(home), cluster.running_nodes(home)
+        if not nodes:
+            print(f"the Kafka cluster in {home} has not started (no node recorded)")
+            return 1
         for n, i in sorted(nodes.items()):
             state = f"running (pid {i.pid})" if n in up else "down"
             print(f"node {n}: {state}, 127.0.0.1:{i.port}, controller 127.0.0.1:{i.controller_port}, data in {i.home}")

@@ -21,7 +21,7 @@ from typing import Any, cast
 
 from confluent_kafka import KafkaError, KafkaException, Producer
 
-from processor import _tracing
+from processor import _tracing, payloads
 from processor._answers import (
     _answer,
     _no_update_reply,
@@ -129,6 +129,7 @@ class Client(Reads, Schedules):
         self.visibility_url = visibility_url
         self.topics = TopicNames(prefix)
         self.codec = default_codec()
+        payloads.chain()  # a bad DP_PAYLOAD_* setting is a ConfigError here, not at the first payload
         self.producer = Producer(client_config(
             "producer", bootstrap, "client",
             # a growth of the topics is seen within seconds (engine/growth.py)

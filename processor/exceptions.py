@@ -22,6 +22,7 @@ __all__ = [
     "NoReplyError",
     "NondeterminismError",
     "PayloadError",
+    "PayloadKeyError",
     "PayloadTooLargeError",
     "ProcessorError",
     "QueryFailedError",
@@ -56,6 +57,13 @@ class DecodeError(ProcessorError):
 
 class PayloadError(ProcessorError, TypeError):
     """A value that the payload converter cannot serialise or deserialise."""
+
+
+class PayloadKeyError(PayloadError):
+    """An encrypted payload this process holds no key for, or a key that does not open it
+    (processor/payloads.py). Not the value's fault: workflow code never sees it -- the workflow
+    task fails and the workflow is held until the process has the key -- and an activity attempt
+    fails and is retried."""
 
 
 class PayloadTooLargeError(PayloadError, ValueError):

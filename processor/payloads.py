@@ -38,7 +38,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
-from processor.exceptions import ConfigError, PayloadError
+from processor.exceptions import ConfigError, PayloadError, PayloadKeyError
 
 if TYPE_CHECKING:
     from processor._payload import Payload
@@ -54,6 +54,9 @@ _urandom = getattr(os.urandom, "__wrapped__", os.urandom)
 ZLIB = "binary/zlib"
 ENCRYPTED = "binary/encrypted"
 _OURS = frozenset((ZLIB, ENCRYPTED))
+# A compressed payload inflates to at most this: a 1 MB record must not become gigabytes in a
+# processor (on every replay). A payload is at most ~1 MB before compression anyway (_limits.py).
+MAX_INFLATED = 16 * 2**20
 _VERSION = 1
 _NONCE = 12
 
@@ -102,10 +105,14 @@ class Zlib:
 
     def decode(self, payload: Payload) -> Payload:
         encoding, body = _split_inner(bytes(payload["data"]), ZLIB)
+        inflater = zlib.decompressobj()
         try:
-            return {"encoding": encoding, "data": zlib.decompress(body)}
+            data = inflater.decompress(body, MAX_INFLATED + 1)
         except zlib.error as exc:
             raise PayloadError(f"binary/zlib payload does not inflate: {exc}") from None
+        if len(data) > MAX_INFLATED or inflater.unconsumed_tail:
+            raise PayloadError(f"binary/zlib payload inflates to more than {MAX_INFLATED // 2**20} MiB: refused")
+        return {"encoding": encoding, "data": data}
 
 
 class AesGcm:
@@ -146,12 +153,12 @@ class AesGcm:
         kid, head, nonce, sealed = key_id_of(payload)
         cipher = self._ciphers.get(kid)
         if cipher is None:
-            raise PayloadError(f"the payload is encrypted with key id {kid!r}, which this process does not have "
+            raise PayloadKeyError(f"the payload is encrypted with key id {kid!r}, which this process does not have "
                                f"(it has {', '.join(self._ciphers)}): add it to DP_PAYLOAD_KEYS")
         try:
             body = cipher.decrypt(nonce, sealed, head)
         except InvalidTag:
-            raise PayloadError(f"the payload encrypted with key id {kid!r} does not decrypt with this process's key "
+            raise PayloadKeyError(f"the payload encrypted with key id {kid!r} does not decrypt with this process's key "
                                f"{kid!r} (authentication failed): the key differs from the writer's, or the "
                                "payload was altered") from None
         encoding, data = _split_inner(body, ENCRYPTED)
@@ -174,11 +181,30 @@ class _Chain:
         self.codecs = list(codecs)
         self.by_encoding = {c.encoding: c for c in self.codecs}
         self.layers = _OURS | frozenset(self.by_encoding)
+        # A codec of the user's may read the clock or random (a KMS client, a nonce): inside
+        # workflow code the determinism guard would refuse that, so it runs with the guard
+        # suspended (payload bytes are never compared on replay). Ours need no such care.
+        self.foreign = any(not isinstance(c, Zlib | AesGcm) for c in self.codecs)
 
     def encode(self, payload: Payload) -> Payload:
+        if self.foreign:
+            from processor._runtime import _guard
+
+            with _guard.suspended():
+                for codec in self.codecs:
+                    payload = codec.encode(payload)
+            return payload
         for codec in self.codecs:
             payload = codec.encode(payload)
         return payload
+
+    def unwrap(self, codec: PayloadCodec, payload: Payload) -> Payload:
+        if self.foreign:
+            from processor._runtime import _guard
+
+            with _guard.suspended():
+                return codec.decode(payload)
+        return codec.decode(payload)
 
 
 _lock = threading.Lock()
@@ -277,14 +303,14 @@ def decode(payload: Payload) -> Payload:
     layers = _OURS if configured is None else configured.layers
     while payload["encoding"] in layers:
         codec = configured.by_encoding.get(payload["encoding"]) if configured is not None else None
-        if codec is not None:
-            payload = codec.decode(payload)
+        if codec is not None and configured is not None:
+            payload = configured.unwrap(codec, payload)
             continue
         if payload["encoding"] == ZLIB:
             payload = Zlib().decode(payload)
             continue
         kid = key_id_of(payload)[0]  # encrypted, and no AesGcm configured
-        raise PayloadError(f"the payload is encrypted with key id {kid!r} and this process has no payload keys: "
+        raise PayloadKeyError(f"the payload is encrypted with key id {kid!r} and this process has no payload keys: "
                            "set DP_PAYLOAD_KEYS (or DP_PAYLOAD_KEYS_FILE) as on the processes that wrote it")
     return payload
 

@@ -512,6 +512,7 @@ class Engine(Activities, Requests, HandOffs, Timers, Retention):
             self._load(partition, wid)
             return
         t = _tracing.tracer()
+        outer = self._span  # a continue-as-new runs the next run's first task inside this one
         if t is not None:  # a RunWorkflow span: what this task dispatches and closes are its children
             self._span = _tracing.start(t, f"RunWorkflow:{live.summary.workflow_type}", live.summary.traceparent,
                                         {"workflow_id": wid, "run_id": live.summary.run_id,
@@ -528,9 +529,9 @@ class Engine(Activities, Requests, HandOffs, Timers, Retention):
                     break  # a command closed it (e.g. an oversized result failed it): the rest is moot
                 self._append(partition, wid, live, dict(command))
         finally:
-            if self._span is not None:
+            if self._span is not None and self._span is not outer:
                 self._span.end()
-                self._span = None
+            self._span = outer
         if self.settings.always_replay:
             self._evict(wid)
 

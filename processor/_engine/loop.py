@@ -141,12 +141,19 @@ class ProcessorLoop:
         waiting for the group to expire the member it replaces (session.timeout.ms)."""
         conf = self.settings.group_consumer_config(self.settings.processor_group, "processor",
                                                    instance_id=self._transactional_id)
+        made: list[Consumer] = []
         if self.settings.metrics_port is not None:  # the lag and engine gauges, refreshed on this thread
-            conf.update({"statistics.interval.ms": STATS_INTERVAL_MS, "stats_cb": self._on_stats})
-        return Consumer(conf)
+            conf.update({"statistics.interval.ms": STATS_INTERVAL_MS,
+                         "stats_cb": lambda stats: self._on_stats(stats, made)})
+        consumer = Consumer(conf)
+        made.append(consumer)
+        return consumer
 
-    def _on_stats(self, stats_json: str) -> None:
-        self.engine.metrics.on_stats(stats_json, self.input.next)
+    def _on_stats(self, stats_json: str, made: list[Consumer]) -> None:
+        # Only the current consumer's, on the loop's thread: a replaced one is closed on a side
+        # thread (_replace_consumer), and its close may still serve a statistics callback.
+        if made and made[0] is self.consumer:
+            self.engine.metrics.on_stats(stats_json, self.input.next)
 
     def _new_producer(self) -> Producer:
         return self._producer_factory(client_config("producer", self.settings.bootstrap, "processor", {

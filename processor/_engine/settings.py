@@ -35,6 +35,18 @@ def retention_ms_from_env() -> int:
     return int(seconds * 1000)
 
 
+def metrics_port_from_env() -> int | None:
+    """DP_METRICS_PORT: a TCP port, or unset (no metrics served)."""
+    from processor.exceptions import ConfigError
+
+    text = os.environ.get("DP_METRICS_PORT", "").strip()
+    if not text:
+        return None
+    if not text.isdigit() or not 0 < int(text) < 65536:
+        raise ConfigError(f"DP_METRICS_PORT must be a TCP port (1-65535); got {text!r}")
+    return int(text)
+
+
 @dataclass(frozen=True)
 class Settings:
     bootstrap: str
@@ -60,7 +72,7 @@ class Settings:
     # nondeterminism and replay bugs in tests at the cost of speed.
     always_replay: bool = field(default_factory=lambda: os.environ.get("DP_ALWAYS_REPLAY", "") == "1")
     # Prometheus metrics at http://metrics_addr:metrics_port/metrics (processor/_metrics.py); None: not served.
-    metrics_port: int | None = field(default_factory=lambda: _env_int("DP_METRICS_PORT", 0) or None)
+    metrics_port: int | None = field(default_factory=lambda: metrics_port_from_env())
     metrics_addr: str = field(default_factory=lambda: os.environ.get("DP_METRICS_ADDR", "0.0.0.0"))  # noqa: S104
 
     @property

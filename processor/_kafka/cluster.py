@@ -81,6 +81,10 @@ def start_cluster(home: Path, brokers: int = 3, heap: str = "384m", timeout: flo
         nhome = node_home(home, n)
         if local.running(nhome) is not None:
             continue
+        prev = previous[n]
+        if prev is not None and local.is_broker_of(prev.pid, nhome):
+            raise KafkaUnavailableError(f"node {n} (pid {prev.pid}) runs but does not answer on port {prev.port} "
+                                        f"yet; wait for it, or `processor kafka stop --dir {home}` and start again")
         nhome.mkdir(exist_ok=True)
         port, controller_port = ports[n]
         if not local.bindable(port) or not local.bindable(controller_port):
@@ -88,7 +92,7 @@ def start_cluster(home: Path, brokers: int = 3, heap: str = "384m", timeout: flo
                                         f"(recorded in {nhome}/broker.json): free them and start again")
         (nhome / "cluster.id").write_text(cluster_id)
         (nhome / "server.properties").write_text(local.server_properties(
-            nhome, port, controller_port, node_id=n, voters=voters, replicas=min(3, brokers)))
+            nhome, port, controller_port, node_id=n, voters=voters, replicas=replication_of(brokers)[0]))
         proc = local.launch(nhome, java, libs, cluster_id, heap)
         info = BrokerInfo(proc.pid, port, controller_port, cluster_id, str(nhome))
         (nhome / "broker.json").write_text(json.dumps(asdict(info)))
@@ -121,10 +125,16 @@ def running_nodes(home: Path) -> dict[int, BrokerInfo]:
     return {n: i for n, i in node_infos(home).items() if local.running(Path(i.home)) is not None}
 
 
+def replication_of(brokers: int) -> tuple[int, int]:
+    """(copies, min.insync.replicas) of the internal and new topics on a cluster of `brokers`."""
+    replicas = min(3, brokers)
+    return replicas, max(1, replicas - 1)
+
+
 def stop_cluster(home: Path, timeout: float = 60.0) -> list[int]:
     """Stop every node at once (SIGTERM; SIGKILL after `timeout`); returns those that ran. All at
     once: a node stopped last would wait for a controller quorum that is gone."""
-    alive = {n: i for n, i in node_infos(home).items() if local.pid_alive(i.pid)}
+    alive = {n: i for n, i in node_infos(home).items() if local.is_broker_of(i.pid, Path(i.home))}
     for info in alive.values():
         os.kill(info.pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout

@@ -221,7 +221,7 @@ def start(
     if current is not None:
         return current, False
     previous = read_info(home)
-    if previous is not None and _is_broker_of(previous.pid, home):
+    if previous is not None and is_broker_of(previous.pid, home):
         raise KafkaUnavailableError(
             f"the broker of {home} (pid {previous.pid}) is running but does not answer on port {previous.port}; "
             f"wait for it, or stop it with `processor kafka stop{_dir_flag(home)}` and start again"
@@ -315,7 +315,7 @@ def _port_free(port: int) -> bool:
     return not _port_open(port) and bindable(port)
 
 
-def _is_broker_of(pid: int, home: Path) -> bool:
+def is_broker_of(pid: int, home: Path) -> bool:
     """Whether `pid` is alive and is a Kafka broker run from `home` (not a recycled pid)."""
     if not pid_alive(pid):
         return False

@@ -241,3 +241,19 @@ def test_a_client_remembers_a_bounded_number_of_starts(offline_client: Client) -
         offline_client._remember(f"w{i}", _Start())
     assert len(offline_client._starts) == STARTS_KEPT
     assert "w0" not in offline_client._starts and f"w{STARTS_KEPT + 99}" in offline_client._starts
+
+
+@pytest.mark.parametrize(("args", "env", "expected"), [
+    (["--metrics-port", "65535", "--processors", "2"], {}, "--metrics-port must leave a TCP port (1-65535) for each "
+                                                           "process; 65535 gives them 65535-65537"),
+    ([], {"DP_METRICS_PORT": "abc"}, "DP_METRICS_PORT must be a TCP port (1-65535); got 'abc'"),
+    ([], {"DP_LOG_FORMAT": "xml"}, "--log-format (DP_LOG_FORMAT) must be one of text, json; got 'xml'"),
+    ([], {"DP_PAYLOAD_KEYS": "k1:bad base64"}, "DP_PAYLOAD_KEYS: the key of id 'k1' is not base64"),
+])
+def test_bad_observability_and_payload_settings_are_one_line(args: list[str], env: dict[str, str],
+                                                             expected: str) -> None:
+    proc = subprocess.run([sys.executable, "-m", "processor.cli", "run", "--app", "examples.orders:app",
+                           "--bootstrap", CLOSED, *args], capture_output=True, text=True, timeout=60, check=False,
+                          env={**_env(), **env})
+    assert proc.returncode == cli.EXIT_ERROR
+    assert _one_line(proc) == f"error: {expected}"

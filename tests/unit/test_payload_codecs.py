@@ -207,3 +207,91 @@ def test_a_codec_of_the_users_is_a_layer_like_ours() -> None:
     payloads.configure(None)
     with pytest.raises(PayloadError, match="unknown payload encoding 'binary/rot13'"):
         from_payload(only)
+
+
+def test_a_zlib_bomb_is_refused_not_inflated() -> None:
+    bomb = {"encoding": "binary/zlib", "data": b"\x0cbinary/plain" + zlib.compress(bytes(64 * 2**20), 9)}
+    assert len(bomb["data"]) < 100_000
+    with pytest.raises(PayloadError, match="inflates to more than 16 MiB: refused"):
+        from_payload(bomb)  # type: ignore[arg-type]
+
+
+def test_a_codec_of_the_users_may_read_the_clock_inside_workflow_code() -> None:
+    import sys
+    import time
+    from pathlib import Path as _P
+
+    sys.path.insert(0, str(_P(__file__).parent / "runtime"))
+    from wf_harness import Sim
+
+    from processor import workflow
+
+    class Stamped:
+        encoding = "binary/x-stamped"
+
+        def encode(self, payload: dict) -> dict:  # type: ignore[type-arg]
+            stamp = str(time.time()).encode()  # refused in workflow code, unless the guard is suspended
+            return {"encoding": self.encoding, "data": bytes([len(stamp)]) + stamp + bytes([len(payload["encoding"])])
+                    + payload["encoding"].encode() + payload["data"]}
+
+        def decode(self, payload: dict) -> dict:  # type: ignore[type-arg]
+            data = payload["data"]
+            rest = data[1 + data[0]:]
+            return {"encoding": rest[1:1 + rest[0]].decode(), "data": rest[1 + rest[0]:]}
+
+    @workflow.defn(name="StampedFlow")
+    class StampedFlow:
+        @workflow.run
+        async def run(self, x: str) -> str:
+            got: str = await workflow.execute_activity("echo", x)
+            return got
+
+    payloads.configure([Stamped()])  # type: ignore[list-item]
+    sim = Sim(StampedFlow)
+    done = sim.start("hello")
+    assert done.error is None, done.error
+    [scheduled] = done.commands
+    assert scheduled["args"][0]["encoding"] == "binary/x-stamped" and from_payload(scheduled["args"][0]) == "hello"
+    sim.instance.close()
+
+
+def test_a_bad_setting_fails_the_client_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    from processor.client import Client
+
+    monkeypatch.setenv("DP_PAYLOAD_CODECS", "rot13")
+    with pytest.raises(ConfigError, match="DP_PAYLOAD_CODECS names 'rot13'"):
+        Client("127.0.0.1:1")
+
+
+def test_a_result_the_processor_has_no_key_for_holds_the_workflow() -> None:
+    """Workflow code never sees a PayloadKeyError (it could branch on it, and replay the other
+    way once the key is there): the task fails, the workflow is held."""
+    import sys
+    from pathlib import Path as _P
+
+    sys.path.insert(0, str(_P(__file__).parent / "runtime"))
+    from wf_harness import Sim
+
+    from processor import workflow
+    from processor._runtime import WorkflowTaskError
+
+    @workflow.defn(name="Careful")
+    class Careful:
+        @workflow.run
+        async def run(self) -> str:
+            try:
+                got: str = await workflow.execute_activity("fetch")
+                return got
+            except Exception as exc:  # noqa: BLE001 - what a careless workflow does
+                return f"caught {exc}"
+
+    sim = Sim(Careful)
+    sim.start()
+    payloads.configure([AesGcm({"k1": K1})])
+    sealed = to_payload("secret result")
+    payloads.configure(None)
+    event = sim._append({"type": "ActivityCompleted", "activity_seq": 1, "attempt": 1, "result": sealed})
+    done = sim.instance.activate([event])
+    assert isinstance(done.error, WorkflowTaskError) and "no payload keys" in str(done.error)
+    assert done.commands == []
+    sim.instance.close()

@@ -98,3 +98,20 @@ def test_no_provider_no_spans_no_headers(tmp_path: Path) -> None:
     h.run_activities()
     assert h.events("quiet-1")[0]["traceparent"] is None
     assert not any(r.header("traceparent") for r in h.sink.records)
+
+
+def test_a_continue_as_new_keeps_both_tasks_spans(tmp_path: Path, spans: InMemorySpanExporter) -> None:
+    """The next run's first task runs inside the task that continued as new: both spans end."""
+    h = EngineHarness(tmp_path)
+    _start_traced(h, "loop-1", "Looper", 0, 2, 1, 0, [])
+    first_run = h.run_of("loop-1")
+    h.signal("loop-1", "bump")  # count 1 of 2: continues as new
+    second_run = h.run_of("loop-1")
+    assert second_run != first_run
+    h.signal("loop-1", "bump")
+    runs = [s.attributes["run_id"] for s in spans.get_finished_spans() if s.name == "RunWorkflow:Looper"]
+    assert runs.count(first_run) == 2, "its start and the task that continued as new"
+    assert runs.count(second_run) == 2, "its first task and the one that completed it"
+    assert {format(s.context.trace_id, "032x") for s in spans.get_finished_spans()} == {TRACE}
+    done = [s for s in spans.get_finished_spans() if s.name == "CompleteWorkflow:Looper"]
+    assert [s.attributes["status"] for s in done] == ["continued_as_new", "completed"]
