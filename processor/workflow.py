@@ -60,6 +60,7 @@ __all__ = [
     "continue_as_new",
     "deprecate_patch",
     "execute_activity",
+    "execute_local_activity",
     "execute_child_workflow",
     "in_workflow",
     "info",
@@ -191,6 +192,13 @@ class _Runtime(ABC):
 
     @abstractmethod
     def workflow_side_effect(self, fn: Callable[[], Any], result_hint: object) -> Any: ...
+
+    @abstractmethod
+    def workflow_local_activity(self, fn: Callable[..., Any], activity_type: str, args: tuple[Any, ...],
+                                attempt: int, timeout_s: float) -> Mapping[str, Any]: ...
+
+    @abstractmethod
+    def workflow_local_spent_ms(self) -> int: ...
 
     @abstractmethod
     def workflow_upsert_search_attributes(self, attributes: dict[str, _search.SearchAttributeValue]) -> None: ...
@@ -375,6 +383,64 @@ async def execute_activity(
         hint,
     )
     return await future
+
+
+async def execute_local_activity(
+    activity: Callable[..., Any],
+    *args: Any,
+    start_to_close_timeout: timedelta | float | None = None,
+    schedule_to_close_timeout: timedelta | float | None = None,
+    retry_policy: RetryPolicy | None = None,
+) -> Any:
+    """Run `activity(*args)` here, in the processor, inside this workflow task, and return its
+    result: for steps of milliseconds that should not pay a round trip through a task topic.
+
+    Each attempt is recorded in history (`LocalActivityRecorded`): a replay, or a processor that
+    took over after a crash, reads it and does not call the function again; an attempt under way
+    when a processor crashes runs again (at least once, as an activity). A failed attempt is
+    retried by `retry_policy` after a durable timer. `start_to_close_timeout` (default and at most
+    5 s: the processor's transaction waits) bounds one attempt, `schedule_to_close_timeout` all of
+    them. Local activities that run longer than 1 s together in one workflow task continue in the
+    next one. A final failure raises `ActivityError` whose `__cause__` is the activity's error.
+    """
+    from processor._engine.retry import next_retry_delay_ms
+    from processor._failure import exception_from_failure
+    from processor._runtime._local import MAX_ATTEMPT_S, STEP_BUDGET_MS
+    from processor.exceptions import ActivityError
+
+    runtime = _runtime("execute_local_activity")
+    if isinstance(activity, str) or not callable(activity):
+        raise ConfigError("execute_local_activity runs a function here: pass the function (an @activity.defn "
+                          f"function or any callable), not {activity!r}")
+    definition = ActivityDefinition.of(activity) if hasattr(activity, "__activity_definition__") else None
+    name = definition.name if definition is not None else getattr(activity, "__name__", "local_activity")
+    hint = definition.return_hint if definition is not None else _payload.return_hint(activity)
+    attempt_ms = _timeout_ms(start_to_close_timeout, "start_to_close_timeout")
+    timeout_s = MAX_ATTEMPT_S if attempt_ms is None else attempt_ms / 1000
+    if not 0 < timeout_s <= MAX_ATTEMPT_S:
+        raise ConfigError(f"a local activity's start_to_close_timeout is at most {MAX_ATTEMPT_S:g} s (the processor's "
+                          f"transaction waits for it); got {timeout_s:g} s: use execute_activity for longer work")
+    total_ms = _timeout_ms(schedule_to_close_timeout, "schedule_to_close_timeout")
+    if retry_policy is not None and not isinstance(retry_policy, RetryPolicy):
+        raise ConfigError(f"retry_policy must be a workflow.RetryPolicy; got {type(retry_policy).__name__}")
+    policy = (retry_policy or RetryPolicy()).to_record()
+    began, attempt = runtime.workflow_now_ms(), 1
+    while True:
+        if runtime.workflow_local_spent_ms() >= STEP_BUDGET_MS:
+            await asyncio.sleep(0.001)  # a durable timer: the rest runs in the next workflow task
+        rec = runtime.workflow_local_activity(activity, name, args, attempt, timeout_s)
+        if rec["failure"] is None:
+            return _payload.from_payload(rec["result"], hint)
+        delay = next_retry_delay_ms(dict(policy), attempt, rec["failure"])
+        if delay is not None and total_ms is not None and runtime.workflow_now_ms() + delay - began > total_ms:
+            delay = None
+        if delay is None:
+            cause = exception_from_failure(rec["failure"])
+            error = ActivityError(f"local activity {name} failed on attempt {attempt}: {cause}", activity_type=name,
+                                  activity_seq=rec["local_activity_seq"], attempt=attempt)
+            raise error from cause
+        await asyncio.sleep(delay / 1000)
+        attempt += 1
 
 
 PARENT_CLOSE_POLICIES = ("terminate", "request_cancel", "abandon")

@@ -26,7 +26,7 @@ CLOSING_STATUS = {
 COMMAND_EVENTS = frozenset(
     {"ActivityScheduled", "TimerStarted", "TimerCanceled", "ChildWorkflowStarted",
      "WorkflowCompleted", "WorkflowFailed", "WorkflowCanceled", "WorkflowContinuedAsNew", "PatchMarker",
-     "WorkflowUpdateCompleted", "SideEffectRecorded", "SearchAttributesUpserted"}
+     "WorkflowUpdateCompleted", "SideEffectRecorded", "SearchAttributesUpserted", "LocalActivityRecorded"}
 )
 
 

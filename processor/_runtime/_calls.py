@@ -11,12 +11,19 @@ import dataclasses
 import random
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from processor import workflow
+from processor import activity, workflow
 from processor._payload import Payload, from_payload, to_payload
-from processor._runtime import _guard
-from processor._runtime._history import PATCH_MARKER, SEARCH_ATTRIBUTES_UPSERTED, SIDE_EFFECT, WorkflowTaskError
+from processor._runtime import _guard, _local
+from processor._runtime._history import (
+    LOCAL_ACTIVITY,
+    PATCH_MARKER,
+    SEARCH_ATTRIBUTES_UPSERTED,
+    SIDE_EFFECT,
+    WorkflowTaskError,
+)
 from processor._search import SearchAttributeValue, apply_upsert, decode_attributes, wire_problem
 from processor.exceptions import ConfigError
 from processor.workflow import _Runtime
@@ -50,6 +57,8 @@ class RuntimeCalls(_Runtime):
         _patches: dict[str, bool]
         _events: Sequence[Mapping[str, Any]]
         _index: int
+        _local_step: tuple[int, int]
+        _inputs_applied: int
         _signal_handlers: dict[str, Callable[..., Any]]
         _buffered_signals: dict[str, list[list[Payload]]]
         _conditions: list[tuple[Callable[[], bool], asyncio.Future[None]]]
@@ -146,6 +155,36 @@ class RuntimeCalls(_Runtime):
             payload = to_payload(value)
         self._emit({"type": SIDE_EFFECT, "side_effect_seq": seq, "value": payload})
         return from_payload(payload, result_hint)
+
+    def workflow_local_spent_ms(self) -> int:
+        """How long the local activities of this workflow task ran (recorded durations on a
+        replay), so the decision to start a new task is the same on every replay."""
+        step, spent = self._local_step
+        return spent if step == self._inputs_applied else 0
+
+    def workflow_local_activity(self, fn: Callable[..., Any], activity_type: str, args: tuple[Any, ...],
+                                attempt: int, timeout_s: float) -> Mapping[str, Any]:
+        """One attempt of a local activity: run now (processor/_runtime/_local.py) and recorded as
+        a LocalActivityRecorded command, or, on a replay, the attempt recorded at this point."""
+        seq = self._next_seq("local_activity")
+        recorded = self._recorded_in_this_step(LOCAL_ACTIVITY, "local_activity_seq", seq) if self._replaying else None
+        if recorded is None:
+            wf = self.workflow_info()
+            info = activity.ActivityInfo(
+                workflow_id=wf.workflow_id, workflow_type=wf.workflow_type, activity_seq=seq,
+                activity_type=activity_type, attempt=attempt, task_queue=wf.task_queue,
+                scheduled_time=datetime.fromtimestamp(self._now_ms / 1000, UTC), run_id=wf.run_id)
+            result, failure, took_ms = _local.run_attempt(fn, args, info, timeout_s)
+            command: dict[str, Any] = {"type": LOCAL_ACTIVITY, "local_activity_seq": seq,
+                                       "activity_type": activity_type, "attempt": attempt, "result": result,
+                                       "failure": failure, "duration_ms": took_ms}
+        else:
+            command = {k: v for k, v in recorded.items() if k not in ("workflow_id", "seq", "time_ms")}
+        self._emit(command)
+        step, spent = self._local_step
+        now = self._inputs_applied
+        self._local_step = (now, (spent if step == now else 0) + int(command["duration_ms"]))
+        return command
 
     def workflow_upsert_search_attributes(self, attributes: dict[str, SearchAttributeValue]) -> None:
         merged = apply_upsert(self._search_attributes, attributes)

@@ -19,6 +19,7 @@ __all__ = [
     "ENGINE_SKIPPED",
     "PATCH_MARKER",
     "SEARCH_ATTRIBUTES_UPSERTED",
+    "LOCAL_ACTIVITY",
     "SIDE_EFFECT",
     "Completion",
     "WorkflowTaskError",
@@ -38,6 +39,7 @@ COMMAND_TYPES = frozenset(
         "WorkflowContinuedAsNew",
         "PatchMarker",
         "SideEffectRecorded",
+        "LocalActivityRecorded",
         "SearchAttributesUpserted",
         "ChildWorkflowSignaled",
         "ChildWorkflowCancelRequested",
@@ -47,6 +49,7 @@ COMMAND_TYPES = frozenset(
 CLOSING_COMMANDS = frozenset({"WorkflowCompleted", "WorkflowFailed", "WorkflowCanceled", "WorkflowContinuedAsNew"})
 PATCH_MARKER = "PatchMarker"
 SIDE_EFFECT = "SideEffectRecorded"
+LOCAL_ACTIVITY = "LocalActivityRecorded"
 SEARCH_ATTRIBUTES_UPSERTED = "SearchAttributesUpserted"
 ENGINE_CLOSING = frozenset({"WorkflowTerminated", "WorkflowTimedOut"})
 ENGINE_SKIPPED = frozenset({"ActivityAttemptFailed", "WorkflowTaskRecovered"})
@@ -63,6 +66,7 @@ _KEY_FIELDS: dict[str, tuple[str, ...]] = {
     "WorkflowContinuedAsNew": ("workflow_type",),
     "PatchMarker": ("patch_id",),
     "SideEffectRecorded": ("side_effect_seq",),
+    "LocalActivityRecorded": ("local_activity_seq", "activity_type"),
     "ChildWorkflowSignaled": ("child_seq", "signal_name"),
     "ChildWorkflowCancelRequested": ("child_seq",),
     "WorkflowStarted": ("workflow_type",),

@@ -60,6 +60,7 @@ from processor.exceptions import (
     ChildWorkflowError,
     ConfigError,
     NondeterminismError,
+    PayloadKeyError,
     ProcessorError,
     QueryFailedError,
     UpdateRejectedError,
@@ -88,7 +89,9 @@ class WorkflowInstance(WorkflowEventLoop, RuntimeCalls):
         self._memo: dict[str, Payload] = {}
         self._random = random.Random(0)  # reseeded from WorkflowStarted.random_seed
         # One allocator per command kind (docs/model.md); all 1-based.
-        self._seqs = {"activity": 0, "timer": 0, "child": 0, "side_effect": 0}
+        self._seqs = {"activity": 0, "timer": 0, "child": 0, "side_effect": 0, "local_activity": 0}
+        self._inputs_applied = 0  # input events applied so far: which step this is, live or replayed
+        self._local_step = (0, 0)  # (the step, ms its local activities ran): _calls.py
         self._activities: dict[int, _ActivityHandle] = {}
         self._children: dict[int, _ChildHandle] = {}
         self._timers: dict[int, DurableTimerHandle] = {}
@@ -252,6 +255,7 @@ class WorkflowInstance(WorkflowEventLoop, RuntimeCalls):
             if self._closed:
                 return  # late input for a closed workflow: nothing can observe it
             self._now_ms = event["time_ms"]
+            self._inputs_applied += 1  # a new workflow task (step): _calls.py counts its local activities
             applier(self, event)
             try:
                 self.run_until_quiescent()
@@ -390,6 +394,8 @@ class WorkflowInstance(WorkflowEventLoop, RuntimeCalls):
         if handle is not None:
             try:
                 result = _payload.from_payload(event["result"], handle.result_hint)
+            except PayloadKeyError as exc:  # not the result's fault: held until this process has the key
+                raise WorkflowTaskError(f"workflow {self._workflow_id!r}: {exc}") from exc
             except ProcessorError as exc:  # the workflow sees a result it cannot read
                 handle.future.set_exception(exc)
                 return
@@ -432,6 +438,8 @@ class WorkflowInstance(WorkflowEventLoop, RuntimeCalls):
         if status == "completed":
             try:
                 handle.future.set_result(_payload.from_payload(event["result"], handle.result_hint))
+            except PayloadKeyError as exc:  # not the result's fault: held until this process has the key
+                raise WorkflowTaskError(f"workflow {self._workflow_id!r}: {exc}") from exc
             except ProcessorError as exc:  # a result this code cannot read fails the await, not the task
                 handle.future.set_exception(exc)
             return

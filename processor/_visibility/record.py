@@ -23,7 +23,7 @@ Record = dict[str, Any]
 # Commands the workflow emitted: a held workflow that records one again has been released.
 _COMMANDS = frozenset({"ActivityScheduled", "TimerStarted", "TimerCanceled", "ChildWorkflowStarted", "PatchMarker",
                        "SideEffectRecorded", "SearchAttributesUpserted", "WorkflowUpdateCompleted",
-                       "ChildWorkflowSignaled", "ChildWorkflowCancelRequested"})
+                       "ChildWorkflowSignaled", "ChildWorkflowCancelRequested", "LocalActivityRecorded"})
 
 
 def run_key(workflow_id: str, run_id: str) -> str:

@@ -17,8 +17,9 @@ def test_top_level_exports() -> None:
 
 
 def test_sdk_modules_expose_what_users_call() -> None:
-    for name in ("defn", "run", "signal", "execute_activity", "wait_condition", "now", "time", "random", "uuid4",
-                 "info", "logger", "in_workflow", "RetryPolicy", "upsert_search_attributes", "Text"):
+    for name in ("defn", "run", "signal", "execute_activity", "execute_local_activity", "wait_condition", "now",
+                 "time", "random", "uuid4", "info", "logger", "in_workflow", "RetryPolicy", "upsert_search_attributes",
+                 "Text"):
         assert hasattr(workflow, name), name
-    for name in ("defn", "info", "heartbeat", "in_activity", "ActivityInfo"):
+    for name in ("defn", "info", "heartbeat", "in_activity", "ActivityInfo", "logger"):
         assert hasattr(activity, name), name

@@ -35,7 +35,7 @@ MODEL_RECORDS = sorted(
             "ChildWorkflowStarted WorkflowCompleted WorkflowFailed WorkflowCanceled WorkflowTerminated "
             "WorkflowTimedOut ActivityAttemptFailed WorkflowTaskFailed WorkflowTaskRecovered "
             "WorkflowContinuedAsNew PatchMarker SideEffectRecorded ChildWorkflowSignaled ChildWorkflowCancelRequested "
-            "WorkflowUpdateAccepted WorkflowUpdateCompleted SearchAttributesUpserted"
+            "WorkflowUpdateAccepted WorkflowUpdateCompleted SearchAttributesUpserted LocalActivityRecorded"
         ).split()
     ]
     + [
