@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict
 from datetime import timedelta
 from typing import Any
 
@@ -19,7 +20,13 @@ from processor._payload import to_payloads
 from processor._watcher import Completion, Reply
 from processor.client import REPLY_TIMEOUT_S, Client, _not_delivered, _Start
 from processor.exceptions import NoReplyError
-from processor.schedule import ScheduleHandle
+from processor.schedule import (
+    DEFAULT_CATCHUP,
+    WORKFLOW_TYPE,
+    AsyncScheduleHandle,
+    schedule_spec,
+    schedule_workflow_id,
+)
 
 
 class AsyncWorkflowHandle:
@@ -190,9 +197,23 @@ class AsyncClient:
     async def history(self, workflow_id: str, run_id: str | None = None) -> list[dict[str, Any]]:
         return await asyncio.to_thread(self.sync.history, workflow_id, 30, run_id)
 
-    async def create_schedule(self, schedule_id: str, workflow: Any, *args: Any, **options: Any) -> ScheduleHandle:
-        """As Client.create_schedule; the handle's calls are the sync client's."""
-        return await asyncio.to_thread(self.sync.create_schedule, schedule_id, workflow, *args, **options)
+    async def create_schedule(self, schedule_id: str, workflow: Any, *args: Any, cron: str | None = None,
+                              every: timedelta | float | None = None, offset: timedelta | float = 0.0,
+                              jitter: timedelta | float = 0.0, overlap: str = "skip",
+                              catchup_window: timedelta | float = DEFAULT_CATCHUP, task_queue: str = "default",
+                              execution_timeout: timedelta | float | None = None, paused: bool = False,
+                              note: str = "") -> AsyncScheduleHandle:
+        """As Client.create_schedule; the handle's calls are awaited."""
+        from processor.client import _workflow_type
+
+        spec = schedule_spec(schedule_id, _workflow_type(workflow), args, cron=cron, every=every, offset=offset,
+                             jitter=jitter, overlap=overlap, catchup_window=catchup_window, task_queue=task_queue,
+                             execution_timeout=execution_timeout, paused=paused, note=note)
+        await self.start_workflow(WORKFLOW_TYPE, asdict(spec), id=schedule_workflow_id(schedule_id), if_exists="fail")
+        return AsyncScheduleHandle(self, schedule_id)
+
+    def get_schedule_handle(self, schedule_id: str) -> AsyncScheduleHandle:
+        return AsyncScheduleHandle(self, schedule_id)
 
     async def close(self) -> None:
         await asyncio.to_thread(self.sync.close)

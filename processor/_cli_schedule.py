@@ -1,4 +1,4 @@
-"""`processor schedule create|describe|pause|unpause|trigger|delete` (processor/schedule.py)."""
+"""`processor schedule create|list|describe|pause|unpause|trigger|delete` (processor/schedule.py)."""
 
 from __future__ import annotations
 
@@ -52,6 +52,34 @@ def cmd_schedule_describe(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_schedule_list(args: argparse.Namespace) -> int:
+    """The live schedules, from the visibility service and each schedule's describe query."""
+    import os
+
+    client = _client(args)
+    try:
+        client.visibility_url = args.visibility_url or os.environ.get("DP_VISIBILITY_URL") or client.visibility_url
+        found = client.list_schedules()
+    finally:
+        client.close()
+    if args.output == "json":
+        print(json.dumps(found, indent=2))
+        return 0
+    if not found:
+        print("no live schedule")
+        return 0
+    print(f"{'SCHEDULE':24} {'WORKFLOW TYPE':20} {'WHEN':22} {'STATE':8} {'NEXT FIRING':22} FIRED RUNNING")
+    for s in found:
+        if "error" in s:
+            print(f"{s['schedule_id']:24} (no answer: {s['error']})")
+            continue
+        when = f"cron {s['cron']}" if s["cron"] else f"every {s['every_s']:g} s"
+        state = "paused" if s["paused"] else "active"
+        print(f"{s['schedule_id']:24} {s['workflow_type']:20} {when:22} {state:8} {s['next_fire_time'] or '-':22} "
+              f"{s['fired']:5} {s['running']:7}")
+    return 0
+
+
 def cmd_schedule_signal(args: argparse.Namespace) -> int:
     from processor.exceptions import CommandRejectedError, WorkflowNotFoundError
 
@@ -92,6 +120,11 @@ def register(sub: Sub, add_common: Callable[[argparse.ArgumentParser], None]) ->
     p.add_argument("--task-queue", default="default")
     p.add_argument("--paused", action="store_true", help="create it paused")
     p.set_defaults(func=cmd_schedule_create)
+    p = verbs.add_parser("list", help="the live schedules (needs `processor ui`, the visibility service)")
+    add_common(p)
+    p.add_argument("--output", "-o", choices=["table", "json"], default="table")
+    p.add_argument("--visibility-url", help="the service (default DP_VISIBILITY_URL, else http://127.0.0.1:8233)")
+    p.set_defaults(func=cmd_schedule_list)
     p = verbs.add_parser("describe", help="a schedule's spec, next firing, counts and recent firings (JSON)")
     add_common(p)
     p.add_argument("id")

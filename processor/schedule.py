@@ -262,6 +262,32 @@ class ScheduleHandle:
         return result
 
 
+class AsyncScheduleHandle:
+    """A schedule through an AsyncClient: the same calls as ScheduleHandle, awaited (nothing
+    blocks the event loop)."""
+
+    def __init__(self, client: Any, schedule_id: str) -> None:
+        self.client = client
+        self.id = schedule_id
+        self.workflow_id = schedule_workflow_id(schedule_id)
+
+    async def pause(self, note: str = "") -> None:
+        await self.client.signal(self.workflow_id, "pause", note)
+
+    async def unpause(self, note: str = "") -> None:
+        await self.client.signal(self.workflow_id, "unpause", note)
+
+    async def trigger(self) -> None:
+        await self.client.signal(self.workflow_id, "trigger")
+
+    async def delete(self) -> None:
+        await self.client.signal(self.workflow_id, "delete")
+
+    async def describe(self) -> dict[str, Any]:
+        result: dict[str, Any] = await self.client.query(self.workflow_id, "describe")
+        return result
+
+
 def schedule_spec(schedule_id: str, workflow_type: str, args: tuple[Any, ...], *, cron: str | None,
                   every: timedelta | float | None, offset: timedelta | float, jitter: timedelta | float,
                   overlap: str, catchup_window: timedelta | float, task_queue: str,
@@ -303,3 +329,28 @@ class Schedules:
 
     def get_schedule_handle(self, schedule_id: str) -> ScheduleHandle:
         return ScheduleHandle(self, schedule_id)
+
+    def list_schedules(self) -> list[dict[str, Any]]:
+        """The live schedules: the visibility service (`processor ui`) lists the running
+        `dp.Schedule` workflows, and each one's processor answers its describe query. Each entry:
+        schedule_id, workflow_type, cron, every_s, overlap, paused, note, next_fire_time, fired,
+        running (firings open now) -- or, for one whose processor does not answer, schedule_id
+        and `error`."""
+        from processor.exceptions import ProcessorError
+
+        out: list[dict[str, Any]] = []
+        rows = self.list_workflows(f"WorkflowType = '{WORKFLOW_TYPE}' AND ExecutionStatus = 'Running' "  # type: ignore[attr-defined]
+                                   "ORDER BY WorkflowId")
+        for row in rows:
+            schedule_id = str(row["workflow_id"]).removeprefix(f"{schedule_workflow_id('')}")
+            try:
+                d = self.query(row["workflow_id"], "describe")  # type: ignore[attr-defined]
+            except ProcessorError as exc:  # held, or its partition between owners: say so, list the rest
+                out.append({"schedule_id": schedule_id, "error": str(exc)})
+                continue
+            spec = d["spec"]
+            out.append({"schedule_id": schedule_id, "workflow_type": spec["workflow_type"], "cron": spec.get("cron"),
+                        "every_s": spec.get("every_s"), "overlap": spec.get("overlap"), "paused": d["paused"],
+                        "note": d["note"], "next_fire_time": d["next_fire_time"], "fired": d["fired"],
+                        "running": len(d["running"])})
+        return out
