@@ -20,6 +20,10 @@ _TIMER_KIND = {"u": "user", "r": "activity_retry", "s": "activity_timeout", "c":
                "h": "activity_timeout", "q": "activity_timeout", "w": "workflow_timeout", "p": "retention"}
 
 
+# While its partition takes part in a growth, a due heartbeat timeout is looked at again this much later.
+GROWTH_HEARTBEAT_DEFER_MS = 1_000
+
+
 class Timers(EngineParts):
     """Due timers and the timer records of the open transaction."""
 
@@ -48,6 +52,13 @@ class Timers(EngineParts):
                 if self.handing_off and home(wid, self.partitions) != partition \
                         and not self.keeps(partition, wid):
                     self.moved_away(partition, wid)  # its timers go with it, to fire in its new home
+                    continue
+                if tkey[0] == "h" and (partition in self.waiting or partition in self.handing_off):
+                    # A growth is under way here: the attempt's heartbeats may wait in another
+                    # partition's input (sent to its old home and forwarded from there -- by a
+                    # processor that may be dead until its partitions are taken over -- or parked
+                    # here until its hand-off arrives). Not the worker's fault: look again later.
+                    self._set_timer(partition, wid, tkey, now_ms + GROWTH_HEARTBEAT_DEFER_MS)
                     continue
                 self.firing = (partition, wid, tkey)
                 if tkey[0] != "p":  # a prune waits its turn on purpose (prunes_per_tick)

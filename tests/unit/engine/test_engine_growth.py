@@ -284,3 +284,32 @@ def test_a_timer_that_arrives_overdue_waits_for_what_was_forwarded_behind_it(tmp
     assert "TimerFired" not in h.event_types(mover)
     h.tick(OVERDUE_GRACE_MS)
     assert "TimerFired" in h.event_types(mover)
+
+
+def test_a_heartbeat_timeout_waits_for_the_growth_that_delays_its_heartbeats(tmp_path: Path) -> None:
+    """During a growth the heartbeats of a moving workflow may sit in another partition's input
+    (forwarded from its old home, by an owner that may be dead), so its heartbeat timeout is
+    deferred while its partition takes part in the growth; afterwards it fires as usual."""
+    from processor._engine.timers import GROWTH_HEARTBEAT_DEFER_MS
+
+    h = EngineHarness(tmp_path, partitions=2)
+    ids = _ids(12, "hb")
+    for wid in ids:
+        h.start(wid, "Timeouts", "heartbeat_missed")  # 0.5 s heartbeat timeout, one attempt
+    for task in h.new_tasks():
+        h.started(task)
+    h.grow(4)
+    assert h.engine.handing_off == {0, 1}
+    h.engine.behind = {0, 1}  # the old partitions read a backlog: nothing moves yet
+    h.tick(2_000)  # every heartbeat timeout is overdue, but the growth is under way
+    assert not any("ActivityTimedOut" in h.event_types(w) or "ActivityAttemptFailed" in h.event_types(w)
+                   for w in ids)
+    due = {d for p in (0, 1) for d, _, k in h.pending_timers(p) if k.startswith("h")}
+    assert due == {h.now_ms + GROWTH_HEARTBEAT_DEFER_MS}, "looked at again a second later"
+    h.engine.behind = set()  # read to the end: the movers are handed off
+    h.tick()
+    h.pump(activities=False)  # the hand-offs arrive: the growth is over
+    assert h.engine.handing_off == set() and h.engine.waiting == set()
+    h.tick(GROWTH_HEARTBEAT_DEFER_MS + 1_500)
+    assert all(h.result(w) == "RemoteApplicationError: HeartbeatTimeout" for w in ids), \
+        "no heartbeat came: once the growth is over the timeout fires"
