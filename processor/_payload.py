@@ -69,7 +69,14 @@ _DECODER = json.JSONDecoder()
 def to_payload(value: object) -> Payload:
     """Encode one value, then apply the configured codecs (processor/payloads.py); raises
     `PayloadError` naming the type it cannot encode."""
-    plain = _plain_payload(value)
+    plain = None
+    if payloads.CONVERTERS:  # the user's converters first
+        for converter in payloads.CONVERTERS:
+            plain = converter.to_payload(value)
+            if plain is not None:
+                break
+    if plain is None:
+        plain = _plain_payload(value)
     codecs = payloads.chain()
     return plain if codecs is None else codecs.encode(plain)
 
@@ -113,6 +120,9 @@ def from_payload(payload: Payload | dict[str, Any], type_hint: object = None) ->
         return None
     if encoding == ENCODING_BINARY:
         return bytes(data)
+    converter = payloads.CONVERTER_FOR.get(encoding) if payloads.CONVERTER_FOR else None
+    if converter is not None:
+        return converter.from_payload({"encoding": encoding, "data": bytes(data)}, type_hint)
     if encoding in payloads.layer_encodings():  # compressed, encrypted, a codec of the user's
         return from_payload(payloads.decode({"encoding": encoding, "data": data}), type_hint)
     raise PayloadError(

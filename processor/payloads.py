@@ -20,7 +20,10 @@ Configured from the environment of each process (so `processor run` passes it to
     DP_PAYLOAD_KEYS_FILE=/run/secrets/dp  the same, one `id:base64` a line (# comments)
     DP_PAYLOAD_COMPRESS_MIN=256           zlib only payloads of at least this many bytes
 
-or in Python, before the first payload: `payloads.configure([Zlib(), AesGcm({"k2": key})])`. A
+or in Python, before the first payload: `payloads.configure([Zlib(), AesGcm({"k2": key})])`.
+`configure(..., converters=[...])` adds converters for values of your own types (a
+PayloadConverter: its own encoding name, to_payload, from_payload), tried before the built-in
+JSON one; their payloads go through the codecs like any other. A
 codec of your own is any object with `encoding` (a name of its own, e.g. `binary/x-kms`),
 `encode` and `decode`: readers configured with it unwrap its layer like ours.
 Keys are never logged. What stays in clear: the workflow id, types and names, timestamps,
@@ -36,14 +39,14 @@ import threading
 import zlib
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from processor.exceptions import ConfigError, PayloadError, PayloadKeyError
 
 if TYPE_CHECKING:
     from processor._payload import Payload
 
-__all__ = ["AesGcm", "PayloadCodec", "Zlib", "configure", "decode", "describe", "reset"]
+__all__ = ["AesGcm", "PayloadCodec", "PayloadConverter", "Zlib", "configure", "decode", "describe", "reset"]
 
 # The nonce's entropy. Workflow code is refused os.urandom (processor/_runtime/_guard.py wraps it)
 # because its result would differ on replay; a payload the runtime encrypts for workflow code is
@@ -59,6 +62,18 @@ _OURS = frozenset((ZLIB, ENCRYPTED))
 MAX_INFLATED = 16 * 2**20
 _VERSION = 1
 _NONCE = 12
+
+
+class PayloadConverter(Protocol):
+    """Values of your own types to payloads and back, tried before the built-in JSON one:
+    `to_payload` returns None for a value that is not of its types; `from_payload` gets every
+    payload whose encoding is its `encoding` (a name of its own, e.g. `binary/msgpack`)."""
+
+    encoding: str
+
+    def to_payload(self, value: Any) -> Payload | None: ...
+
+    def from_payload(self, payload: Payload, type_hint: object) -> Any: ...
 
 
 class PayloadCodec(Protocol):
@@ -208,23 +223,32 @@ class _Chain:
 
 
 _lock = threading.Lock()
+CONVERTERS: list[PayloadConverter] = []  # configure(converters=...), tried in order by to_payload
+CONVERTER_FOR: dict[str, PayloadConverter] = {}  # their encodings, for from_payload
 _UNSET = object()
 _chain: _Chain | None | object = _UNSET
 
 
-def configure(codecs: Iterable[PayloadCodec] | None) -> None:
+def configure(codecs: Iterable[PayloadCodec] | None, *, converters: Iterable[PayloadConverter] = ()) -> None:
     """The codecs this process applies to the payloads it writes, in order (None or []: none;
-    the environment is then not read)."""
+    the environment is then not read), and the converters tried, in order, before the built-in
+    one (JSON, dataclasses, pydantic models, bytes)."""
     global _chain
     with _lock:
         listed = list(codecs or [])
         _chain = _Chain(listed) if listed else None
+        converters_list = list(converters)
+        CONVERTERS[:] = converters_list
+        CONVERTER_FOR.clear()
+        CONVERTER_FOR.update({c.encoding: c for c in converters_list})
 
 
 def reset() -> None:
     """Forget configure(): the environment is read again on the next payload (tests)."""
     global _chain
     with _lock:
+        CONVERTERS.clear()
+        CONVERTER_FOR.clear()
         _chain = _UNSET
 
 

@@ -295,3 +295,28 @@ def test_a_result_the_processor_has_no_key_for_holds_the_workflow() -> None:
     assert isinstance(done.error, WorkflowTaskError) and "no payload keys" in str(done.error)
     assert done.commands == []
     sim.instance.close()
+
+
+def test_a_converter_of_the_users_takes_its_types_and_goes_through_the_codecs() -> None:
+    from decimal import Decimal
+
+    class Decimals:
+        encoding = "text/decimal"
+
+        def to_payload(self, value: object) -> dict | None:  # type: ignore[type-arg]
+            return {"encoding": self.encoding, "data": str(value).encode()} if isinstance(value, Decimal) else None
+
+        def from_payload(self, payload: dict, type_hint: object) -> Decimal:  # type: ignore[type-arg]
+            return Decimal(payload["data"].decode())
+
+    with pytest.raises(PayloadError, match="cannot convert a value of type Decimal"):
+        to_payload(Decimal("10.25"))
+    payloads.configure(None, converters=[Decimals()])  # type: ignore[list-item]
+    p = to_payload(Decimal("10.25"))
+    assert p == {"encoding": "text/decimal", "data": b"10.25"}
+    assert from_payload(p) == Decimal("10.25")
+    assert to_payload({"a": 1})["encoding"] == "json/plain", "other values: the built-in converter"
+    payloads.configure([AesGcm({"k1": K1})], converters=[Decimals()])  # type: ignore[list-item]
+    sealed = to_payload(Decimal("-3.5"))
+    assert sealed["encoding"] == "binary/encrypted" and b"-3.5" not in sealed["data"]
+    assert from_payload(sealed) == Decimal("-3.5")
