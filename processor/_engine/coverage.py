@@ -100,7 +100,6 @@ class CoverageWatch:
         self._last_view: GroupView | None = None
 
     def poll(self, now: float) -> bool:
-        self._admin.poll(0)  # serves librdkafka's log lines (a `logger`: processor/_kafka/config.py)
         if self._pending is None:
             if now >= self._next:
                 self._next = now + self.every_s

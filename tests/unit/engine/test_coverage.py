@@ -55,9 +55,6 @@ class _Admin:
         self.asked: list[tuple[Future[Any], Future[Any]]] = []
         self._group: Future[Any] | None = None
 
-    def poll(self, timeout: float) -> int:  # serves log lines: none here
-        return 0
-
     def describe_consumer_groups(self, groups: list[str], **_: Any) -> dict[str, Future[Any]]:
         self._group = Future()
         return {groups[0]: self._group}
