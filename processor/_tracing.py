@@ -88,6 +88,11 @@ def traceparent(span: Any) -> str | None:
     return carrier.get(HEADER)
 
 
+def header(span: Any) -> tuple[str, bytes]:
+    """The `traceparent` record header naming `span`."""
+    return HEADER, (traceparent(span) or "").encode()
+
+
 def failed(span: Any, error: BaseException | str) -> None:
     from opentelemetry.trace import Status, StatusCode
 

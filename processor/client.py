@@ -173,7 +173,7 @@ class Client(Reads, Schedules):
             if t is not None:  # the run's trace starts here, under the caller's current span if any
                 span = _tracing.start(t, f"StartWorkflow:{rec['workflow_type']}", None, {
                     "workflow_id": workflow_id, "task_queue": rec.get("task_queue")}, kind="PRODUCER")
-                headers = [*headers, (_tracing.HEADER, (_tracing.traceparent(span) or "").encode())]
+                headers = [*headers, _tracing.header(span)]
         while True:
             try:
                 self.producer.produce(self.topics.commands, value, key, headers=cast(Any, headers),

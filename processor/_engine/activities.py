@@ -153,7 +153,7 @@ class Activities(EngineParts):
             span = _tracing.start(t, f"StartActivity:{task['activity_type']}", self._trace_parent(live), {
                 "workflow_id": wid, "run_id": live.summary.run_id, "activity_seq": task["activity_seq"],
                 "attempt": attempt, "task_queue": queue}, kind="PRODUCER")
-            headers = [*headers, (_tracing.HEADER, (_tracing.traceparent(span) or "").encode())]
+            headers = [*headers, _tracing.header(span)]
             span.end()
         self.sink.produce(self.sink.task_topic(queue), self._task_partition(queue, wid, attempt), wid.encode(),
                           self.codec.encode(name, task), headers)

@@ -458,7 +458,7 @@ class Engine(Activities, Requests, HandOffs, Timers, Retention):
                                    "status": CLOSING_STATUS[event["type"]]})
             if event.get("failure"):
                 _tracing.failed(span, str(event["failure"].get("message")))
-            headers = [*headers, (_tracing.HEADER, (_tracing.traceparent(span) or "").encode())]
+            headers = [*headers, _tracing.header(span)]
             span.end()
         self.sink.produce(self.topics.completions, None, wid.encode(), self.codec.encode(name, rec), headers)
         if live.instance is not None:

@@ -8,15 +8,12 @@ import time
 from datetime import timedelta
 
 from processor import Worker, activity, workflow
+from tests.apps.basic import _log_run
 
 
 @activity.defn
 def bump(i: int) -> int:
-    path = os.environ.get("DP_TEST_RUN_LOG")
-    if path:
-        info = activity.info()
-        with open(path, "a") as f:
-            f.write(f"{info.workflow_id} {info.activity_seq} {info.attempt} bump\n")
+    _log_run("bump")
     delay = float(os.environ.get("DP_TEST_LOCAL_DELAY", "0"))
     if delay:
         time.sleep(delay)

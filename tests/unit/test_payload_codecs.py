@@ -11,6 +11,7 @@ import os
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -32,6 +33,16 @@ def fresh(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     payloads.reset()
     yield
     payloads.reset()
+
+
+def _sim_class() -> Any:
+    """The runtime tests' Sim (tests/unit/runtime/wf_harness.py): plays the processor for one instance."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parent / "runtime"))
+    from wf_harness import Sim
+
+    return Sim
 
 
 def test_no_codec_leaves_the_plain_payload() -> None:
@@ -159,12 +170,7 @@ def test_pydantic_models_convert_like_dataclasses() -> None:
 
 def test_workflow_code_encrypts_its_commands_payloads() -> None:
     """Inside an activation os.urandom is refused (the guard); the codec's nonce is not."""
-    import sys
-    from pathlib import Path as _P
-
-    sys.path.insert(0, str(_P(__file__).parent / "runtime"))
-    from wf_harness import Sim
-
+    Sim = _sim_class()
     from processor import workflow
 
     @workflow.defn(name="Sealer")
@@ -217,13 +223,9 @@ def test_a_zlib_bomb_is_refused_not_inflated() -> None:
 
 
 def test_a_codec_of_the_users_may_read_the_clock_inside_workflow_code() -> None:
-    import sys
     import time
-    from pathlib import Path as _P
 
-    sys.path.insert(0, str(_P(__file__).parent / "runtime"))
-    from wf_harness import Sim
-
+    Sim = _sim_class()
     from processor import workflow
 
     class Stamped:
@@ -266,12 +268,7 @@ def test_a_bad_setting_fails_the_client_at_once(monkeypatch: pytest.MonkeyPatch)
 def test_a_result_the_processor_has_no_key_for_holds_the_workflow() -> None:
     """Workflow code never sees a PayloadKeyError (it could branch on it, and replay the other
     way once the key is there): the task fails, the workflow is held."""
-    import sys
-    from pathlib import Path as _P
-
-    sys.path.insert(0, str(_P(__file__).parent / "runtime"))
-    from wf_harness import Sim
-
+    Sim = _sim_class()
     from processor import workflow
     from processor._runtime import WorkflowTaskError
 
