@@ -42,6 +42,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Produ
 
 from processor import _failpoints
 from processor._codec import default_codec
+from processor._engine.clock import LoopCalls, wall_ms
 from processor._engine.coverage import CoverageWatch
 from processor._engine.engine import Engine
 from processor._engine.growth import Layout
@@ -91,10 +92,14 @@ _REBALANCE_CODES = {KafkaError.ILLEGAL_GENERATION, KafkaError.UNKNOWN_MEMBER_ID,
 class ProcessorLoop:
     def __init__(self, settings: Settings, workflows: Sequence[type], *,
                  producer_factory: Callable[[dict[str, Any]], Producer] = Producer,
-                 consumer: Consumer | None = None, partitions: int | None = None) -> None:
+                 consumer: Consumer | None = None, partitions: int | None = None,
+                 clock: Callable[[], int] = wall_ms) -> None:
         """`producer_factory`, `consumer` and `partitions` let unit tests put in-memory twins in
-        place of the Kafka clients (tests/unit/engine/test_loop_protocol.py)."""
+        place of the Kafka clients (tests/unit/engine/test_loop_protocol.py); `clock` (epoch ms)
+        is the wall clock but in processor.testing's KafkaWorkflowEnvironment (clock.py)."""
         self.settings = settings
+        self.clock = clock
+        self.calls = LoopCalls()  # other threads' calls, run between two turns (clock.py)
         self._producer_factory = producer_factory
         self.stop_event = threading.Event()
         self._transactional_id = stable_transactional_id(settings)
@@ -287,6 +292,7 @@ class ProcessorLoop:
         next_stats = time.monotonic() + STATS_EVERY_S
         try:
             while not self.stop_event.is_set():
+                self.calls.run_pending()
                 self._beat()
                 if time.monotonic() >= next_stats:
                     next_stats = time.monotonic() + STATS_EVERY_S
@@ -301,7 +307,7 @@ class ProcessorLoop:
                 timeout = max_wait
                 next_due = self.engine.next_due_ms()
                 if next_due is not None:
-                    now_ms = int(time.time() * 1000)
+                    now_ms = self.clock()
                     wait = (next_due - now_ms) / 1000
                     if wait <= 0 and not self.engine.has_due(now_ms, self._horizons(now_ms)):
                         wait = 0.02  # due, but its partition's input is not read up to it yet
@@ -317,14 +323,35 @@ class ProcessorLoop:
                 if self._own_consumer and max(self.engine.stores, default=-1) >= self.engine.partitions \
                         and any(position(m)[0] >= self.engine.partitions for m in msgs):
                     self.layout_watch.check(self.engine, force=True)  # the topics may just have grown
-                now_ms = int(time.time() * 1000)
+                now_ms = self.clock()
                 if msgs or self._to_resume or self.engine.handing_off or \
                         self.engine.has_due(now_ms, self._horizons(now_ms)):
                     if not msgs and not self._to_resume:
                         _failpoints.reach("timer_txn")  # chaos tests pause a zombie right here
                     self._transaction(msgs, now_ms)
         finally:
+            self.calls.cancel_pending()
             self.close()
+
+    def settled(self) -> tuple[dict[int, int], int | None, int | None] | None:
+        """On the loop's thread (through `calls`), for processor.testing's time skipping: None
+        while the loop has work in hand (a partition of the layout not owned, restored or
+        resumed yet; a hand-off; a timer due; an activity attempt outstanding); else how far each
+        partition's input is read (the next offset to apply, or the consumer's position past a
+        commit marker), the next timer's due time, and the next one a workflow waits on (not a
+        closed workflow's retention)."""
+        engine = self.engine
+        if self._to_restore or self._to_resume or engine.handing_off or len(engine.stores) < self.partitions:
+            return None
+        now_ms = self.clock()
+        if engine.has_due(now_ms) or engine.activity_outstanding():
+            return None
+        read = {}
+        for p in engine.stores:
+            tp = TopicPartition(self.settings.topics.commands, p)
+            at = self.consumer.position([tp])[0].offset
+            read[p] = max(self.input.next.get(p, 0), at)
+        return read, engine.next_due_ms(), engine.next_awaited_due_ms()
 
     def _usable(self, msgs: list[Message]) -> list[Message]:
         """The batch's commands still to apply (InputPositions.usable); those applied already are

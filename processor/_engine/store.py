@@ -205,6 +205,29 @@ class PartitionStore:
         it.seek_to_first()
         return keys.split_due_key(it.key())[0] if it.valid() else None
 
+    def next_due_except(self, kinds: frozenset[str]) -> int | None:
+        """The first committed timer's due time whose kind letter is not in `kinds` (a scan from
+        the start: for processor.testing's time skipping, never on the hot path)."""
+        it = self._cf["timers"].iter()
+        it.seek_to_first()
+        while it.valid():
+            due, _, tkey = keys.split_due_key(it.key())
+            if tkey[0] not in kinds:
+                return due
+            it.next()
+        return None
+
+    def timer_kinds(self) -> set[str]:
+        """The kind letters of every committed timer (a full scan: for processor.testing's time
+        skipping, never on the hot path)."""
+        out = set()
+        it = self._cf["timers"].iter()
+        it.seek_to_first()
+        while it.valid():
+            out.add(keys.split_due_key(it.key())[2][0])
+            it.next()
+        return out
+
     def held_workflows(self) -> list[str]:
         return [k.decode() for k in self._cf["held"].keys() if isinstance(k, bytes)]
 

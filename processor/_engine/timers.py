@@ -19,6 +19,8 @@ from processor._engine.growth import home
 _TIMER_KIND = {"u": "user", "r": "activity_retry", "s": "activity_timeout", "c": "activity_timeout",
                "h": "activity_timeout", "q": "activity_timeout", "w": "workflow_timeout", "p": "retention"}
 
+_RETENTION = frozenset("p")
+_ATTEMPT_TIMERS = frozenset(k for k, kind in _TIMER_KIND.items() if kind == "activity_timeout")
 
 # While its partition takes part in a growth, a due heartbeat timeout is looked at again this much later.
 GROWTH_HEARTBEAT_DEFER_MS = 1_000
@@ -79,6 +81,16 @@ class Timers(EngineParts):
     def next_due_ms(self) -> int | None:
         dues = [d for d in (s.next_due() for s in self.stores.values()) if d is not None]
         return min(dues) if dues else None
+
+    def next_awaited_due_ms(self) -> int | None:
+        """The next timer that something waits on: any but a closed workflow's retention."""
+        dues = [d for d in (s.next_due_except(_RETENTION) for s in self.stores.values()) if d is not None]
+        return min(dues) if dues else None
+
+    def activity_outstanding(self) -> bool:
+        """Whether an activity attempt is dispatched and not settled, as far as its timeout
+        timers tell (an attempt without timeouts has none: the worker knows of it)."""
+        return any(kind in _ATTEMPT_TIMERS for s in self.stores.values() for kind in s.timer_kinds())
 
     def has_due(self, now_ms: int, horizons: Mapping[int, int] | None = None) -> bool:
         """Whether fire_due_timers(now_ms, horizons) would find a timer to fire."""

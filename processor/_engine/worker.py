@@ -45,6 +45,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Produ
 
 from processor import _failpoints, _tracing, activity
 from processor._codec import default_codec
+from processor._engine.clock import LoopCalls, wall_ms
 from processor._engine.coverage import CoverageWatch
 from processor._engine.identity import stable_worker_instance_id
 from processor._engine.settings import Settings
@@ -101,14 +102,19 @@ _PRODUCER_SILENCE_S = 5.0
 
 
 class ActivityWorker:
-    def __init__(self, settings: Settings, activities: Sequence[Callable[..., Any]], task_queue: str = "default",
+    def __init__(self, settings: Settings, activities: Sequence[Callable[..., Any] | activity.ActivityDefinition],
+                 task_queue: str = "default",
                  max_concurrent: int = 100, *, clock_skew_ms: int | None = None,
                  shutdown_grace_s: float | None = None, revoke_grace_s: float | None = None,
                  rejoin_watchdog_s: float | None = None, producer_watchdog_s: float | None = None,
-                 instance_id: str | None = None) -> None:
+                 instance_id: str | None = None, clock: Callable[[], int] = wall_ms) -> None:
         """`instance_id`: a static group membership (identity.stable_worker_instance_id), kept
-        across restarts; None for a dynamic member."""
+        across restarts; None for a dynamic member. `activities`: `@activity.defn` functions, or
+        ActivityDefinitions (processor.testing registers mocks by name so). `clock` (epoch ms)
+        is the wall clock but in processor.testing's KafkaWorkflowEnvironment (clock.py)."""
         self.settings = settings
+        self.clock = clock
+        self.calls = LoopCalls()  # other threads' calls, run between two turns (clock.py)
         self._static = instance_id is not None
         self.queue = task_queue
         self.topic = settings.topics.tasks(task_queue)
@@ -129,7 +135,8 @@ class ActivityWorker:
                                     else _env_ms("DP_WORKER_PRODUCER_WATCHDOG_MS", 15_000) / 1000)
         self._membership = WedgeClock(self.rejoin_watchdog_s, lambda: kafka_answers(settings.bootstrap))
         self._producer_health = WedgeClock(self.producer_watchdog_s, lambda: kafka_answers(settings.bootstrap))
-        self.definitions = {d.name: d for d in (activity.ActivityDefinition.of(fn) for fn in activities)}
+        self.definitions = {d.name: d for d in (fn if isinstance(fn, activity.ActivityDefinition)
+                                                 else activity.ActivityDefinition.of(fn) for fn in activities)}
         self.codec = default_codec()
         self.identity = f"{socket.gethostname()}:{os.getpid()}"  # in ActivityStarted, for operators
         self.stop_event = threading.Event()
@@ -346,7 +353,7 @@ class ActivityWorker:
             self._dead_letter(m, f"undecodable activity task: {exc}")
             return
         self.offsets.start(p, offset)
-        stale = stale_attempt(task, int(time.time() * 1000), self.clock_skew_ms)
+        stale = stale_attempt(task, self.clock(), self.clock_skew_ms)
         if stale is not None:
             self.skipped += 1
             log.debug("skipped %s: its %s passed before it was started; the processor retries it", _what(task), stale,
@@ -555,6 +562,7 @@ class ActivityWorker:
         last_commit = last_member_check = 0.0
         try:
             while not self.stop_event.is_set():
+                self.calls.run_pending()
                 while self.backlog and self._busy() < self.max_concurrent:
                     self._start(self.backlog.popleft())
                 if len(self.backlog) >= self.max_backlog and not self._paused:
@@ -580,10 +588,25 @@ class ActivityWorker:
                     self._subscribe()
                     self._paused = False  # the next assignment starts unpaused
         finally:
+            self.calls.cancel_pending()
             self.close()
         if self._fatal is not None:
             raise KafkaUnavailableError(f"activity worker of {self.queue!r} stopped: its producer failed for good "
                                         f"({self._fatal}); restart it")
+
+    def settled(self) -> dict[int, int] | None:
+        """On the poll thread (through `calls`), for processor.testing's time skipping: None while
+        a task is in hand (fetched, running, or its settling record or start report not yet
+        delivered) or the task topic is not wholly assigned here; else the consumer's position in
+        each partition."""
+        if self.backlog or self._busy() or self._starts or self.settler.retries or self.settler.undelivered \
+                or self.settler.finished:
+            return None
+        assigned = self.consumer.assignment()
+        known = self.consumer.list_topics(self.topic, timeout=10).topics[self.topic].partitions
+        if len(assigned) < len(known):
+            return None
+        return {tp.partition: tp.offset for tp in self.consumer.position(assigned)}
 
     def close(self) -> None:
         """Graceful stop (SIGTERM / SIGINT, or the end of `run`), in this order:

@@ -1,5 +1,6 @@
 """Testing workflows: `WorkflowEnvironment` runs them with the processor's own engine and no
 broker, on a clock that skips ahead over timers (a two-day wait takes milliseconds);
+`KafkaWorkflowEnvironment` has the same calls on a real broker, its clock skipping too;
 `ActivityEnvironment` runs one activity as a worker would (info, heartbeats, cancellation).
 
     from processor.testing import WorkflowEnvironment

@@ -5,8 +5,8 @@ Fixtures:
   `dp_app`             -- override it: your Worker (or "module:attribute") -- what the others run;
   `workflow_env`       -- a WorkflowEnvironment (in memory, time skipping) by default; with
                           `--dp-env kafka` (or DP_TEST_ENV=kafka, or a `dp_env` fixture of your
-                          own) a KafkaWorkflowEnvironment on a real broker, so the same test runs
-                          on both;
+                          own) a KafkaWorkflowEnvironment on a real broker (time skips there
+                          too), so the same test runs on both;
   `kafka_bootstrap`    -- a real broker for the session: KAFKA_BOOTSTRAP if set, else the local
                           broker this package runs (`processor kafka start`) in a temp dir;
   `replay_histories`   -- replay every history file (JSON lines, `processor.replayer`) in a
@@ -27,7 +27,7 @@ from processor._app import Worker, load_app
 from processor.exceptions import ProcessorError
 from processor.replayer import Replayer
 from processor.testing._env import WorkflowEnvironment
-from processor.testing._kafka_env import KafkaWorkflowEnvironment, app_spec
+from processor.testing._kafka_env import KafkaWorkflowEnvironment
 
 MODES = ("memory", "kafka")
 
@@ -87,7 +87,7 @@ def workflow_env(request: pytest.FixtureRequest, dp_app: Worker | str, dp_env: s
             yield env
         return
     bootstrap = request.getfixturevalue("kafka_bootstrap")
-    with KafkaWorkflowEnvironment(app_spec(dp_app), bootstrap) as kenv:
+    with KafkaWorkflowEnvironment(_app(dp_app), bootstrap) as kenv:
         yield kenv
 
 

@@ -1,0 +1,101 @@
+"""processor.testing.KafkaWorkflowEnvironment on the real broker (issue 11 item 1): the engine and
+a worker on threads, on a clock that skips only when nothing else can happen -- timers in order,
+retry backoffs, schedules -- never while an activity really runs; mocks by name; and the
+`processes=True` mode that runs `processor run` itself."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from examples.orders import Order, OrderWorkflow, Receipt
+from examples.orders import app as orders_app
+from processor import activity
+from processor.exceptions import ApplicationError, ConfigError, UpdateRejectedError, WorkflowFailureError
+from processor.testing import KafkaWorkflowEnvironment
+from tests.apps.basic import app as basic_app
+from tests.apps.basic import slow
+
+pytestmark = pytest.mark.integration
+
+MONDAY = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
+
+
+def test_timers_fire_in_order_as_sleep_skips_and_a_signal_lands_between(kafka_bootstrap: str) -> None:
+    with KafkaWorkflowEnvironment(basic_app, kafka_bootstrap, start_time=MONDAY) as env:
+        began = time.perf_counter()
+        env.start_workflow("Approval", 3600.0, id="appr")
+        assert MONDAY <= env.now() < MONDAY + timedelta(minutes=2), "the clock starts at start_time"
+        env.sleep(1800)
+        assert [e["type"] for e in env.history("appr")][-1] == "TimerStarted", "half way: not fired"
+        env.sleep(1800)
+        assert [e["type"] for e in env.history("appr")][-1] == "TimerFired"
+        env.signal("appr", "approve", "ops")
+        assert env.result("appr") == "approved by ops after sleeping True"
+        assert timedelta(hours=1) <= env.now() - MONDAY < timedelta(hours=1, minutes=2)
+        print(f"an hour of sleeps in {time.perf_counter() - began:.3f} s of wall time")
+
+
+def test_retry_backoffs_are_skipped_and_a_mock_replaces_an_activity_by_name(kafka_bootstrap: str) -> None:
+    seen: list[Any] = []
+
+    def declined(order: dict[str, Any]) -> str:
+        seen.append((activity.info().activity_type, activity.info().attempt, order["card"]))
+        raise ApplicationError("card declined", type="Declined", non_retryable=True)
+
+    with KafkaWorkflowEnvironment(orders_app, kafka_bootstrap, activity_mocks={"charge_card": declined}) as env:
+        env.start_workflow(OrderWorkflow.run, Order("small", "SKU-1", 1, "4242"), id="small")
+        with pytest.raises(WorkflowFailureError, match="card declined"):
+            env.result("small")
+        assert seen == [("charge_card", 1, "4242")], "the mock ran, once, with the activity's info"
+    with KafkaWorkflowEnvironment(basic_app, kafka_bootstrap, start_time=MONDAY) as env:
+        env.start_workflow("Retrying", 2, id="retry")
+        assert env.result("retry") == "ok after 3 attempts"
+        types = [e["type"] for e in env.history("retry")]
+        assert types.count("ActivityAttemptFailed") == 2 and "ActivityCompleted" in types, types
+        assert env.now() - MONDAY < timedelta(minutes=2), "backoffs of 100 and 200 ms, skipped or not"
+
+
+def test_time_does_not_skip_while_an_activity_really_runs(kafka_bootstrap: str) -> None:
+    """A 3 s attempt under a 0.5 s start-to-close timeout times out on the real clock; one that
+    heartbeats under a 2 s heartbeat timeout runs its 3 s and finishes: no skip ran its
+    timeout out from under it."""
+    def three_seconds(_seconds: float, heartbeat: bool) -> str:
+        return slow(3.0, heartbeat)
+
+    with KafkaWorkflowEnvironment(basic_app, kafka_bootstrap, activity_mocks={"slow": three_seconds}) as env:
+        env.start_workflow("Timeouts", "heartbeat_ok_10s", id="beating")
+        assert env.result("beating") == "finished"
+        env.start_workflow("Timeouts", "start_to_close", id="late")
+        assert env.result("late") == "RemoteApplicationError: StartToCloseTimeout"
+
+
+def test_updates_and_a_schedule_on_the_skipping_clock(kafka_bootstrap: str) -> None:
+    with KafkaWorkflowEnvironment(basic_app, kafka_bootstrap, start_time=MONDAY) as env:
+        cart = env.start_workflow("Cart", id="cart")
+        assert cart.execute_update("add_item", "apple") == 1
+        assert cart.execute_update("add_priced", "pear") == 42, "an update that runs an activity"
+        with pytest.raises(UpdateRejectedError, match="sku must not be empty"):
+            cart.execute_update("add_item", "")
+        assert cart.query("contents") == ["apple", "pear@42"]
+
+        env.create_schedule("hourly", "ThreeSteps", 1, every=timedelta(hours=1))
+        env.sleep(timedelta(hours=3, minutes=30))
+        described = env.get_schedule_handle("hourly").describe()
+        assert described["fired"] == 3, described
+        ids = [f"hourly-{(MONDAY.replace(minute=0) + timedelta(hours=h)):%Y-%m-%dT%H:%M:%SZ}" for h in (1, 2, 3)]
+        results = [env.result(i) for i in ids]  # each firing ran, named by its time
+        assert len(results[0]) == 3 and results == [results[0]] * 3, results
+
+
+def test_processes_mode_runs_processor_run_and_refuses_what_it_cannot_do(kafka_bootstrap: str) -> None:
+    with pytest.raises(ConfigError, match="need the in-process environment"):
+        KafkaWorkflowEnvironment(orders_app, kafka_bootstrap, processes=True, activity_mocks={"ship": print})
+    with KafkaWorkflowEnvironment(orders_app, kafka_bootstrap, processes=True) as env:
+        assert not env.time_skipping
+        order = env.start_workflow(OrderWorkflow.run, Order("o-9", "SKU-1", 5, "4242"), id="o-9")
+        order.signal("approve", "ann")
+        assert order.result(result_type=Receipt).approved_by == "ann"
