@@ -13,9 +13,10 @@ import pytest
 
 from examples.orders import Order, OrderWorkflow, Receipt
 from examples.orders import app as orders_app
-from processor import activity
+from processor import Worker, activity, workflow
 from processor.exceptions import ApplicationError, ConfigError, UpdateRejectedError, WorkflowFailureError
 from processor.testing import KafkaWorkflowEnvironment
+from processor.workflow import RetryPolicy
 from tests.apps.basic import app as basic_app
 from tests.apps.basic import slow
 
@@ -59,16 +60,24 @@ def test_retry_backoffs_are_skipped_and_a_mock_replaces_an_activity_by_name(kafk
         assert env.now() - MONDAY < timedelta(minutes=2), "backoffs of 100 and 200 ms, skipped or not"
 
 
-def test_time_does_not_skip_while_an_activity_really_runs(kafka_bootstrap: str) -> None:
-    """A 3 s attempt under a 0.5 s start-to-close timeout times out on the real clock; one that
-    heartbeats under a 2 s heartbeat timeout runs its 3 s and finishes: no skip ran its
-    timeout out from under it."""
-    def three_seconds(_seconds: float, heartbeat: bool) -> str:
-        return slow(3.0, heartbeat)
+@workflow.defn
+class LongAttempt:
+    """One 3 s attempt under an hour's start-to-close timeout, no retries: a skip while it runs
+    would jump to that timeout and fail the workflow."""
 
-    with KafkaWorkflowEnvironment(basic_app, kafka_bootstrap, activity_mocks={"slow": three_seconds}) as env:
-        env.start_workflow("Timeouts", "heartbeat_ok_10s", id="beating")
-        assert env.result("beating") == "finished"
+    @workflow.run
+    async def run(self) -> str:
+        return str(await workflow.execute_activity(slow, 3.0, True, start_to_close_timeout=3600,
+                                                   retry_policy=RetryPolicy(maximum_attempts=1)))
+
+
+def test_time_does_not_skip_while_an_activity_really_runs(kafka_bootstrap: str) -> None:
+    with KafkaWorkflowEnvironment(Worker(workflows=[LongAttempt], activities=[slow]), kafka_bootstrap) as env:
+        start = env.now()
+        env.start_workflow(LongAttempt.run, id="long")
+        assert env.result("long") == "finished"
+        assert env.now() - start < timedelta(minutes=5), "the clock only moved with the wall"
+    with KafkaWorkflowEnvironment(basic_app, kafka_bootstrap) as env:  # a real timeout still fires
         env.start_workflow("Timeouts", "start_to_close", id="late")
         assert env.result("late") == "RemoteApplicationError: StartToCloseTimeout"
 
