@@ -14,11 +14,22 @@ repaired by one member -- the one owning the fewest partitions, so the repair mo
 leaves and rejoins the group, and that rebalance assigns every partition. The mechanism
 (`CoverageWatch`) describes the group and the topic with non-blocking admin requests, at most
 one pair in flight, so the loop that polls it never waits on the network.
+
+The group is described with a request timeout librdkafka never reaches (ADMIN_TIMEOUT_S). A
+coordinator-bound admin request (DescribeConsumerGroups) that times out inside librdkafka 2.16
+while the coordinator is away leaves a request behind that frees its enq_once when the
+coordinator returns and then uses it: the process aborts on `rd_kafka_enq_once_del_source_return:
+Assertion eonce->refcnt > 0` (librdkafka issues #4605 and #3663, fix proposed in PR #5397, not
+released). Our workers aborted so under load while a broker or coordinator was killed. So the
+watch gives up on an answer itself (STALE_S: the observation failed, the hole clock starts
+again) and, if none comes for RETIRE_S, replaces the admin client and drops the old one on a
+thread of its own -- destroying a client with a coordinator request in flight is safe.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass
@@ -36,6 +47,9 @@ CHECK_EVERY_S = 1.0
 # added to the topic are unowned until the group leader's next refresh rebalances the group by
 # itself, and that is not a hole to repair.
 HOLE_GRACE_S = 6.0
+ADMIN_TIMEOUT_S = 3600.0  # the largest request_timeout librdkafka takes: it must never fire (above)
+STALE_S = 10.0  # an answer this late counts as a failed observation
+RETIRE_S = 300.0  # no answer this long: a new admin client, the old one dropped on the side
 
 
 @dataclass(frozen=True)
@@ -88,29 +102,39 @@ class CoverageWatch:
 
     def __init__(self, bootstrap: str, group: str, topic: str, me: Callable[[], str], *,
                  every_s: float = CHECK_EVERY_S, grace_s: float = HOLE_GRACE_S,
-                 admin: Any = None) -> None:
-        """`me`: this member's key (its group.instance.id, or its member id if it has none)."""
+                 admin: Any = None, new_admin: Callable[[], Any] | None = None) -> None:
+        """`me`: this member's key (its group.instance.id, or its member id if it has none).
+        `admin` / `new_admin`: an admin client's twin, or what makes them (unit tests); else an
+        AdminClient is made, and remade after RETIRE_S without an answer."""
         self.group, self.topic, self._me = group, topic, me
-        self._admin = admin if admin is not None else AdminClient(
-            client_config("admin", bootstrap, "coverage", {"log_level": 4}))
+        if new_admin is None:
+            new_admin = (lambda: admin) if admin is not None else (lambda: AdminClient(
+                client_config("admin", bootstrap, "coverage", {"log_level": 4})))
+        self._new_admin = new_admin
+        self._admin = self._new_admin()
         self.every_s = every_s
         self.clock = HoleClock(grace_s)
         self._next = 0.0
         self._pending: tuple[Future[Any], Future[Any]] | None = None
+        self._sent = 0.0
+        self._stale = False
         self._last_view: GroupView | None = None
 
     def poll(self, now: float) -> bool:
         if self._pending is None:
             if now >= self._next:
-                self._next = now + self.every_s
+                self._next, self._sent, self._stale = now + self.every_s, now, False
                 self._pending = (
-                    self._admin.describe_consumer_groups([self.group], request_timeout=10)[self.group],
+                    self._admin.describe_consumer_groups([self.group], request_timeout=ADMIN_TIMEOUT_S)[self.group],
                     self._admin.describe_topics(TopicCollection([self.topic]), request_timeout=10)[self.topic])
             return False
         group_f, topic_f = self._pending
         if not (group_f.done() and topic_f.done()):
+            self._waiting(now)
             return False
         self._pending = None
+        if self._stale:
+            return False  # counted as failed already; the next pair is sent at the next turn
         hole = self.clock.observe(self._view(group_f, topic_f), now)
         if not hole:
             return False
@@ -122,6 +146,20 @@ class CoverageWatch:
                     "rejoined between the two phases of a rebalance): this member rejoins so the group rebalances",
                     sorted(hole), self.topic, self.group, self.clock.grace_s)
         return True
+
+    def _waiting(self, now: float) -> None:
+        """An answer that is late: a failed observation past STALE_S; past RETIRE_S, a new client."""
+        waited = now - self._sent
+        if waited >= STALE_S and not self._stale:
+            self._stale = True
+            self.clock.observe(None, now)
+            self._last_view = None
+        if waited >= RETIRE_S:
+            log.warning("describing group %s has had no answer for %.0f s: replacing the admin client", self.group,
+                        waited)
+            holder = [self._admin]  # the only reference left once replaced: destroyed on the thread
+            self._admin, self._pending = self._new_admin(), None
+            threading.Thread(target=holder.clear, name="drop-coverage-admin", daemon=True).start()
 
     def _view(self, group_f: Future[Any], topic_f: Future[Any]) -> GroupView | None:
         try:

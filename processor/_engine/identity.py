@@ -12,11 +12,13 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Iterable
+from concurrent.futures import TimeoutError as FutureTimeout
 from pathlib import Path
 
 from confluent_kafka import ConsumerGroupTopicPartitions, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
+from processor._engine.coverage import ADMIN_TIMEOUT_S
 from processor._engine.settings import Settings
 from processor._kafka.config import client_config
 from processor.exceptions import KafkaUnavailableError
@@ -73,15 +75,20 @@ def fence_departed_owners(settings: Settings, partitions: list[int], ours: str, 
     group = settings.processor_group
     admin = AdminClient(client_config("admin", settings.bootstrap, "fence"))
     request = ConsumerGroupTopicPartitions(group, [TopicPartition(settings.topics.commands, p) for p in partitions])
+    # Coordinator-bound admin requests must never time out inside librdkafka 2.16 (coverage.py's
+    # docstring: the process aborts when the coordinator comes back): the wait is bounded here,
+    # and a client given up on is destroyed with its request in flight, which is safe.
     try:
         offsets = admin.list_consumer_group_offsets([request], require_stable=False,
-                                                    request_timeout=timeout)[group].result(timeout)
+                                                    request_timeout=ADMIN_TIMEOUT_S)[group].result(timeout)
         committers = [tp.metadata or "" for tp in offsets.topic_partitions or [] if tp.error is None]
         if not any(tid and tid != ours for tid in committers):
             return []
-        members = admin.describe_consumer_groups([group], request_timeout=timeout)[group].result(timeout).members
-    except KafkaException as exc:
-        raise KafkaUnavailableError(f"cannot read the last owners of partitions {partitions}: {exc.args[0]}") from None
+        members = admin.describe_consumer_groups([group], request_timeout=ADMIN_TIMEOUT_S)[group] \
+            .result(timeout).members
+    except (KafkaException, FutureTimeout) as exc:
+        why = exc.args[0] if isinstance(exc, KafkaException) else f"no answer within {timeout:.0f} s"
+        raise KafkaUnavailableError(f"cannot read the last owners of partitions {partitions}: {why}") from None
     fenced = to_fence(committers, ours, (m.group_instance_id or "" for m in members))
     for tid in fenced:
         producer = Producer(client_config("producer", settings.bootstrap, "fence", fixed={"transactional.id": tid}))

@@ -53,9 +53,11 @@ class _Admin:
 
     def __init__(self) -> None:
         self.asked: list[tuple[Future[Any], Future[Any]]] = []
+        self.group_timeouts: list[Any] = []
         self._group: Future[Any] | None = None
 
-    def describe_consumer_groups(self, groups: list[str], **_: Any) -> dict[str, Future[Any]]:
+    def describe_consumer_groups(self, groups: list[str], **options: Any) -> dict[str, Future[Any]]:
+        self.group_timeouts.append(options.get("request_timeout"))
         self._group = Future()
         return {groups[0]: self._group}
 
@@ -112,3 +114,44 @@ def test_a_failed_observation_is_not_a_hole() -> None:
         group_f.set_exception(KafkaException(KafkaError(KafkaError._TIMED_OUT)))
         topic_f.set_result(SimpleNamespace(partitions=[0, 1, 2, 3]))
         assert watch.poll(t + 0.5) is False
+
+
+def test_the_group_request_never_times_out_inside_librdkafka_and_a_late_answer_is_a_failed_observation() -> None:
+    """librdkafka 2.16 aborts the process when a coordinator-bound admin request that timed out
+    inside it meets the returning coordinator (coverage.py's docstring): the watch asks with the
+    largest timeout and gives up on the answer itself."""
+    from processor._engine.coverage import ADMIN_TIMEOUT_S, STALE_S
+
+    admin = _Admin()
+    watch = _watch(admin, "b")
+    watch.poll(0)
+    assert admin.group_timeouts == [ADMIN_TIMEOUT_S]
+    watch.poll(1)
+    admin.answer({"a": {2, 3}, "b": set()})  # a hole, seen at 1.5
+    watch.poll(1.5)
+    watch.poll(2)  # asks again; this answer comes late
+    assert watch.poll(2 + STALE_S) is False and watch.clock._seen is None, "late: the hole clock starts again"
+    admin.answer({"a": {2, 3}, "b": set()})
+    assert watch.poll(2.5 + STALE_S) is False, "the late answer is not used"
+    assert len(admin.asked) == 2 and watch.poll(3 + STALE_S) is False and len(admin.asked) == 3, "asks again"
+
+
+def test_an_admin_client_with_no_answer_for_long_is_replaced() -> None:
+    from processor._engine.coverage import RETIRE_S
+
+    made: list[_Admin] = []
+
+    def fresh() -> _Admin:
+        made.append(_Admin())
+        return made[-1]
+
+    watch = CoverageWatch("unused:9092", "g", "t", lambda: "b", every_s=1, grace_s=6, admin=None,
+                          new_admin=fresh)
+    watch.poll(0)
+    assert len(made) == 1 and len(made[0].asked) == 1
+    watch.poll(RETIRE_S - 1)
+    assert len(made) == 1
+    watch.poll(RETIRE_S + 1)
+    assert len(made) == 2, "a new client"
+    watch.poll(RETIRE_S + 2)
+    assert len(made[1].asked) == 1 and len(made[0].asked) == 1, "the next ask goes to the new one"
