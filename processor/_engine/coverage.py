@@ -121,6 +121,7 @@ class CoverageWatch:
         self._last_view: GroupView | None = None
 
     def poll(self, now: float) -> bool:
+        self._admin.poll(0)  # serves librdkafka's log lines (a `logger`: processor/_kafka/config.py)
         if self._pending is None:
             if now >= self._next:
                 self._next, self._sent, self._stale = now + self.every_s, now, False

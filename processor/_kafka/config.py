@@ -16,10 +16,9 @@ The user's settings, lowest precedence first:
 How one client's configuration is made: our tunable defaults, then the user's settings for every
 client, then the user's for the client's role, then what correctness needs (`fixed`: a user value
 that differs from it is refused with the reason). `bootstrap.servers` comes from --bootstrap /
-KAFKA_BOOTSTRAP only. librdkafka's log lines are its own, on stderr, unless the user's settings
-name a `logger` (see client_config).
-`client.id` is unique per client: `<the user's client.id, else dp>-<what the client is>-<host>-
-<pid>`, so quotas and per-client broker metrics can tell processes apart.
+KAFKA_BOOTSTRAP only. librdkafka logs through Python logging (`processor.kafka.<what the client
+is>`). `client.id` is unique per client: `<the user's client.id, else dp>-<what
+the client is>-<host>-<pid>`, so quotas and per-client broker metrics can tell processes apart.
 """
 
 from __future__ import annotations
@@ -183,10 +182,11 @@ def client_config(role: str, bootstrap: str, name: str, ours: Mapping[str, Any] 
         conf[key] = value
     base = str(user.roles[role].get("client.id") or user.common.get("client.id") or "dp")
     conf["client.id"] = f"{base}-{name}-{socket.gethostname()}-{os.getpid()}"
-    # No `logger` of ours: with one on every client, workers aborted under load inside librdkafka
-    # 2.16 (rd_kafka_enq_once_del_source_return: eonce->refcnt > 0) three times while the broker or
-    # the group coordinator went away, never before. librdkafka's lines stay its own, on stderr; a
-    # user who wants them as Python records passes configure({"logger": ...}).
+    # librdkafka's own log lines go through Python logging (served by the client's poll), not
+    # raw `%3|...` lines on stderr; a `logger` of the user's (configure()) takes precedence.
+    # (Once taken out as the suspect of workers aborting inside librdkafka under load; the cause
+    # was a coordinator-bound admin request timing out inside librdkafka: coverage.py.)
+    conf.setdefault("logger", logging.getLogger(f"processor.kafka.{name}"))
     conf["bootstrap.servers"] = bootstrap
     return conf
 

@@ -146,31 +146,23 @@ def test_no_kafka_client_in_the_package_is_built_around_client_config() -> None:
     assert bypasses == []
 
 
-def test_a_configured_logger_gets_librdkafkas_lines(caplog: pytest.LogCaptureFixture,
-                                                    capfd: pytest.CaptureFixture[str]) -> None:
-    """configure({"logger": ...}): a client whose broker refuses connections hands librdkafka's
-    complaint to that logger, and no raw `%3|...` line reaches stderr. Not the default (see
-    client_config): with a logger on every client, workers aborted inside librdkafka under load."""
-    import logging
+def test_librdkafka_logs_through_python_logging_not_raw_stderr(caplog: pytest.LogCaptureFixture,
+                                                               capfd: pytest.CaptureFixture[str]) -> None:
+    """A client whose broker refuses connections: librdkafka's complaint arrives as a Python log
+    record of `processor.kafka.<client>`, and no raw `%3|...` line reaches stderr."""
     import time
 
     from confluent_kafka import Producer
 
-    mine = logging.getLogger("mine.kafka")
-    configure({"logger": mine})
     conf = client_config("producer", "127.0.0.1:1", "log-test", {"reconnect.backoff.ms": 50})
-    assert conf["logger"] is mine
+    assert conf["logger"].name == "processor.kafka.log-test"
     producer = Producer(conf)
-    caplog.set_level("DEBUG", logger="mine.kafka")
+    caplog.set_level("DEBUG", logger="processor.kafka")
     deadline = time.monotonic() + 20
-    while time.monotonic() < deadline and not any(r.name == "mine.kafka" for r in caplog.records):
+    while time.monotonic() < deadline and not any(r.name == "processor.kafka.log-test" for r in caplog.records):
         producer.poll(0.1)
-    assert any(r.name == "mine.kafka" and "127.0.0.1:1" in r.getMessage() for r in caplog.records)
+    assert any(r.name == "processor.kafka.log-test" and "127.0.0.1:1" in r.getMessage() for r in caplog.records)
     assert "%3|" not in capfd.readouterr().err
-
-
-def test_no_logger_by_default() -> None:
-    assert "logger" not in client_config("consumer", "b:1", "x")
 
 
 def test_a_users_logger_is_kept() -> None:
