@@ -50,7 +50,7 @@ from processor._engine.handoff import LayoutBehind
 from processor._engine.identity import fence_departed_owners, stable_transactional_id
 from processor._engine.input import InputPositions
 from processor._engine.layout_watch import LayoutWatch
-from processor._engine.restore import restore_consumer, restore_partitions
+from processor._engine.restore import Phases, restore_consumer, restore_partitions
 from processor._engine.settings import Settings
 from processor._engine.sink import TransactionSink
 from processor._engine.store import PartitionStore
@@ -202,6 +202,7 @@ class ProcessorLoop:
         t0 = time.monotonic()
         restorer = self._restorer()
         total = 0
+        phase = Phases()
         self.engine.metrics.restoring.set(len(todo))
         events, timers = self.settings.topics.events, self.settings.topics.timers
         try:
@@ -210,23 +211,15 @@ class ProcessorLoop:
             # stays well inside the supervisor's 60 s stall window.
             # A partition the events or timers topic does not have (only commands grew, so the
             # layout did not follow) holds nothing: its commands are forwarded (growth.py).
-            phases: dict[str, float] = {}
-            mark = time.monotonic()
-
-            def phase(name: str) -> None:
-                nonlocal mark
-                now = time.monotonic()
-                phases[name], mark = now - mark, now
-
             if self._own_consumer:  # a previous owner that died inside a transaction holds the restore up
                 fence_departed_owners(self.settings, todo, self._transactional_id)
-            phase("fence")
+            phase.done("fence")
             counts = self.layout_watch.live_counts() if self._own_consumer else None
-            phase("layout")
+            phase.done("layout")
             present = [TopicPartition(topic, p) for topic, name in ((events, "events"), (timers, "timers"))
                        for p in todo if counts is None or p < counts[name]]
             ends = high_watermarks(self.settings.bootstrap, present, timeout=15.0) if present else {}
-            phase("ends")
+            phase.done("ends")
             highs: dict[str, dict[int, int]] = {events: {}, timers: {}}
             for (topic, p), high in ends.items():
                 highs[topic][p] = high
@@ -234,15 +227,15 @@ class ProcessorLoop:
             for p in todo:
                 stores[p] = PartitionStore(self.settings.state_dir / f"p{p:04d}")
                 self.engine.open_partition(p, stores[p])
-            phase("open")
+            phase.done("open")
             total = restore_partitions(restorer, self.engine, self.settings, stores, highs, self._beat)
-            phase("read")
+            phase.done("read")
             if self._own_consumer:
                 self.layout_watch.catch_up(self.engine)  # a partition taken over is placed by the latest layout
             for p in todo:
                 self.engine.partition_ready(p)  # what it still owes the last growth (handoff.py)
             self.input.read_committed(todo)
-            phase("committed")
+            phase.done("committed")
         except BaseException:
             self.engine.metrics.restoring.set(0)
             for p in todo:  # half restored: closed, and restored again from scratch on the next turn
@@ -258,8 +251,7 @@ class ProcessorLoop:
         self.input.seek_to_next(todo, self.engine.stores)
         self._to_resume.extend(todo)
         took = time.monotonic() - t0
-        log.info("restored partitions %s: %d records in %.2fs (%s)", todo, total, took,
-                 ", ".join(f"{k} {v * 1000:.0f} ms" for k, v in phases.items()))
+        log.info("restored partitions %s: %d records in %.2fs (%s)", todo, total, took, phase)
         metrics = self.engine.metrics
         metrics.restoring.set(0)
         metrics.restore_records.inc(total)

@@ -26,6 +26,22 @@ RESTORE_FLUSH_EVERY = 5_000
 STUCK_MARGIN_S = 60.0
 
 
+class Phases:
+    """Where a restore's time went, for its log line: `done(name)` ends the phase begun when the
+    previous one ended."""
+
+    def __init__(self) -> None:
+        self.took: dict[str, float] = {}
+        self._mark = time.monotonic()
+
+    def done(self, name: str) -> None:
+        now = time.monotonic()
+        self.took[name], self._mark = now - self._mark, now
+
+    def __str__(self) -> str:
+        return ", ".join(f"{k} {v * 1000:.0f} ms" for k, v in self.took.items())
+
+
 def restore_consumer(settings: Settings) -> Consumer:
     """A plain reader (read_committed, no commits): it reads only what committed transactions
     wrote. Fetches wait 10 ms, not librdkafka's 500: at the end of a partition's log every wait is
