@@ -199,10 +199,11 @@ class ProcessorLoop:
         todo, self._to_restore = self._to_restore, []
         if not todo:
             return
+        phase = Phases()
         t0 = time.monotonic()
         restorer = self._restorer()
+        phase.done("restorer")
         total = 0
-        phase = Phases()
         self.engine.metrics.restoring.set(len(todo))
         events, timers = self.settings.topics.events, self.settings.topics.timers
         try:
@@ -265,6 +266,14 @@ class ProcessorLoop:
         nothing for its first 1.0 s, and a restart after a crash waits for exactly that read."""
         if self._restore_consumer is None:
             self._restore_consumer = restore_consumer(self.settings)
+            try:  # the metadata of BOTH topics it reads: measured, a restore whose consumer had
+                # asked only for wf.events' got its first wf.timers record 0.74-0.96 s after the
+                # assign (waiting for that topic's metadata), its wf.events records in 1 ms -- most
+                # of a restart's restore
+                for topic in (self.settings.topics.events, self.settings.topics.timers):
+                    self._restore_consumer.list_topics(topic, timeout=10)
+            except KafkaException as exc:
+                self._outage(f"connecting the restore consumer: {exc}")
         return self._restore_consumer
 
     def _drop_restorer(self) -> None:
@@ -290,14 +299,7 @@ class ProcessorLoop:
         serve(self.engine.metrics.registry, self.settings.metrics_port, self.settings.metrics_addr, "processor")
         self._init_producer()
         if self._own_consumer:
-            try:  # connected and holding metadata before the first assignment -- of BOTH topics it reads:
-                # measured, a restore whose consumer had asked only for wf.events got its first
-                # wf.timers record 0.74-0.96 s after the assign (waiting for that topic's metadata),
-                # while its wf.events records came in 1 ms; that wait was most of a restart's restore.
-                for topic in (self.settings.topics.events, self.settings.topics.timers):
-                    self._restorer().list_topics(topic, timeout=10)
-            except KafkaException as exc:
-                self._outage(f"connecting the restore consumer: {exc}")
+            self._restorer()  # connected and holding metadata before the first assignment
         self._subscribe()
         max_wait = self.settings.max_wait_ms / 1000
         next_stats = time.monotonic() + STATS_EVERY_S
@@ -363,6 +365,11 @@ class ProcessorLoop:
             at = self.consumer.position([tp])[0].offset
             read[p] = max(self.input.next.get(p, 0), at)
         return read, engine.next_due_ms(), engine.next_awaited_due_ms()
+
+    def workflow_open(self, workflow_id: str, run_id: str | None) -> bool:
+        """On the loop's thread (through `calls`), for processor.testing: whether the run is still
+        running (`run_id` None: the id's latest)."""
+        return self.engine.is_open(workflow_id, run_id)
 
     def _usable(self, msgs: list[Message]) -> list[Message]:
         """The batch's commands still to apply (InputPositions.usable); those applied already are

@@ -217,14 +217,15 @@ class PartitionStore:
             it.next()
         return None
 
-    def timer_kinds(self) -> set[str]:
-        """The kind letters of every committed timer (a full scan: for processor.testing's time
-        skipping, never on the hot path)."""
-        out = set()
+    def timer_keys_all(self) -> list[tuple[str, str]]:
+        """(workflow id, timer key) of every committed timer (a full scan: for processor.testing's
+        time skipping, never on the hot path)."""
+        out = []
         it = self._cf["timers"].iter()
         it.seek_to_first()
         while it.valid():
-            out.add(keys.split_due_key(it.key())[2][0])
+            _, wid, tkey = keys.split_due_key(it.key())
+            out.append((wid, tkey))
             it.next()
         return out
 

@@ -89,8 +89,24 @@ class Timers(EngineParts):
 
     def activity_outstanding(self) -> bool:
         """Whether an activity attempt is dispatched and not settled, as far as its timeout
-        timers tell (an attempt without timeouts has none: the worker knows of it)."""
-        return any(kind in _ATTEMPT_TIMERS for s in self.stores.values() for kind in s.timer_kinds())
+        timers tell (an attempt without timeouts has none: the worker knows of it). An
+        activity's schedule-to-close timer stands through its retry backoffs too: while a
+        retry timer waits for it, no attempt of it is out."""
+        for store in self.stores.values():
+            timers = store.timer_keys_all()
+            backoffs = {(wid, tkey[1:]) for wid, tkey in timers if tkey[0] == "r"}
+            for wid, tkey in timers:
+                if tkey[0] in _ATTEMPT_TIMERS and not (tkey[0] == "c" and (wid, tkey[1:]) in backoffs):
+                    return True
+        return False
+
+    def is_open(self, workflow_id: str, run_id: str | None) -> bool:
+        """Whether `workflow_id`'s run (`run_id`, else its latest) is still running here."""
+        store = self.stores.get(home(workflow_id, self.partitions))
+        summary = store.summary(workflow_id) if store is not None else None
+        if summary is None:
+            return False
+        return summary.running and (run_id is None or summary.run_id == run_id)
 
     def has_due(self, now_ms: int, horizons: Mapping[int, int] | None = None) -> bool:
         """Whether fire_due_timers(now_ms, horizons) would find a timer to fire."""

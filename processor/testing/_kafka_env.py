@@ -37,6 +37,7 @@ from processor.schedule import Schedules
 from processor.testing._skipping import Settled
 
 START_TIMEOUT_S = 120.0  # a start waits this long for the processors' first answer (they join the group first)
+SLEEP_LIMIT_S = 300.0  # wall-clock seconds a sleep() may take
 SETTLE_LIMIT_S = 30.0  # a changing call waits at most this long for the workflows to settle (a slow activity)
 POLL_S = 0.02  # between two looks at whether everything has settled
 CALL_JOIN_S = 60.0  # the skipping thread ends within one look (bounded by the probes' timeouts)
@@ -126,7 +127,12 @@ class KafkaWorkflowEnvironment(Schedules):
             return
         self._check_running()
         until = self.clock() + int(seconds * 1000)
+        deadline = time.monotonic() + SLEEP_LIMIT_S
         while self.clock() < until:
+            self._check_running()
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"sleep() could not pass its {seconds:g} s within {SLEEP_LIMIT_S:.0f} s of "
+                                   "wall time: something kept running (an activity, a loop of timers)")
             settled = self._settled()
             if settled is not None:
                 due = settled.next_due
@@ -166,7 +172,8 @@ class KafkaWorkflowEnvironment(Schedules):
     def execute_update(self, workflow_id: str, update_name: str, *args: Any, run_id: str | None = None,
                        request_id: str | None = None, result_type: object = None, timeout: float = 60.0) -> Any:
         """Run an update to its end -- the clock skips ahead if its handler waits on a timer."""
-        with self._skipping():
+        written = self._inproc.commands_written() if self._inproc is not None else 0
+        with self._skipping(after_commands=written):  # not before the update itself is in the log
             out = self.client.execute_update(workflow_id, update_name, *args, run_id=run_id, request_id=request_id,
                                              result_type=result_type, timeout=timeout)
         self._settle()
@@ -177,8 +184,10 @@ class KafkaWorkflowEnvironment(Schedules):
         """The run's result, or the WorkflowFailureError it closed with; the clock skips ahead
         while the workflow waits on timers. TimeoutError past `timeout` wall-clock seconds."""
         self._check_running()
-        with self._skipping():
-            return self.client.result(workflow_id, timeout=timeout, result_type=result_type, run_id=run_id)
+        with self._skipping(awaited=workflow_id):
+            out = self.client.result(workflow_id, timeout=timeout, result_type=result_type, run_id=run_id)
+        self._settle()
+        return out
 
     def history(self, workflow_id: str, run_id: str | None = None) -> list[dict[str, Any]]:
         return self.client.history(workflow_id, run_id=run_id)
@@ -210,13 +219,17 @@ class KafkaWorkflowEnvironment(Schedules):
             time.sleep(POLL_S)
 
     @contextmanager
-    def _skipping(self) -> Iterator[None]:
-        """While the body waits on the broker, a thread skips time (in process only)."""
+    def _skipping(self, awaited: str | None = None, after_commands: int | None = None) -> Iterator[None]:
+        """While the body waits on the broker, a thread skips time (in process only): for
+        `awaited`, only while that workflow runs (never past its close, so never to another
+        workflow's timer or a retention prune); after `after_commands`, only once the commands
+        topic holds more records than that (the body's own command is in the log)."""
         if self._inproc is None:
             yield
             return
         stop = threading.Event()
-        thread = threading.Thread(target=self._skip_until, args=(stop,), name="dp-test-skip", daemon=True)
+        thread = threading.Thread(target=self._skip_until, args=(stop, awaited, after_commands), name="dp-test-skip",
+                                  daemon=True)
         thread.start()
         try:
             yield
@@ -224,12 +237,25 @@ class KafkaWorkflowEnvironment(Schedules):
             stop.set()
             thread.join(CALL_JOIN_S)
 
-    def _skip_until(self, stop: threading.Event) -> None:
+    def _skip_until(self, stop: threading.Event, awaited: str | None, after_commands: int | None) -> None:
         """While the test thread waits: jump to each next timer once nothing else can happen."""
-        while not stop.is_set():
-            settled = self._settled()
-            if settled is not None and settled.next_awaited is not None and settled.next_awaited > self.clock():
-                self.clock.advance_to(settled.next_awaited)
+        inproc = self._inproc
+        assert inproc is not None
+        while not stop.is_set() and inproc.alive():
+            try:
+                if after_commands is not None:
+                    if inproc.commands_written() <= after_commands:
+                        stop.wait(POLL_S)
+                        continue
+                    after_commands = None
+                if awaited is not None and not inproc.is_open(awaited):
+                    return  # closed (or not started): nothing to skip for
+                settled = inproc.settled()
+            except Exception:  # noqa: BLE001 - a probe the broker did not answer: look again
+                settled = None
+            due = settled.next_awaited if settled is not None else None
+            if due is not None and due > self.clock() and not stop.is_set():
+                self.clock.advance_to(due)
             else:
                 stop.wait(POLL_S)
 

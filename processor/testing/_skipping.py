@@ -46,8 +46,9 @@ PROBE_TIMEOUT_S = 10.0
 @dataclass(frozen=True)
 class Settled:
     """Nothing can happen before `next_due` (None: no timer at all). `next_awaited` is the next
-    timer a workflow waits on: a closed workflow's retention is not one, so a test waiting on a
-    result never skips ahead to pruning what it is about to read; only `sleep()` passes it."""
+    timer a workflow waits on: a closed workflow's retention is not one. A result or an update
+    that is awaited skips only to those (and a result only while its workflow runs); `sleep()`
+    passes every timer on its way."""
 
     next_due: int | None
     next_awaited: int | None
@@ -132,6 +133,14 @@ class InProcess:
                 if read.get(p, -1) < high and not (read.get(p, -1) < 0 and high == low):
                     return None
         return Settled(due, awaited)
+
+    def is_open(self, workflow_id: str, run_id: str | None = None) -> bool:
+        return bool(self.loop.calls.submit(lambda: self.loop.workflow_open(workflow_id, run_id))
+                    .result(CALL_TIMEOUT_S))
+
+    def commands_written(self) -> int:
+        """How many records the commands topic holds, open transactions' included."""
+        return sum(high for _, high in self._highs(self._topics["commands"]).values())
 
     def _highs(self, topic: str) -> dict[int, tuple[int, int]]:
         known = self._probe.list_topics(topic, timeout=PROBE_TIMEOUT_S).topics[topic].partitions

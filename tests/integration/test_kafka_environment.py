@@ -18,7 +18,7 @@ from processor.exceptions import ApplicationError, ConfigError, UpdateRejectedEr
 from processor.testing import KafkaWorkflowEnvironment
 from processor.workflow import RetryPolicy
 from tests.apps.basic import app as basic_app
-from tests.apps.basic import slow
+from tests.apps.basic import flaky, slow
 
 pytestmark = pytest.mark.integration
 
@@ -80,6 +80,31 @@ def test_time_does_not_skip_while_an_activity_really_runs(kafka_bootstrap: str) 
     with KafkaWorkflowEnvironment(basic_app, kafka_bootstrap) as env:  # a real timeout still fires
         env.start_workflow("Timeouts", "start_to_close", id="late")
         assert env.result("late") == "RemoteApplicationError: StartToCloseTimeout"
+
+
+@workflow.defn
+class HourlyRetry:
+    """One activity failing its first attempt, retried an hour later, under a day's schedule-to-close."""
+
+    @workflow.run
+    async def run(self) -> str:
+        return str(await workflow.execute_activity(
+            flaky, 1, start_to_close_timeout=60, schedule_to_close_timeout=timedelta(days=1),
+            retry_policy=RetryPolicy(initial_interval=timedelta(hours=1))))
+
+
+def test_a_retry_backoff_is_skipped_and_a_result_never_skips_past_its_close(kafka_bootstrap: str) -> None:
+    """The schedule-to-close timer stands through the backoff, yet no attempt is out then: the
+    hour is skipped. Another workflow's day-long timer is not: result() stops skipping once the
+    workflow it waits for has closed."""
+    app = Worker(workflows=[HourlyRetry, *basic_app.workflows], activities=basic_app.activities)
+    with KafkaWorkflowEnvironment(app, kafka_bootstrap, start_time=MONDAY) as env:
+        env.start_workflow("Approval", 86_400.0, id="a-day")
+        env.start_workflow(HourlyRetry.run, id="hourly")
+        assert env.result("hourly", timeout=60) == "ok after 2 attempts"
+        waited = env.now() - MONDAY
+        assert timedelta(hours=1) <= waited < timedelta(hours=1, minutes=5), waited
+        assert [e["type"] for e in env.history("a-day")][-1] == "TimerStarted", "the day-long timer did not fire"
 
 
 def test_updates_and_a_schedule_on_the_skipping_clock(kafka_bootstrap: str) -> None:

@@ -51,9 +51,24 @@ def test_timer_queries_of_time_skipping(tmp_path: Path) -> None:
         assert store.next_due() == 100
         assert store.next_due_except(frozenset("p")) == 300
         assert store.next_due_except(frozenset("pru")) is None
-        assert store.timer_kinds() == {"p", "u", "r"}
-        store.set_timer("worker", "s3", 900)  # an attempt's start-to-close: an activity is out
-        store.flush()
-        assert "s" in store.timer_kinds()
+        assert sorted(store.timer_keys_all()) == [("closed", "p0"), ("sleeper", "u1"), ("worker", "r3")]
     finally:
         store.close()
+
+
+def test_an_activity_is_out_while_an_attempt_timer_stands_but_not_in_its_retry_backoff(tmp_path: Path) -> None:
+    from processor.testing import WorkflowEnvironment
+    from tests.apps.basic import app
+
+    with WorkflowEnvironment(app, state_dir=tmp_path) as env:
+        engine, store = env.engine, env.engine.stores[0]
+        assert not engine.activity_outstanding()
+        store.set_timer("w", "c3", 10_000)  # schedule-to-close of activity 3 ...
+        store.flush()
+        assert engine.activity_outstanding(), "... an attempt of it is out"
+        store.set_timer("w", "r3", 5_000)  # ... waiting for its retry: none is
+        store.flush()
+        assert not engine.activity_outstanding()
+        store.set_timer("w", "s4", 7_000)  # another activity's attempt, running
+        store.flush()
+        assert engine.activity_outstanding()
