@@ -69,16 +69,20 @@ class Processes:
         self.logs.mkdir(parents=True, exist_ok=True)
 
     def start(self, role: str) -> None:
-        log = (self.logs / f"{role}.log").open("ab")
-        self.procs[role] = subprocess.Popen(
-            [sys.executable, "-m", "processor.cli", "run", "--app", "benchmarks.app:app", "--role", role,
-             "--bootstrap", self.bootstrap, "--prefix", self.prefix, "--state-dir", str(self.state), "-v"],
-            cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
+        with (self.logs / f"{role}.log").open("ab") as log:
+            self.procs[role] = subprocess.Popen(
+                [sys.executable, "-m", "processor.cli", "run", "--app", "benchmarks.app:app", "--role", role,
+                 "--bootstrap", self.bootstrap, "--prefix", self.prefix, "--state-dir", str(self.state), "-v"],
+                cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
 
     def stop(self, role: str) -> None:
         proc = self.procs.pop(role)
         proc.terminate()
-        proc.wait(60)
+        try:
+            proc.wait(60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
 
     def close(self) -> None:
         for role in list(self.procs):
@@ -109,10 +113,10 @@ def latency(ctx: Context) -> dict[str, Any]:
     try:
         for i in range(ctx.n(300, 20)):
             wid = f"lat-{i}"
-            client.watch(wid)
             began = time.perf_counter()
             client.start_workflow("ThreeNoops", 1, id=wid)
-            client.result(wid, timeout=60)
+            if client.result(wid, timeout=60) != 4:
+                raise SystemExit(f"{wid}: a wrong result")
             samples.append((time.perf_counter() - began) * 1000)
     finally:
         client.close()
@@ -135,7 +139,7 @@ def throughput(ctx: Context) -> dict[str, Any]:
                 await client.close()
             for k, (t, lat) in enumerate(done):
                 done[k] = (t - began, lat)
-            return time.perf_counter() - began
+            return max(t for t, _ in done)  # the last completion, not the client's close
 
         elapsed = asyncio.run(run())
         lat = [d[1] for d in done]
@@ -188,21 +192,22 @@ def restore(ctx: Context) -> dict[str, Any]:
     before = log.read_text(errors="replace").count("restored partitions")
     ctx.procs.start("processor")
     deadline = time.monotonic() + 300
-    pattern = re.compile(r"restored partitions \[([^\]]*)\]: (\d+) records in ([\d.]+)s")
-    found: list[tuple[set[int], int, float]] = []
+    pattern = re.compile(r"restored partitions \[([^\]]*)\]: (\d+) records in ([\d.]+)s \(.*read (\d+) ms")
+    found: list[tuple[set[int], int, float, float]] = []
     while time.monotonic() < deadline:  # until every partition is restored (in one go or several)
         text = log.read_text(errors="replace")
-        found = [({int(p) for p in ps.split(",") if p.strip()}, int(n), float(t))
-                 for ps, n, t in pattern.findall(text)][before:]
-        if set().union(*(ps for ps, _, _ in found)) >= set(range(ctx.partitions)):
+        found = [({int(p) for p in ps.split(",") if p.strip()}, int(n), float(t), int(r) / 1000)
+                 for ps, n, t, r in pattern.findall(text)][before:]
+        if set().union(*(ps for ps, _, _, _ in found)) >= set(range(ctx.partitions)):
             break
         time.sleep(0.2)
     else:
         raise SystemExit("the restarted processor did not restore every partition within 300 s")
-    records, seconds = sum(n for _, n, _ in found), sum(t for _, _, t in found)
+    records, seconds = sum(n for _, n, _, _ in found), sum(t for _, _, t, _ in found)
+    reading = sum(r for _, _, _, r in found)
     ctx.warm()  # serving again before the next scenario
-    return {"records": records, "seconds": round(seconds, 3),
-            "per_s": round(records / seconds, 1) if seconds else None}
+    return {"records": records, "seconds": round(seconds, 3), "per_s": round(records / seconds, 1) if seconds else None,
+            "read_seconds": round(reading, 3), "read_per_s": round(records / reading, 1) if reading else None}
 
 
 def failover(ctx: Context) -> dict[str, Any]:
@@ -324,10 +329,11 @@ def table(results: dict[str, Any]) -> str:
                      f"max {r['wake_max_ms']:.0f} ms (start to end, less 1 s)", ""))
     if "restore" in sc:
         r = sc["restore"]
-        rows.append(("restore", f"{r['per_s']} records/s ({r['records']} in {r['seconds']} s)", ">= 100,000/s"))
+        rows.append(("restore", f"{r['per_s']} records/s ({r['records']} in {r['seconds']} s; reading alone "
+                     f"{r['read_per_s']}/s)", ">= 100,000/s"))
     for mode, r in sc.get("failover", {}).items():
-        rows.append((f"failover ({mode})", f"p50 {r['recovery_p50_s']:.2f} s, max {r['recovery_max_s']:.2f} s "
-                     f"({r['runs']} runs)", "<= 2 s p99"))
+        rows.append((f"failover ({mode})", f"p50 {r['recovery_p50_s']:.2f} s, max of {r['runs']} runs "
+                     f"{r['recovery_max_s']:.2f} s", "<= 2 s p99"))
     width = max(len(a) for a, _, _ in rows) if rows else 10
     lines = [f"{'scenario':<{width}}  {'figure':<60}  target"]
     lines += [f"{a:<{width}}  {b:<60}  {c}" for a, b, c in rows]
@@ -341,8 +347,9 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/latest"))
     ap.add_argument("--partitions", type=int, default=8)
     args = ap.parse_args()
-    chosen = [s.strip() for s in args.only.split(",") if s.strip()]
-    unknown = [s for s in chosen if s not in SCENARIOS]
+    asked = [s.strip() for s in args.only.split(",") if s.strip()]
+    unknown = [s for s in asked if s not in SCENARIOS]
+    chosen = [s for s in SCENARIOS if s in asked]  # failover last: it stops the processes the others use
     if unknown:
         raise SystemExit(f"python -m benchmarks: unknown scenario(s) {', '.join(unknown)}; "
                          f"choose from {', '.join(SCENARIOS)}")

@@ -77,7 +77,7 @@ def _members(bootstrap: str, group: str) -> dict[str, list[int]]:
     """group.instance.id -> partitions of each member of a stable group (empty while it rebalances)."""
     admin = AdminClient(client_config("admin", bootstrap, "bench"))
     try:
-        desc = admin.describe_consumer_groups([group])[group].result(timeout=10)
+        desc = admin.describe_consumer_groups([group], request_timeout=3600)[group].result(timeout=10)  # coverage.py
     except KafkaException as exc:  # e.g. COORDINATOR_LOAD_IN_PROGRESS on a broker just started: ask again
         err = exc.args[0]
         if not (err.retriable() or err.code() in _COORDINATOR_BUSY):
