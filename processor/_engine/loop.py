@@ -50,13 +50,12 @@ from processor._engine.handoff import LayoutBehind
 from processor._engine.identity import fence_departed_owners, stable_transactional_id
 from processor._engine.input import InputPositions
 from processor._engine.layout_watch import LayoutWatch
-from processor._engine.restore import Phases, restore_consumer, restore_partitions
+from processor._engine.restore import Restorer
 from processor._engine.settings import Settings
 from processor._engine.sink import TransactionSink
-from processor._engine.store import PartitionStore
 from processor._kafka.config import client_config
 from processor._kafka.health import WedgeClock, kafka_answers, watchdog_s
-from processor._kafka.messages import ConsumerFailed, consume_available, headers, high_watermarks, position
+from processor._kafka.messages import ConsumerFailed, close_quietly, consume_available, headers, position
 from processor._kafka.topics import ensure_topics, load_specs
 from processor._limits import PRODUCER_MESSAGE_MAX_BYTES
 from processor._metrics import STATS_INTERVAL_MS, serve
@@ -124,13 +123,17 @@ class ProcessorLoop:
         self.sink = TransactionSink(settings, self.producer, lambda p: self.engine.stores.get(p))
         self.engine = Engine(settings, workflows, default_codec(), self.sink, layout)
         self._to_restore: list[int] = []
-        self._restore_consumer: Consumer | None = None
         self._to_resume: list[int] = []
         # A partition left to nobody by a static member's rejoin is repaired by a rejoin (coverage.py).
         self.coverage = CoverageWatch(settings.bootstrap, settings.processor_group, settings.topics.commands,
                                       lambda: self._transactional_id) if self._own_consumer else None
         self._single_steps = 0  # after a processing error: this many one-command transactions
         self.input = InputPositions(settings.topics.commands, lambda: self.consumer)
+        self.restorer = Restorer(
+            settings, self.engine, self.input,
+            fence=(lambda todo: fence_departed_owners(settings, todo, self._transactional_id))
+            if self._own_consumer else None,
+            layout=self.layout_watch if self._own_consumer else None, outage=self._outage, beat=self._beat)
         self._resets: list[float] = []
         self._outage_logged = 0.0
         self._beat_at = 0.0
@@ -199,50 +202,13 @@ class ProcessorLoop:
         todo, self._to_restore = self._to_restore, []
         if not todo:
             return
-        phase = Phases()
         t0 = time.monotonic()
-        restorer = self._restorer()
-        phase.done("restorer")
-        total = 0
         self.engine.metrics.restoring.set(len(todo))
-        events, timers = self.settings.topics.events, self.settings.topics.timers
         try:
-            # One probe for every partition being restored (a probe is a client: connection,
-            # metadata). 15 s: with committed() (10 s) a restore against a broker that is down
-            # stays well inside the supervisor's 60 s stall window.
-            # A partition the events or timers topic does not have (only commands grew, so the
-            # layout did not follow) holds nothing: its commands are forwarded (growth.py).
-            if self._own_consumer:  # a previous owner that died inside a transaction holds the restore up
-                fence_departed_owners(self.settings, todo, self._transactional_id)
-            phase.done("fence")
-            counts = self.layout_watch.live_counts() if self._own_consumer else None
-            phase.done("layout")
-            present = [TopicPartition(topic, p) for topic, name in ((events, "events"), (timers, "timers"))
-                       for p in todo if counts is None or p < counts[name]]
-            ends = high_watermarks(self.settings.bootstrap, present, timeout=15.0) if present else {}
-            phase.done("ends")
-            highs: dict[str, dict[int, int]] = {events: {}, timers: {}}
-            for (topic, p), high in ends.items():
-                highs[topic][p] = high
-            stores = {}
-            for p in todo:
-                stores[p] = PartitionStore(self.settings.state_dir / f"p{p:04d}")
-                self.engine.open_partition(p, stores[p])
-            phase.done("open")
-            total = restore_partitions(restorer, self.engine, self.settings, stores, highs, self._beat)
-            phase.done("read")
-            if self._own_consumer:
-                self.layout_watch.catch_up(self.engine)  # a partition taken over is placed by the latest layout
-            for p in todo:
-                self.engine.partition_ready(p)  # what it still owes the last growth (handoff.py)
-            self.input.read_committed(todo)
-            phase.done("committed")
+            total, phase = self.restorer.restore(todo)
         except BaseException:
             self.engine.metrics.restoring.set(0)
-            for p in todo:  # half restored: closed, and restored again from scratch on the next turn
-                self.engine.close_partition(p)
-            self._to_restore = todo + self._to_restore
-            self._drop_restorer()  # a fresh one next time: this one may be what failed
+            self._to_restore = todo + self._to_restore  # restored again from scratch on the next turn
             raise
         self.consumer.resume([TopicPartition(self.settings.topics.commands, p) for p in todo])
         # After an in-process restart the consumer may be past them. Only these: the others may
@@ -259,28 +225,6 @@ class ProcessorLoop:
         metrics.restore_seconds.observe(took)
         metrics.refresh()
         _failpoints.reach("restored")  # tests let the consumer fetch before the first transaction here
-
-    def _restorer(self) -> Consumer:
-        """The restore consumer, kept for the process's life and made before the group assigns
-        anything: measured (librdkafka 2.16), a consumer made for each restore often fetched
-        nothing for its first 1.0 s, and a restart after a crash waits for exactly that read."""
-        if self._restore_consumer is None:
-            self._restore_consumer = restore_consumer(self.settings)
-            try:  # the metadata of BOTH topics it reads: measured, a restore whose consumer had
-                # asked only for wf.events' got its first wf.timers record 0.74-0.96 s after the
-                # assign (waiting for that topic's metadata), its wf.events records in 1 ms -- most
-                # of a restart's restore
-                for topic in (self.settings.topics.events, self.settings.topics.timers):
-                    self._restore_consumer.list_topics(topic, timeout=10)
-            except KafkaException as exc:
-                self._outage(f"connecting the restore consumer: {exc}")
-        return self._restore_consumer
-
-    def _drop_restorer(self) -> None:
-        if self._restore_consumer is not None:
-            threading.Thread(target=_close_quietly, args=(self._restore_consumer,), name="close-restorer",
-                             daemon=True).start()
-            self._restore_consumer = None
 
     # -- the loop -----------------------------------------------------------------------------
 
@@ -299,7 +243,7 @@ class ProcessorLoop:
         serve(self.engine.metrics.registry, self.settings.metrics_port, self.settings.metrics_addr, "processor")
         self._init_producer()
         if self._own_consumer:
-            self._restorer()  # connected and holding metadata before the first assignment
+            self.restorer.consumer()  # connected and holding metadata before the first assignment
         self._subscribe()
         max_wait = self.settings.max_wait_ms / 1000
         next_stats = time.monotonic() + STATS_EVERY_S
@@ -418,7 +362,7 @@ class ProcessorLoop:
         self.consumer = self._new_consumer()
         self._subscribe()
         # Closed on the side: a wedged consumer's close may wait for a coordinator it cannot reach.
-        threading.Thread(target=_close_quietly, args=(old,), name="close-replaced-consumer", daemon=True).start()
+        threading.Thread(target=close_quietly, args=(old,), name="close-replaced-consumer", daemon=True).start()
 
     def _horizons(self, now_ms: int) -> dict[int, int]:
         return self.input.horizons(now_ms, self.engine.stores)
@@ -675,17 +619,9 @@ class ProcessorLoop:
                     log.debug("unsubscribe: %s", exc)
             self.consumer.close()  # the revoke callback closes the stores
         finally:
-            if self._restore_consumer is not None:
-                _close_quietly(self._restore_consumer)
+            self.restorer.close()
             for p in list(self.engine.stores):
                 self.engine.close_partition(p)
-
-
-def _close_quietly(consumer: Consumer) -> None:
-    try:
-        consumer.close()
-    except Exception as exc:  # noqa: BLE001 - the old consumer is abandoned either way
-        log.warning("closing the replaced consumer failed: %s", exc)
 
 
 def run_processor(settings: Settings, workflows: Sequence[type], *, install_signals: bool = True) -> None:

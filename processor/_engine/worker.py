@@ -79,7 +79,15 @@ from processor._engine.settle import (  # noqa: F401 - re-exported for tests and
 from processor._engine.worker_settle import Offsets, Settle, Settler, produce
 from processor._kafka.config import client_config
 from processor._kafka.health import WedgeClock, kafka_answers
-from processor._kafka.messages import ConsumerFailed, consume_available, data_messages, dlq_headers, headers, position
+from processor._kafka.messages import (
+    ConsumerFailed,
+    close_quietly,
+    consume_available,
+    data_messages,
+    dlq_headers,
+    headers,
+    position,
+)
 from processor._kafka.topics import ensure_topics, task_queue_spec
 from processor._limits import (
     MAX_RECORD_BYTES,
@@ -280,7 +288,7 @@ class ActivityWorker:
         self.consumer = Consumer(self._consumer_config)
         self._subscribe()
         # Closed on the side: a wedged consumer's close may wait for a coordinator it cannot reach.
-        threading.Thread(target=_close_quietly, args=(old,), name="close-replaced-consumer", daemon=True).start()
+        threading.Thread(target=close_quietly, args=(old,), name="close-replaced-consumer", daemon=True).start()
 
     def _check_producer(self, now: float) -> None:
         """Rebuild a producer that has had records pending and delivered nothing for
@@ -683,8 +691,3 @@ def _retire_producer(producer: Producer) -> None:
         log.warning("retiring the replaced producer failed: %s", exc)
 
 
-def _close_quietly(consumer: Consumer) -> None:
-    try:
-        consumer.close()
-    except Exception as exc:  # noqa: BLE001 - the old consumer is abandoned either way
-        log.warning("closing the replaced consumer failed: %s", exc)

@@ -6,12 +6,15 @@ reach these helpers were filtered for `error() is None`, so partition and offset
 
 from __future__ import annotations
 
+import logging
 import time
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 from processor._kafka.config import client_config
 from processor._kafka.topics import prefix_of
+
+log = logging.getLogger("processor.kafka")
 
 # librdkafka's own "_TRANSPORT"/"_TIMED_OUT" codes are underscored by its naming, not private.
 _TRANSIENT = {KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE, KafkaError.UNKNOWN_TOPIC_OR_PART,
@@ -119,3 +122,11 @@ def watermarks(consumer: Consumer, tp: TopicPartition, timeout: float = 30.0) ->
             if not (err.retriable() or err.code() in _TRANSIENT) or time.monotonic() > deadline:
                 raise
             time.sleep(0.2)
+
+
+def close_quietly(consumer: Consumer) -> None:
+    """Close a consumer that is abandoned either way (replaced, or its process is stopping)."""
+    try:
+        consumer.close()
+    except Exception as exc:  # noqa: BLE001 - the consumer is abandoned either way
+        log.warning("closing the replaced consumer failed: %s", exc)
