@@ -14,11 +14,12 @@ import pytest
 from examples.orders import Order, OrderWorkflow, Receipt
 from examples.orders import app as orders_app
 from processor import Worker, activity, workflow
-from processor.exceptions import ApplicationError, ConfigError, UpdateRejectedError, WorkflowFailureError
+from processor.exceptions import ApplicationError, ConfigError, WorkflowFailureError
 from processor.testing import KafkaWorkflowEnvironment
 from processor.workflow import RetryPolicy
 from tests.apps.basic import app as basic_app
 from tests.apps.basic import flaky, slow
+from tests.cart_checks import cart_updates_behave
 
 pytestmark = pytest.mark.integration
 
@@ -109,12 +110,7 @@ def test_a_retry_backoff_is_skipped_and_a_result_never_skips_past_its_close(kafk
 
 def test_updates_and_a_schedule_on_the_skipping_clock(kafka_bootstrap: str) -> None:
     with KafkaWorkflowEnvironment(basic_app, kafka_bootstrap, start_time=MONDAY) as env:
-        cart = env.start_workflow("Cart", id="cart")
-        assert cart.execute_update("add_item", "apple") == 1
-        assert cart.execute_update("add_priced", "pear") == 42, "an update that runs an activity"
-        with pytest.raises(UpdateRejectedError, match="sku must not be empty"):
-            cart.execute_update("add_item", "")
-        assert cart.query("contents") == ["apple", "pear@42"]
+        cart_updates_behave(env)
 
         env.create_schedule("hourly", "ThreeSteps", 1, every=timedelta(hours=1))
         env.sleep(timedelta(hours=3, minutes=30))

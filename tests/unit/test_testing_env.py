@@ -16,7 +16,6 @@ from processor.exceptions import (
     ApplicationError,
     CommandRejectedError,
     ConfigError,
-    UpdateRejectedError,
     WorkflowAlreadyStartedError,
     WorkflowFailureError,
     WorkflowNotFoundError,
@@ -24,6 +23,7 @@ from processor.exceptions import (
 from processor.testing import WorkflowEnvironment
 from tests.apps.basic import app as basic_app
 from tests.apps.basic import slow
+from tests.cart_checks import cart_updates_behave
 
 MONDAY = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
 BIG = Order("order-1", "SKU-1", 5, "4242-4242-4242-4242")
@@ -107,12 +107,7 @@ def test_a_workflow_waiting_for_a_signal_is_reported_not_waited_for() -> None:
 
 def test_updates_queries_cancel_and_refusals_behave_as_through_the_client() -> None:
     with WorkflowEnvironment(basic_app) as env:
-        cart = env.start_workflow("Cart", id="cart")
-        assert cart.execute_update("add_item", "apple") == 1
-        assert cart.execute_update("add_priced", "pear") == 42, "an update that runs an activity"
-        with pytest.raises(UpdateRejectedError, match="sku must not be empty"):
-            cart.execute_update("add_item", "")
-        assert cart.query("contents") == ["apple", "pear@42"]
+        cart = cart_updates_behave(env)
         with pytest.raises(WorkflowAlreadyStartedError):
             env.start_workflow("Cart", id="cart", if_exists="fail")
         assert env.start_workflow("Cart", id="cart").outcome == "attached"
