@@ -102,6 +102,7 @@ class InProcess:
             "group.id": f"{settings.prefix}.test-probe.{uuid.uuid4().hex[:8]}",  # never joined: only asks offsets
             "isolation.level": "read_uncommitted", "enable.auto.commit": False}))
         self._topics = {"commands": settings.topics.commands, "tasks": settings.topics.tasks(app.task_queue)}
+        self._partitions: dict[str, list[int]] = {}
         for t in self._threads:
             t.start()
 
@@ -143,7 +144,10 @@ class InProcess:
         return sum(high for _, high in self._highs(self._topics["commands"]).values())
 
     def _highs(self, topic: str) -> dict[int, tuple[int, int]]:
-        known = self._probe.list_topics(topic, timeout=PROBE_TIMEOUT_S).topics[topic].partitions
+        known = self._partitions.get(topic)
+        if known is None:  # asked once: the environment's topics do not grow under it
+            known = self._partitions[topic] = sorted(
+                self._probe.list_topics(topic, timeout=PROBE_TIMEOUT_S).topics[topic].partitions)
         return {p: self._probe.get_watermark_offsets(TopicPartition(topic, p), timeout=PROBE_TIMEOUT_S, cached=False)
                 for p in known}
 
